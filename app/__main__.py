@@ -1,0 +1,95 @@
+"""`python -m app serve | run | migrate`: the balancer's command line."""
+
+import argparse
+import os
+import secrets
+import sys
+from pathlib import Path
+
+import uvicorn
+
+from app.config import ENV_PREFIX, Settings, SettingsError, load_settings
+from app.infrastructure.logging import configure_logging
+from app.infrastructure.postgres.migrations import migrate
+
+
+def serve(settings: Settings) -> None:
+    uvicorn.run(
+        "app.main:create_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=settings.access_log,
+        log_config=None,
+        server_header=False,
+        proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
+        timeout_graceful_shutdown=10,
+    )
+
+
+def run_with_embedded_services(data_dir: Path) -> None:
+    """Serve; with no database or Redis URL set, start embedded servers for them first."""
+    from app.embedded import EmbeddedServices
+
+    token_file = data_dir / "admin-token"
+    if not os.environ.get(f"{ENV_PREFIX}ADMIN_TOKEN"):
+        data_dir.mkdir(parents=True, exist_ok=True)
+        if not token_file.exists():
+            token_file.write_text(secrets.token_urlsafe(32))
+            token_file.chmod(0o600)
+        os.environ[f"{ENV_PREFIX}ADMIN_TOKEN"] = token_file.read_text().strip()
+        print(f"Admin token (kept in {token_file}): {os.environ[f'{ENV_PREFIX}ADMIN_TOKEN']}")
+
+    needs_services = not (
+        os.environ.get(f"{ENV_PREFIX}DATABASE_URL") and os.environ.get(f"{ENV_PREFIX}REDIS_URL")
+    )
+    if not needs_services:
+        serve(load_settings())
+        return
+    with EmbeddedServices(data_dir) as services:
+        os.environ.setdefault(f"{ENV_PREFIX}DATABASE_URL", services.database_url)
+        os.environ.setdefault(f"{ENV_PREFIX}REDIS_URL", services.redis_url)
+        migrate(os.environ[f"{ENV_PREFIX}DATABASE_URL"])
+        print(f"Embedded PostgreSQL and Redis under {data_dir}")
+        serve(load_settings())
+
+
+def _database_url() -> str:
+    url = os.environ.get(f"{ENV_PREFIX}DATABASE_URL")
+    if not url:
+        raise SettingsError(f"{ENV_PREFIX}DATABASE_URL is required")
+    return url
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m app", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("serve", help="serve against BALANCER_DATABASE_URL and BALANCER_REDIS_URL")
+    run = commands.add_parser("run", help="serve, starting embedded PostgreSQL/Redis if unset")
+    run.add_argument("--data-dir", type=Path, default=Path(".data"))
+    commands.add_parser("migrate", help="apply the migrations to BALANCER_DATABASE_URL")
+    args = parser.parse_args(argv)
+
+    configure_logging(level="info", json=False)
+    try:
+        if args.command == "serve":
+            serve(load_settings())
+        elif args.command == "run":
+            run_with_embedded_services(args.data_dir)
+        else:
+            migrate(_database_url())
+    except SettingsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

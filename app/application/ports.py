@@ -1,0 +1,41 @@
+from typing import Protocol
+
+from app.domain.config import BalancerConfig, ConfigVersion
+
+
+class ConfigRepository(Protocol):
+    """Versioned configuration storage; every append is announced to every worker."""
+
+    async def get_active(self) -> ConfigVersion:
+        """The newest version. Raises StorageUnavailable."""
+        ...
+
+    async def append(
+        self, config: BalancerConfig, *, after: int, comment: str | None
+    ) -> ConfigVersion:
+        """Store `config` as version `after + 1`. Raises VersionConflict if that exists."""
+        ...
+
+    async def get(self, version: int) -> ConfigVersion | None: ...
+
+    async def history(self, *, limit: int, before: int | None) -> list[ConfigVersion]:
+        """Versions newest first, only those below `before` when it is given."""
+        ...
+
+
+class SequenceSource(Protocol):
+    """Globally shared sequence numbers, handed out without I/O (the redirect path calls it)."""
+
+    def next(self, key: str) -> int:
+        """The next number of the sequence named `key` ("" is the global one)."""
+        ...
+
+
+class HealthCheck(Protocol):
+    """A dependency's health as this worker sees it."""
+
+    name: str
+
+    async def __call__(self) -> str | None:
+        """None when healthy, otherwise a short description of what is wrong."""
+        ...

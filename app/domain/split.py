@@ -1,0 +1,45 @@
+from dataclasses import dataclass
+from enum import StrEnum
+
+from app.domain.errors import InvalidConfig
+
+MAX_WEIGHT = 1_000_000
+
+
+class Target(StrEnum):
+    CDN = "cdn"
+    ORIGIN = "origin"
+
+
+@dataclass(frozen=True, slots=True)
+class Split:
+    """CDN:origin weights. Of every `cdn_weight + origin_weight` consecutive sequence numbers
+    exactly `origin_weight` go to the origin, spread as evenly as integers allow."""
+
+    cdn_weight: int
+    origin_weight: int
+
+    def __post_init__(self) -> None:
+        for field, weight in (
+            ("cdn_weight", self.cdn_weight),
+            ("origin_weight", self.origin_weight),
+        ):
+            if type(weight) is not int or not 0 <= weight <= MAX_WEIGHT:
+                raise InvalidConfig(field, f"must be an integer from 0 to {MAX_WEIGHT}")
+        if self.cdn_weight + self.origin_weight == 0:
+            raise InvalidConfig("origin_weight", "cdn_weight and origin_weight must not both be 0")
+
+    @classmethod
+    def origin_every(cls, n: int) -> "Split":
+        """Every n-th request to the origin: `origin_every(10)` is 9:1."""
+        if type(n) is not int or not 1 <= n <= MAX_WEIGHT + 1:
+            raise InvalidConfig("origin_every", f"must be an integer from 1 to {MAX_WEIGHT + 1}")
+        return cls(n - 1, 1)
+
+    def target(self, sequence: int) -> Target:
+        total = self.cdn_weight + self.origin_weight
+        position = sequence % total
+        weight = self.origin_weight
+        if (position + 1) * weight // total > position * weight // total:
+            return Target.ORIGIN
+        return Target.CDN

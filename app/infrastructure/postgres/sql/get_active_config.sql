@@ -1,0 +1,5 @@
+SELECT version, cdn_host, cdn_weight, origin_weight, redirect_status, origin_domains,
+       server_rules, comment, created_at
+FROM config_versions
+ORDER BY version DESC
+LIMIT 1

@@ -1,0 +1,71 @@
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from app.presentation.http.schemas import PROBLEM_RESPONSE, Problem
+
+_EXAMPLE = "http://s1.origin-cluster/video/1488/xcg2djHckad.m3u8"
+
+_REDIRECT_OPERATION: dict[str, Any] = {
+    "tags": ["redirect"],
+    "summary": "Redirect a player to the CDN or the origin",
+    "description": (
+        "Answers the configured redirect status (301 by default) with `Location` on the CDN "
+        "(`http://<cdn_host>/<server>/<path>?<query>`) or, for the origin share of the "
+        "traffic, the video URL itself. Out of every `cdn_weight + origin_weight` "
+        "consecutive requests (counted across all workers and instances) exactly "
+        "`origin_weight` go to the origin. `Cache-Control: no-store` keeps browsers from "
+        "pinning one target. The video URL must be `http(s)://<server>.<allowed domain>/<path>`; "
+        "anything else answers 400 with a problem document and no `Location`."
+    ),
+    "parameters": [
+        {
+            "name": "video",
+            "in": "query",
+            "required": True,
+            "description": "The video URL on an origin server, percent-encoded (or raw).",
+            "schema": {"type": "string", "maxLength": 8192, "example": _EXAMPLE},
+        }
+    ],
+    "responses": {
+        "301": {
+            "description": "Redirect (the status is configurable: 301, 302, 307 or 308).",
+            "headers": {
+                "Location": {
+                    "schema": {"type": "string"},
+                    "example": "http://cdn.example.com/s1/video/1488/xcg2djHckad.m3u8",
+                },
+                "Cache-Control": {"schema": {"type": "string", "example": "no-store"}},
+            },
+        },
+        "400": {"description": "The video URL is missing or not ours.", **PROBLEM_RESPONSE},
+        "503": {"description": "No configuration loaded yet.", **PROBLEM_RESPONSE},
+    },
+}
+
+
+def document_redirect(app: FastAPI) -> None:
+    """Add `GET /` and `HEAD /` (served by RedirectFront, outside FastAPI) to the OpenAPI."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title,
+                version=app.version,
+                description=app.description,
+                routes=app.routes,
+            )
+            schema["paths"] = {
+                "/": {
+                    "get": {**_REDIRECT_OPERATION, "operationId": "redirect_video"},
+                    "head": {**_REDIRECT_OPERATION, "operationId": "redirect_video_head"},
+                },
+                **schema["paths"],
+            }
+            schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+            schemas["Problem"] = Problem.model_json_schema()
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
