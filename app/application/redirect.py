@@ -17,7 +17,4 @@ class RedirectVideo:
         self._sequence = sequence
 
     def __call__(self, raw_video: str) -> Redirect:
-        router = self._snapshot.router
-        video = router.parse(raw_video)
-        key, split = router.split_for(video.server)
-        return router.route(video, split, self._sequence.next(key))
+        return self._snapshot.router.redirect(raw_video, self._sequence.next)

@@ -1,11 +1,12 @@
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
+from typing import NamedTuple
 
 from app.domain.errors import InvalidConfig
-from app.domain.split import Split
+from app.domain.split import Split, Target
 from app.domain.video import VideoUrl, parse_video_url
 
 REDIRECT_STATUSES = (301, 302, 307, 308)
@@ -84,8 +85,7 @@ class ConfigVersion:
     comment: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Redirect:
+class Redirect(NamedTuple):
     """Where one player goes, and why."""
 
     target: str
@@ -109,20 +109,18 @@ class Router:
         self._rules = dict(config.server_rules)
         self._status = config.redirect_status
 
-    def parse(self, raw_video: str) -> VideoUrl:
-        return parse_video_url(raw_video, self._domains)
-
-    def split_for(self, server: str) -> tuple[str, Split]:
-        """The split that applies to `server` and the name of the sequence it counts on."""
-        rule = self._rules.get(server)
+    def redirect(self, raw_video: str, next_number: Callable[[str], int]) -> Redirect:
+        """Route one request. `next_number(name)` hands out the sequence named `name`:
+        "" for the global split, the server label for a server with its own rule."""
+        video = parse_video_url(raw_video, self._domains)
+        server = video.server
+        rule = self._rules.get(server) if self._rules else None
         if rule is None:
-            return "", self._split
-        return server, rule
-
-    def route(self, video: VideoUrl, split: Split, sequence: int) -> Redirect:
-        target = split.target(sequence)
-        if target == "cdn":
-            location = f"{self._cdn_base}/{video.server}{video.rest}"
+            target = self._split.target(next_number(""))
+        else:
+            target = rule.target(next_number(server))
+        if target is Target.CDN:
+            location = f"{self._cdn_base}/{server}{video.rest}"
         else:
             location = video.origin_url
-        return Redirect(target, location, self._status, video.server, self.version.version)
+        return Redirect(target, location, self._status, server, self.version.version)
