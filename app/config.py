@@ -3,6 +3,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from adaptix import P, Retort, loader
+from adaptix.load_error import AggregateLoadError, LoadError
+from adaptix.struct_trail import get_trail
 
 ENV_PREFIX = "BALANCER_"
 MIN_TOKEN_LENGTH = 16
@@ -85,7 +87,14 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             raise SettingsError(f"{ENV_PREFIX}{required.upper()} is required")
     try:
         return _retort.load(data, Settings)
-    except SettingsError:
-        raise
-    except Exception as error:  # adaptix reports a tree of load errors; name the variable
-        raise SettingsError(f"invalid {ENV_PREFIX}* setting: {error}") from error
+    except LoadError as error:
+        raise SettingsError("; ".join(_describe(error))) from error
+
+
+def _describe(error: BaseException) -> list[str]:
+    """adaptix reports a tree of load errors; name the variable behind each leaf."""
+    if isinstance(error, AggregateLoadError):
+        return [line for inner in error.exceptions for line in _describe(inner)]
+    variable = "".join(str(part) for part in get_trail(error)).upper()
+    reason = getattr(error, "msg", None) or str(error) or type(error).__name__
+    return [f"{ENV_PREFIX}{variable}: {reason}"]

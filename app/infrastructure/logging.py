@@ -4,6 +4,18 @@ import sys
 import structlog
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever sys.stderr is at the time (test runners swap it)."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> object:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _: object) -> None:
+        pass
+
+
 def configure_logging(*, level: str, json: bool, access_log: bool = False) -> None:
     """One structlog pipeline for our events and for uvicorn's and asyncpg's loggers."""
     shared: list[structlog.types.Processor] = [
@@ -27,7 +39,7 @@ def configure_logging(*, level: str, json: bool, access_log: bool = False) -> No
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
     )
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=shared,

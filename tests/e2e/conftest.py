@@ -1,0 +1,26 @@
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from tests.conftest import ADMIN_TOKEN
+from tests.e2e.server import ServerProcess
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def server(database_url: str, redis_url: str) -> Iterator[ServerProcess]:
+    """Two workers sharing one PostgreSQL and one Redis, as on a two-core host."""
+    process = ServerProcess(
+        {
+            "BALANCER_DATABASE_URL": database_url,
+            "BALANCER_REDIS_URL": redis_url,
+            "BALANCER_ADMIN_TOKEN": ADMIN_TOKEN,
+            "BALANCER_SEQUENCE_KEY": f"balancer-e2e:{uuid.uuid4().hex}",
+        },
+        workers=2,
+    )
+    process.start()
+    yield process
+    process.stop()

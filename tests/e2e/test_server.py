@@ -1,0 +1,135 @@
+"""The real server: `python -m app serve` with two worker processes."""
+
+import asyncio
+import time
+import uuid
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from tests.conftest import ADMIN_TOKEN
+from tests.e2e.server import ServerProcess
+
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+CLOSE = {"Connection": "close"}  # a new connection per request spreads them over the workers
+VIDEO = "http://s1.origin-cluster/video/1488/xcg2djHckad.m3u8?token=abc&exp=1"
+
+
+def patch(server: ServerProcess, **values: object) -> dict[str, object]:
+    """Change the config and wait until every worker serves it."""
+    response = httpx.patch(f"{server.url}/config", json=values, headers=ADMIN)
+    assert response.status_code == 200, response.text
+    body: dict[str, object] = response.json()
+    deadline = time.monotonic() + 2
+    while set(worker_versions(server, rounds=10).values()) != {body["version"]}:
+        assert time.monotonic() < deadline, "a worker did not pick the change up"
+    return body
+
+
+def worker_versions(server: ServerProcess, rounds: int = 40) -> dict[int, int]:
+    seen: dict[int, int] = {}
+    for _ in range(rounds):
+        body = httpx.get(f"{server.url}/ready", headers=CLOSE).json()
+        seen[body["worker"]] = body["config_version"]
+    return seen
+
+
+async def redirect_hosts(server: ServerProcess, total: int, concurrency: int = 8) -> list[str]:
+    hosts: list[str] = []
+
+    async def run(client: httpx.AsyncClient, count: int) -> None:
+        for _ in range(count):
+            response = await client.get("/", params={"video": VIDEO}, headers=CLOSE)
+            assert response.status_code == 301
+            hosts.append(urlsplit(response.headers["location"]).netloc)
+
+    async with httpx.AsyncClient(base_url=server.url) as client:
+        await asyncio.gather(*(run(client, total // concurrency) for _ in range(concurrency)))
+    return hosts
+
+
+def test_both_workers_serve(server: ServerProcess) -> None:
+    assert len(worker_versions(server)) == 2
+
+
+async def test_split_is_exact_across_two_workers(server: ServerProcess) -> None:
+    cdn_host = f"cdn-{uuid.uuid4().hex[:8]}.example.com"
+    patch(server, cdn_host=cdn_host, cdn_weight=9, origin_weight=1)
+    hosts = await redirect_hosts(server, 2000)
+    origin = hosts.count("s1.origin-cluster")
+    assert hosts.count(cdn_host) + origin == 2000
+    assert abs(origin - 200) <= 4  # each worker may stand inside a block: one off at most each
+
+
+async def test_split_3_to_2_is_exact_across_two_workers(server: ServerProcess) -> None:
+    patch(server, cdn_weight=3, origin_weight=2)
+    hosts = await redirect_hosts(server, 1000)
+    assert abs(hosts.count("s1.origin-cluster") - 400) <= 4
+
+
+def test_config_change_reaches_every_worker_within_a_second(server: ServerProcess) -> None:
+    workers = set(worker_versions(server))
+    cdn_host = f"cdn-{uuid.uuid4().hex[:8]}.example.com"
+    response = httpx.patch(f"{server.url}/config", json={"cdn_host": cdn_host}, headers=ADMIN)
+    version = response.json()["version"]
+    started = time.monotonic()
+    current: dict[int, int] = {}
+    while time.monotonic() - started < 1.0:
+        body = httpx.get(f"{server.url}/ready", headers=CLOSE).json()
+        current[body["worker"]] = body["config_version"]
+        if set(current) == workers and set(current.values()) == {version}:
+            break
+    elapsed = time.monotonic() - started
+    assert set(current) == workers
+    assert set(current.values()) == {version}, current
+    assert elapsed < 1.0
+    for _ in range(20):
+        response = httpx.get(f"{server.url}/", params={"video": VIDEO}, headers=CLOSE)
+        assert urlsplit(response.headers["location"]).netloc in (cdn_host, "s1.origin-cluster")
+
+
+BAD_VIDEOS = [
+    "",
+    "ftp://s1.origin-cluster/v.m3u8",
+    "javascript:alert(1)",
+    "//s1.origin-cluster/v.m3u8",
+    "http://evil.example/v.m3u8",
+    "http://s1.origin-cluster.evil.example/v.m3u8",
+    "http://s1.origin-cluster@evil.example/v.m3u8",
+    "http://s1.origin-cluster\\@evil.example/v.m3u8",
+    "http:\\\\s1.origin-cluster/v.m3u8",
+    "http://s1.origin-cluster/v.m3u8\r\nLocation: http://evil.example/",
+    "http://s1.origin-cluster",
+    "http://s1.origin-cluster/" + "a" * 9000,
+]
+
+
+@pytest.mark.parametrize("video", BAD_VIDEOS)
+def test_bad_video_gets_a_problem_and_never_a_location(server: ServerProcess, video: str) -> None:
+    response = httpx.get(f"{server.url}/", params={"video": video})
+    assert response.status_code in (400, 422)
+    assert response.headers["content-type"] == "application/problem+json"
+    assert "location" not in response.headers
+    assert response.json()["detail"]
+
+
+@pytest.mark.parametrize("query", ["", "?", "?foo=bar", "?video", "?video=%ZZ", "?video=%FF%FE"])
+def test_missing_or_garbled_video_parameter_gets_400(server: ServerProcess, query: str) -> None:
+    response = httpx.get(f"{server.url}/{query}")
+    assert response.status_code == 400
+    assert "location" not in response.headers
+
+
+def test_raw_unencoded_video_url_keeps_its_whole_query(server: ServerProcess) -> None:
+    patch(server, cdn_weight=1, origin_weight=0)
+    response = httpx.get(f"{server.url}/?video={VIDEO}")
+    assert response.status_code == 301
+    assert response.headers["location"].endswith("/s1/video/1488/xcg2djHckad.m3u8?token=abc&exp=1")
+
+
+def test_configured_redirect_status_is_used(server: ServerProcess) -> None:
+    patch(server, redirect_status=302)
+    response = httpx.get(f"{server.url}/", params={"video": VIDEO})
+    assert response.status_code == 302
+    patch(server, redirect_status=301)

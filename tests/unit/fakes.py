@@ -1,0 +1,53 @@
+from datetime import UTC, datetime
+
+from app.application.errors import VersionConflict
+from app.domain.config import BalancerConfig, ConfigVersion
+from app.domain.split import Split
+
+DEFAULT = BalancerConfig(cdn_host="cdn.example.com", split=Split(9, 1))
+
+
+def version(number: int, config: BalancerConfig = DEFAULT) -> ConfigVersion:
+    return ConfigVersion(number, config, datetime(2026, 1, 1, tzinfo=UTC))
+
+
+class FakeConfigRepository:
+    """In-memory versions; `rivals` writes land just before ours, as racing admins' would."""
+
+    def __init__(self) -> None:
+        self.versions = [version(1)]
+        self.rivals: list[BalancerConfig] = []
+
+    async def get_active(self) -> ConfigVersion:
+        return self.versions[-1]
+
+    async def get(self, number: int) -> ConfigVersion | None:
+        return next((v for v in self.versions if v.version == number), None)
+
+    async def history(self, *, limit: int, before: int | None) -> list[ConfigVersion]:
+        found = [v for v in reversed(self.versions) if before is None or v.version < before]
+        return found[:limit]
+
+    async def append(
+        self, config: BalancerConfig, *, after: int, comment: str | None
+    ) -> ConfigVersion:
+        if self.rivals:
+            self._store(self.rivals.pop(0), None)
+        if self.versions[-1].version != after:
+            raise VersionConflict(f"{after + 1} exists")
+        return self._store(config, comment)
+
+    def _store(self, config: BalancerConfig, comment: str | None) -> ConfigVersion:
+        stored = ConfigVersion(self.versions[-1].version + 1, config, datetime.now(UTC), comment)
+        self.versions.append(stored)
+        return stored
+
+
+class CountingSequence:
+    def __init__(self) -> None:
+        self.numbers: dict[str, int] = {}
+
+    def next(self, key: str) -> int:
+        number = self.numbers.get(key, 0)
+        self.numbers[key] = number + 1
+        return number

@@ -1,0 +1,79 @@
+import pytest
+
+from app.domain.errors import InvalidVideoUrl
+from app.domain.video import MAX_VIDEO_URL_LENGTH, parse_video_url
+
+DOMAINS = frozenset({"origin-cluster"})
+
+
+@pytest.mark.parametrize(
+    ("raw", "server", "origin_url"),
+    [
+        ("http://s1.origin-cluster/video/1488/xcg2djHckad.m3u8", "s1",
+         "http://s1.origin-cluster/video/1488/xcg2djHckad.m3u8"),
+        ("https://s2.origin-cluster/v.m3u8", "s2", "https://s2.origin-cluster/v.m3u8"),
+        ("http://s123456.origin-cluster/a/b.ts?token=abc&exp=1", "s123456",
+         "http://s123456.origin-cluster/a/b.ts?token=abc&exp=1"),
+        ("HTTP://S1.Origin-Cluster/Video/X.m3u8", "s1", "http://s1.origin-cluster/Video/X.m3u8"),
+        ("http://s1.origin-cluster:8080/v.m3u8", "s1", "http://s1.origin-cluster:8080/v.m3u8"),
+        ("http://s1.origin-cluster:/v.m3u8", "s1", "http://s1.origin-cluster/v.m3u8"),
+        ("http://s1.origin-cluster/my%20film.m3u8", "s1",
+         "http://s1.origin-cluster/my%20film.m3u8"),
+        ("http://s1.origin-cluster/my film.m3u8", "s1", "http://s1.origin-cluster/my%20film.m3u8"),
+        ("http://s1.origin-cluster/фильм.m3u8", "s1",
+         "http://s1.origin-cluster/%D1%84%D0%B8%D0%BB%D1%8C%D0%BC.m3u8"),
+        ("http://edge-7.origin-cluster/v.m3u8?sig=a+b/c==", "edge-7",
+         "http://edge-7.origin-cluster/v.m3u8?sig=a+b/c=="),
+    ],
+)
+def test_valid_urls_are_accepted_and_normalised(raw: str, server: str, origin_url: str) -> None:
+    video = parse_video_url(raw, DOMAINS)
+    assert video.server == server
+    assert video.origin_url == origin_url
+
+
+def test_any_of_several_allowed_domains_is_accepted() -> None:
+    domains = frozenset({"origin-cluster", "origin.example.net"})
+    assert parse_video_url("http://s9.origin.example.net/v.m3u8", domains).server == "s9"
+
+
+@pytest.mark.parametrize(
+    ("raw", "code"),
+    [
+        ("", "missing-video"),
+        ("ftp://s1.origin-cluster/v.m3u8", "unsupported-scheme"),
+        ("javascript:alert(1)", "unsupported-scheme"),
+        ("//s1.origin-cluster/v.m3u8", "unsupported-scheme"),
+        ("s1.origin-cluster/v.m3u8", "unsupported-scheme"),
+        ("http://evil.example/v.m3u8", "host-not-allowed"),
+        ("http://s1.origin-cluster.evil.example/v.m3u8", "host-not-allowed"),
+        ("http://origin-cluster/v.m3u8", "host-not-allowed"),
+        ("http://a.b.origin-cluster/v.m3u8", "host-not-allowed"),
+        ("http://s1.origin-cluster./v.m3u8", "host-not-allowed"),
+        ("http://s1.origin-clusterx/v.m3u8", "host-not-allowed"),
+        ("http://s%31.origin-cluster/v.m3u8", "host-not-allowed"),
+        ("http://s1.origin-cluster@evil.example/v.m3u8", "userinfo-not-allowed"),
+        ("http://user:pass@s1.origin-cluster/v.m3u8", "userinfo-not-allowed"),
+        ("http://s1.origin-cluster\\@evil.example/v.m3u8", "invalid-characters"),
+        ("http://evil.example\\.s1.origin-cluster/v.m3u8", "invalid-characters"),
+        ("http://s1.origin-cluster/v.m3u8\r\nSet-Cookie: a=b", "invalid-characters"),
+        ("http://s1.origin-cluster/v\x00.m3u8", "invalid-characters"),
+        ("http://s1.origin-cluster:99999/v.m3u8", "invalid-port"),
+        ("http://s1.origin-cluster", "missing-path"),
+        ("http://s1.origin-cluster/", "missing-path"),
+        ("http://s1.origin-cluster?x=1", "missing-path"),
+        ("http://s1.origin-cluster/a/../../etc/passwd", "invalid-path"),
+        ("http://s1.origin-cluster/a/%2e%2e/b", "invalid-path"),
+        ("http://s1.origin-cluster/./v.m3u8", "invalid-path"),
+        ("http://s1.origin-cluster/" + "a" * MAX_VIDEO_URL_LENGTH, "video-too-long"),
+    ],
+)
+def test_urls_that_are_not_ours_are_refused_with_a_reason(raw: str, code: str) -> None:
+    with pytest.raises(InvalidVideoUrl) as error:
+        parse_video_url(raw, DOMAINS)
+    assert error.value.code == code
+
+
+def test_dots_inside_names_are_not_dot_segments() -> None:
+    video = parse_video_url("http://s1.origin-cluster/a/.hidden/..name/v.m3u8", DOMAINS)
+    assert video.rest == "/a/.hidden/..name/v.m3u8"
