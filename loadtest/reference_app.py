@@ -23,10 +23,7 @@ class ReferenceRedirect:
         video = scope["query_string"].decode().partition("video=")[2]
         host, _, path = video.partition("://")[2].partition("/")
         self.count += 1
-        if self.count % 10:
-            location = f"{_CDN}{host.partition('.')[0]}/{path}"
-        else:
-            location = video
+        location = f"{_CDN}{host.partition('.')[0]}/{path}" if self.count % 10 else video
         await send(
             {
                 "type": "http.response.start",

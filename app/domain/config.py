@@ -7,7 +7,7 @@ from typing import NamedTuple
 
 from app.domain.errors import InvalidConfig
 from app.domain.split import Split, Target
-from app.domain.video import VideoUrl, parse_video_url
+from app.domain.video import parse_video_url
 
 REDIRECT_STATUSES = (301, 302, 307, 308)
 MAX_ORIGIN_DOMAINS = 32

@@ -33,7 +33,7 @@ class ServerProcess:
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 30) -> None:
-        self._process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        self._process = subprocess.Popen(
             [sys.executable, "-m", "app", "serve"], cwd=ROOT, env=self._environ
         )
         deadline = time.monotonic() + timeout

@@ -14,7 +14,9 @@ VIDEO = "http://s1.origin-cluster/video/1488/xcg2djHckad.m3u8"
 
 
 @pytest.fixture
-async def client(database_url: str, redis_url: str, sequence_key: str) -> AsyncIterator[httpx.AsyncClient]:
+async def client(
+    database_url: str, redis_url: str, sequence_key: str
+) -> AsyncIterator[httpx.AsyncClient]:
     settings = Settings(
         database_url=database_url,
         redis_url=redis_url,
@@ -61,7 +63,10 @@ async def test_get_config_shows_the_active_version_and_its_etag(client: httpx.As
     assert response.status_code == 200
     body = response.json()
     assert {k: body[k] for k in ("cdn_host", "cdn_weight", "origin_weight", "version")} == {
-        "cdn_host": "cdn.example.com", "cdn_weight": 9, "origin_weight": 1, "version": 1
+        "cdn_host": "cdn.example.com",
+        "cdn_weight": 9,
+        "origin_weight": 1,
+        "version": 1,
     }
     assert response.headers["etag"] == '"1"'
 
@@ -79,7 +84,8 @@ async def test_patch_changes_the_config_and_the_next_redirect(client: httpx.Asyn
 
 async def test_any_configured_admin_token_is_accepted(client: httpx.AsyncClient) -> None:
     response = await client.patch(
-        "/config", json={"cdn_weight": 4},
+        "/config",
+        json={"cdn_weight": 4},
         headers={"Authorization": "Bearer second-admin-token-abcdef"},
     )
     assert response.status_code == 200

@@ -25,9 +25,21 @@ def test_cdn_host_becomes_a_base_url(cdn_host: str, base: str) -> None:
 
 @pytest.mark.parametrize(
     "cdn_host",
-    ["", " ", "cdn example.com", "cdn.example.com/path", "cdn..example.com", "..",
-     "ftp://cdn.example.com", "user@cdn.example.com", "cdn.example.com:0",
-     "cdn.example.com:http", "http://", "cdn.example.com\r\nX: y", "-cdn.example.com"],
+    [
+        "",
+        " ",
+        "cdn example.com",
+        "cdn.example.com/path",
+        "cdn..example.com",
+        "..",
+        "ftp://cdn.example.com",
+        "user@cdn.example.com",
+        "cdn.example.com:0",
+        "cdn.example.com:http",
+        "http://",
+        "cdn.example.com\r\nX: y",
+        "-cdn.example.com",
+    ],
 )
 def test_cdn_hosts_that_cannot_serve_are_refused(cdn_host: str) -> None:
     with pytest.raises(InvalidConfig) as error:

@@ -20,9 +20,14 @@ def redirect_for(config: BalancerConfig) -> tuple[RedirectVideo, CountingSequenc
 def test_cdn_redirect_puts_the_server_label_first_and_keeps_the_query() -> None:
     redirect, _ = redirect_for(BalancerConfig(cdn_host="cdn.example.com", split=Split(1, 0)))
     decision = redirect(VIDEO)
-    assert decision.location == "http://cdn.example.com/s1/video/1488/xcg2djHckad.m3u8?token=abc&exp=1"
+    assert (
+        decision.location == "http://cdn.example.com/s1/video/1488/xcg2djHckad.m3u8?token=abc&exp=1"
+    )
     assert (decision.target, decision.status, decision.server, decision.config_version) == (
-        "cdn", 301, "s1", 3
+        "cdn",
+        301,
+        "s1",
+        3,
     )
 
 

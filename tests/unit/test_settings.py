@@ -7,8 +7,13 @@ REQUIRED = {"BALANCER_DATABASE_URL": "postgresql://db/x", "BALANCER_REDIS_URL": 
 
 def test_settings_come_from_balancer_variables_with_defaults() -> None:
     settings = load_settings(
-        {**REQUIRED, "BALANCER_PORT": "9000", "BALANCER_ADMIN_TOKEN": "a" * 16 + ", " + "b" * 20,
-         "BALANCER_ACCESS_LOG": "true", "OTHER": "ignored"}
+        {
+            **REQUIRED,
+            "BALANCER_PORT": "9000",
+            "BALANCER_ADMIN_TOKEN": "a" * 16 + ", " + "b" * 20,
+            "BALANCER_ACCESS_LOG": "true",
+            "OTHER": "ignored",
+        }
     )
     assert settings.port == 9000
     assert settings.admin_token == ("a" * 16, "b" * 20)

@@ -48,8 +48,14 @@ def test_sequence_numbers_past_one_period_keep_the_pattern() -> None:
 
 @pytest.mark.parametrize(
     ("cdn", "origin", "field"),
-    [(0, 0, "origin_weight"), (-1, 1, "cdn_weight"), (1, -5, "origin_weight"),
-     (1.5, 1, "cdn_weight"), (True, 1, "cdn_weight"), (10**9, 1, "cdn_weight")],
+    [
+        (0, 0, "origin_weight"),
+        (-1, 1, "cdn_weight"),
+        (1, -5, "origin_weight"),
+        (1.5, 1, "cdn_weight"),
+        (True, 1, "cdn_weight"),
+        (10**9, 1, "cdn_weight"),
+    ],
 )
 def test_invalid_weights_are_refused(cdn: object, origin: object, field: str) -> None:
     with pytest.raises(InvalidConfig) as error:

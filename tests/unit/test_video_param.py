@@ -8,12 +8,19 @@ from app.presentation.http.redirect import video_param
     ("query", "video"),
     [
         (b"video=http://s1.origin-cluster/v.m3u8", "http://s1.origin-cluster/v.m3u8"),
-        (b"video=http%3A%2F%2Fs1.origin-cluster%2Fv.m3u8%3Ftoken%3Dabc%26exp%3D1&x=1",
-         "http://s1.origin-cluster/v.m3u8?token=abc&exp=1"),
-        (b"video=http://s1.origin-cluster/v.m3u8?token=abc&exp=1",
-         "http://s1.origin-cluster/v.m3u8?token=abc&exp=1"),
+        (
+            b"video=http%3A%2F%2Fs1.origin-cluster%2Fv.m3u8%3Ftoken%3Dabc%26exp%3D1&x=1",
+            "http://s1.origin-cluster/v.m3u8?token=abc&exp=1",
+        ),
+        (
+            b"video=http://s1.origin-cluster/v.m3u8?token=abc&exp=1",
+            "http://s1.origin-cluster/v.m3u8?token=abc&exp=1",
+        ),
         (b"x=1&video=http://s1.origin-cluster/v.m3u8&y=2", "http://s1.origin-cluster/v.m3u8"),
-        (b"video=http://s1.origin-cluster/my%2520film.m3u8", "http://s1.origin-cluster/my%20film.m3u8"),
+        (
+            b"video=http://s1.origin-cluster/my%2520film.m3u8",
+            "http://s1.origin-cluster/my%20film.m3u8",
+        ),
         (b"video=http://s1.origin-cluster/a+b.m3u8", "http://s1.origin-cluster/a+b.m3u8"),
         (b"", ""),
         (b"videos=http://s1.origin-cluster/v.m3u8", ""),

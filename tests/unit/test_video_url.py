@@ -9,21 +9,36 @@ DOMAINS = frozenset({"origin-cluster"})
 @pytest.mark.parametrize(
     ("raw", "server", "origin_url"),
     [
-        ("http://s1.origin-cluster/video/1488/xcg2djHckad.m3u8", "s1",
-         "http://s1.origin-cluster/video/1488/xcg2djHckad.m3u8"),
+        (
+            "http://s1.origin-cluster/video/1488/xcg2djHckad.m3u8",
+            "s1",
+            "http://s1.origin-cluster/video/1488/xcg2djHckad.m3u8",
+        ),
         ("https://s2.origin-cluster/v.m3u8", "s2", "https://s2.origin-cluster/v.m3u8"),
-        ("http://s123456.origin-cluster/a/b.ts?token=abc&exp=1", "s123456",
-         "http://s123456.origin-cluster/a/b.ts?token=abc&exp=1"),
+        (
+            "http://s123456.origin-cluster/a/b.ts?token=abc&exp=1",
+            "s123456",
+            "http://s123456.origin-cluster/a/b.ts?token=abc&exp=1",
+        ),
         ("HTTP://S1.Origin-Cluster/Video/X.m3u8", "s1", "http://s1.origin-cluster/Video/X.m3u8"),
         ("http://s1.origin-cluster:8080/v.m3u8", "s1", "http://s1.origin-cluster:8080/v.m3u8"),
         ("http://s1.origin-cluster:/v.m3u8", "s1", "http://s1.origin-cluster/v.m3u8"),
-        ("http://s1.origin-cluster/my%20film.m3u8", "s1",
-         "http://s1.origin-cluster/my%20film.m3u8"),
+        (
+            "http://s1.origin-cluster/my%20film.m3u8",
+            "s1",
+            "http://s1.origin-cluster/my%20film.m3u8",
+        ),
         ("http://s1.origin-cluster/my film.m3u8", "s1", "http://s1.origin-cluster/my%20film.m3u8"),
-        ("http://s1.origin-cluster/фильм.m3u8", "s1",
-         "http://s1.origin-cluster/%D1%84%D0%B8%D0%BB%D1%8C%D0%BC.m3u8"),
-        ("http://edge-7.origin-cluster/v.m3u8?sig=a+b/c==", "edge-7",
-         "http://edge-7.origin-cluster/v.m3u8?sig=a+b/c=="),
+        (
+            "http://s1.origin-cluster/фильм.m3u8",
+            "s1",
+            "http://s1.origin-cluster/%D1%84%D0%B8%D0%BB%D1%8C%D0%BC.m3u8",
+        ),
+        (
+            "http://edge-7.origin-cluster/v.m3u8?sig=a+b/c==",
+            "edge-7",
+            "http://edge-7.origin-cluster/v.m3u8?sig=a+b/c==",
+        ),
     ],
 )
 def test_valid_urls_are_accepted_and_normalised(raw: str, server: str, origin_url: str) -> None:

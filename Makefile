@@ -1,0 +1,76 @@
+# Every target installs what it needs first: a pinned uv in .tools/, then the locked
+# dependencies in .venv/. Only Python 3.11+ has to be on the machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+UV_VERSION := 0.13.9
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+VENV := .venv
+BIN := $(VENV)/bin
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+export UV_PYTHON_DOWNLOADS := never
+
+.DEFAULT_GOAL := help
+.PHONY: help install run serve migrate test lint format bench loadtest loadtest-headless \
+	stack up down logs clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
+
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+$(VENV)/.installed: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --locked --all-extras --python $(PYTHON)
+	@touch $@
+
+install: $(VENV)/.installed ## create .venv from uv.lock
+
+run: install ## serve; starts embedded PostgreSQL and Redis under .data/ unless BALANCER_*_URL are set
+	$(BIN)/python -m app run
+
+serve: install ## serve against BALANCER_DATABASE_URL and BALANCER_REDIS_URL (after make migrate)
+	$(BIN)/python -m app serve
+
+migrate: install ## apply db/migrations to BALANCER_DATABASE_URL (or the compose stack's database)
+	@if [ -n "$$BALANCER_DATABASE_URL" ]; then $(BIN)/python -m app migrate; \
+	else docker compose run --rm migrate; fi
+
+lint: install ## ruff, mypy, import contracts, hadolint
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+	$(BIN)/hadolint Dockerfile
+
+format: install ## apply ruff's fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+test: lint ## lint, then unit, integration and end-to-end tests on real PostgreSQL and Redis
+	$(BIN)/pytest
+
+bench: install ## benchmark the redirect path against a bare ASGI redirect (wrk if installed)
+	$(BIN)/python -m loadtest.bench
+
+loadtest: install ## Locust web UI on :8089 against BALANCER_URL (default http://127.0.0.1:8000)
+	$(BIN)/locust -f loadtest/locustfile.py --host $${BALANCER_URL:-http://127.0.0.1:8000}
+
+loadtest-headless: install ## fixed Locust scenario; CSV and HTML report in loadtest/results/
+	$(BIN)/python -m loadtest.headless
+
+stack: install ## two instances behind a local nginx, without Docker (the compose topology)
+	$(BIN)/python -m loadtest.stack
+
+up: ## docker compose: postgres, redis, migrate, 2 app replicas, nginx, locust
+	docker compose up -d --build
+
+down: ## stop the compose stack
+	docker compose down
+
+logs: ## follow the compose stack's logs
+	docker compose logs -f
+
+clean: ## remove the virtual environments and local data
+	rm -rf $(VENV) $(TOOLS) .data .mypy_cache .ruff_cache .pytest_cache
