@@ -71,7 +71,7 @@ class InfrastructureProvider(Provider):
             resync_seconds=settings.resync_seconds,
             timeout=settings.db_timeout_seconds,
         )
-        watcher.start()
+        await watcher.start()
         yield watcher
         await watcher.stop()
 

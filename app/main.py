@@ -13,7 +13,7 @@ from app.config import Settings, load_settings
 from app.infrastructure.logging import configure_logging
 from app.infrastructure.postgres.listener import ConfigWatcher
 from app.ioc import providers
-from app.presentation.http import config, health
+from app.presentation.http import balance, config, health
 from app.presentation.http.auth import AdminAuth
 from app.presentation.http.errors import install_error_handlers
 from app.presentation.http.openapi import document_redirect
@@ -56,6 +56,7 @@ def create_app(settings: Settings | None = None) -> RedirectFront:
         lifespan=lifespan,
     )
     api.include_router(health.router)
+    api.include_router(balance.router)
     api.include_router(config.config_router(AdminAuth(settings.admin_token)))
     install_error_handlers(api)
     document_redirect(api)

@@ -3,6 +3,7 @@
 import asyncio
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
 import httpx
@@ -133,3 +134,50 @@ def test_configured_redirect_status_is_used(server: ServerProcess) -> None:
     response = httpx.get(f"{server.url}/", params={"video": VIDEO})
     assert response.status_code == 302
     patch(server, redirect_status=301)
+
+
+async def test_server_rules_hold_across_two_workers(server: ServerProcess) -> None:
+    patch(
+        server,
+        cdn_weight=9,
+        origin_weight=1,
+        server_rules={
+            "s7": {"cdn_weight": 0, "origin_weight": 1},
+            "s8": {"cdn_weight": 1, "origin_weight": 1},
+        },
+    )
+    outcomes: dict[str, list[bool]] = {"s1": [], "s7": [], "s8": []}
+
+    async def run(client: httpx.AsyncClient, offset: int) -> None:
+        for n in range(150):
+            server_label = ("s1", "s7", "s8")[(n + offset) % 3]
+            video = f"http://{server_label}.origin-cluster/v/{n}.m3u8"
+            response = await client.get("/", params={"video": video}, headers=CLOSE)
+            outcomes[server_label].append(response.headers["location"] == video)
+
+    async with httpx.AsyncClient(base_url=server.url) as client:
+        await asyncio.gather(*(run(client, offset) for offset in range(6)))
+    assert all(outcomes["s7"])  # kept off the CDN
+    assert abs(sum(outcomes["s8"]) - len(outcomes["s8"]) / 2) <= 4
+    assert abs(sum(outcomes["s1"]) - len(outcomes["s1"]) / 10) <= 4
+    patch(server, server_rules={})
+
+
+def test_parallel_admins_on_both_workers_leave_consecutive_versions(
+    server: ServerProcess,
+) -> None:
+    before = httpx.get(f"{server.url}/config").json()["version"]
+
+    def write(weight: int) -> int:
+        response = httpx.patch(
+            f"{server.url}/config", json={"cdn_weight": weight}, headers={**ADMIN, **CLOSE}
+        )
+        assert response.status_code == 200, response.text
+        version: int = response.json()["version"]
+        return version
+
+    with ThreadPoolExecutor(8) as pool:
+        versions = sorted(pool.map(write, range(1, 21)))
+    assert versions == list(range(before + 1, before + 21))
+    time.sleep(0.5)
+    assert set(worker_versions(server).values()) == {before + 20}

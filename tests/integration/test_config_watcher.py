@@ -42,7 +42,7 @@ async def test_a_stored_version_is_served_within_a_second_without_waiting_for_re
     watcher = ConfigWatcher(
         database_url, ReloadConfig(repository, snapshot), resync_seconds=60, timeout=2
     )
-    watcher.start()
+    await watcher.start()
     await wait_for_version(snapshot, 1, 5)
     await repository.append(NEW, after=1, comment=None)
     assert await wait_for_version(snapshot, 2, 1.0) < 1.0
@@ -64,7 +64,7 @@ async def test_a_change_made_while_the_listener_was_cut_off_arrives_by_resync(
         resync_seconds=0.2,
         timeout=1,
     )
-    watcher.start()
+    await watcher.start()
     await wait_for_version(snapshot, 1, 5)
     await proxy.cut()
     await repository.append(NEW, after=1, comment=None)  # its NOTIFY cannot reach the watcher
@@ -85,7 +85,7 @@ async def test_a_direct_sql_insert_is_picked_up_too(
     watcher = ConfigWatcher(
         database_url, ReloadConfig(repository, snapshot), resync_seconds=60, timeout=2
     )
-    watcher.start()
+    await watcher.start()
     await wait_for_version(snapshot, 1, 5)
     connection = await asyncpg.connect(database_url)
     await connection.execute(

@@ -1,34 +1,9 @@
-from collections.abc import AsyncIterator
-
 import httpx
 import pytest
 
-from app.config import Settings
-from app.main import create_app
-from tests.conftest import ADMIN_TOKEN
+from tests.integration.conftest import ADMIN, VIDEO
 
 pytestmark = pytest.mark.usefixtures("initial_config")
-
-ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-VIDEO = "http://s1.origin-cluster/video/1488/xcg2djHckad.m3u8"
-
-
-@pytest.fixture
-async def client(
-    database_url: str, redis_url: str, sequence_key: str
-) -> AsyncIterator[httpx.AsyncClient]:
-    settings = Settings(
-        database_url=database_url,
-        redis_url=redis_url,
-        admin_token=(ADMIN_TOKEN, "second-admin-token-abcdef"),
-        sequence_key=sequence_key,
-        log_format="console",
-    )
-    front = create_app(settings)
-    async with front.app.router.lifespan_context(front.app):  # type: ignore[attr-defined]
-        transport = httpx.ASGITransport(app=front)
-        async with httpx.AsyncClient(transport=transport, base_url="http://balancer") as client:
-            yield client
 
 
 async def test_redirect_answers_301_to_the_cdn_with_no_store(client: httpx.AsyncClient) -> None:
@@ -150,7 +125,7 @@ async def test_ready_reports_every_dependency(client: httpx.AsyncClient) -> None
     response = await client.get("/ready")
     assert response.status_code == 200
     body = response.json()
-    assert body["status"] == "ok"
+    assert body["status"] == "ok", body
     assert body["config_version"] == 1
     assert body["checks"] == {"config": "ok", "postgres": "ok", "redis": "ok"}
     assert (await client.get("/health")).json() == {"status": "ok"}

@@ -42,7 +42,12 @@ class ConfigWatcher:
     def listening(self) -> bool:
         return self._connection is not None and not self._connection.is_closed()
 
-    def start(self) -> None:
+    async def start(self) -> None:
+        """Start listening (a failure here is retried in the background) and watching."""
+        try:
+            await self._listen()
+        except UNREACHABLE as error:
+            self._set_healthy(False, error)
         self._task = asyncio.create_task(self._run(), name="config-watcher")
 
     async def stop(self) -> None:

@@ -95,6 +95,36 @@ class ConfigBody(BaseModel):
         )
 
 
+class ConfigHistoryPage(BaseModel):
+    items: list[ConfigBody]
+    next_before: int | None = Field(
+        description="Pass as `before` for the next page; null on the last page."
+    )
+
+
+class RollbackBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    comment: str | None = Field(None, max_length=1000, description="Why; kept in the history.")
+
+
+class BalanceRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        json_schema_extra={"examples": [{"video": "http://s1.origin-cluster/video/1488/x.m3u8"}]},
+    )
+
+    video: str = Field(description="The video URL on an origin server.")
+
+
+class BalanceDecision(BaseModel):
+    redirect_url: str
+    target: str = Field(description="`cdn` or `origin`.")
+    server: str = Field(description="The origin server label, e.g. `s1`.")
+    config_version: int
+
+
 PROBLEM_RESPONSE: dict[str, Any] = {
     "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
 }
