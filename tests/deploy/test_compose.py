@@ -1,0 +1,300 @@
+"""compose.yaml and its nginx: the topology `make up` starts, read without a Docker engine.
+
+`docker compose config` checks the file too where the compose plugin is installed.
+"""
+
+import dataclasses
+import ipaddress
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from app.config import Settings, load_settings
+from loadtest.stack import find_nginx, nginx_command, nginx_version
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = ROOT / "compose.yaml"
+ENV_EXAMPLE = ROOT / ".env.example"
+NGINX_DIR = ROOT / "deploy" / "nginx"
+# ${NAME}, ${NAME:-default}, ${NAME-default}, ${NAME:?error}, ${NAME?error}
+VARIABLE = re.compile(r"\$\{(\w+)(?:(:?[-?])([^}]*))?\}")
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    document: dict[str, Any] = yaml.safe_load(COMPOSE.read_text())
+    return document
+
+
+@pytest.fixture(scope="module")
+def services(compose: dict[str, Any]) -> dict[str, Any]:
+    found: dict[str, Any] = compose["services"]
+    return found
+
+
+def example_env() -> dict[str, str]:
+    pairs = (
+        line.split("=", 1)
+        for line in ENV_EXAMPLE.read_text().splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    )
+    return {name.strip(): value.strip() for name, value in pairs}
+
+
+def interpolate(value: str, env: dict[str, str]) -> str:
+    """What compose makes of a value, given the variables of `env` (the .env file)."""
+
+    def substitute(match: re.Match[str]) -> str:
+        name, operator, argument = match.groups()
+        present = env.get(name)
+        if operator in (":-", "-"):
+            return present if present or (operator == "-" and present is not None) else argument
+        if operator in (":?", "?") and not present:
+            raise AssertionError(f"compose would stop: {argument}")
+        return present or ""
+
+    return VARIABLE.sub(substitute, value).replace("$$", "$")
+
+
+def nginx_directives(path: Path) -> list[str]:
+    text = "\n".join(line.split("#", 1)[0] for line in path.read_text().splitlines())
+    return [" ".join(statement.split()) for statement in re.split(r"[;{}]", text)]
+
+
+def block(path: Path, opening: str) -> list[str]:
+    text = "\n".join(line.split("#", 1)[0] for line in path.read_text().splitlines())
+    found = re.search(rf"{re.escape(opening)}\s*\{{([^}}]*)\}}", text)
+    assert found is not None, f"no `{opening}` block in {path}"
+    return [" ".join(statement.split()) for statement in found.group(1).split(";")]
+
+
+def test_every_service_of_the_topology_is_defined(services: dict[str, Any]) -> None:
+    assert set(services) == {"postgres", "redis", "migrate", "app", "nginx", "locust"}
+
+
+def test_postgres_is_checked_with_pg_isready_and_keeps_its_data_in_a_volume(
+    compose: dict[str, Any], services: dict[str, Any]
+) -> None:
+    postgres = services["postgres"]
+    assert postgres["image"].startswith("postgres:16")
+    assert "pg_isready" in " ".join(postgres["healthcheck"]["test"])
+    volume, target = postgres["volumes"][0].split(":")[:2]
+    assert volume in compose["volumes"]
+    assert target == "/var/lib/postgresql/data"
+
+
+def test_redis_is_checked_with_redis_cli_ping_and_keeps_its_data_in_a_volume(
+    compose: dict[str, Any], services: dict[str, Any]
+) -> None:
+    redis = services["redis"]
+    assert redis["image"].startswith("redis:7")
+    assert "redis-cli ping" in " ".join(redis["healthcheck"]["test"])
+    volume, target = redis["volumes"][0].split(":")[:2]
+    assert volume in compose["volumes"]
+    assert target == "/data"
+
+
+def test_migrations_run_once_when_postgres_is_healthy(services: dict[str, Any]) -> None:
+    migrate = services["migrate"]
+    assert migrate["depends_on"] == {"postgres": {"condition": "service_healthy"}}
+    assert migrate["build"] == services["app"]["build"]
+    assert migrate["command"] == ["migrate"]  # after the image's `python -m app`
+    assert migrate["restart"] == "no"
+    env = example_env()
+    assert interpolate(migrate["environment"]["BALANCER_DATABASE_URL"], env) == interpolate(
+        services["app"]["environment"]["BALANCER_DATABASE_URL"], env
+    )
+
+
+def test_two_app_replicas_start_after_the_migrations_and_redis(services: dict[str, Any]) -> None:
+    app = services["app"]
+    assert app["deploy"]["replicas"] == 2
+    assert app["depends_on"] == {
+        "migrate": {"condition": "service_completed_successfully"},
+        "redis": {"condition": "service_healthy"},
+    }
+    assert "ports" not in app  # replicas share nginx's port, never the host's
+    assert "command" not in app  # the image's own: python -m app serve
+
+
+def test_app_gets_every_setting_it_requires(services: dict[str, Any]) -> None:
+    required = {
+        f"BALANCER_{field.name.upper()}"
+        for field in dataclasses.fields(Settings)
+        if field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
+    }
+    assert required == {"BALANCER_DATABASE_URL", "BALANCER_REDIS_URL"}
+    assert required | {"BALANCER_ADMIN_TOKEN"} <= set(services["app"]["environment"])
+
+
+def test_app_settings_load_from_the_example_env(services: dict[str, Any]) -> None:
+    env = example_env()
+    environment = {
+        name: interpolate(str(value), env) for name, value in services["app"]["environment"].items()
+    }
+    settings = load_settings(environment)
+    assert settings.database_url.startswith(
+        f"postgresql://{env['POSTGRES_USER']}:{env['POSTGRES_PASSWORD']}@postgres:5432/"
+    )
+    assert settings.redis_url == f"redis://:{env['REDIS_PASSWORD']}@redis:6379/0"
+    assert settings.admin_token == (env["BALANCER_ADMIN_TOKEN"],)
+    assert settings.port == 8000
+
+
+def test_compose_stops_when_a_secret_is_missing_from_env(services: dict[str, Any]) -> None:
+    env = example_env()
+    for secret in ("POSTGRES_PASSWORD", "REDIS_PASSWORD", "BALANCER_ADMIN_TOKEN"):
+        missing = {name: value for name, value in env.items() if name != secret}
+        values = [
+            *services["postgres"]["environment"].values(),
+            *services["redis"]["command"],
+            *services["app"]["environment"].values(),
+        ]
+        with pytest.raises(AssertionError, match=secret):
+            interpolate(" ".join(str(value) for value in values), missing)
+
+
+def test_every_variable_compose_reads_is_documented_in_env_example() -> None:
+    used = {match.group(1) for match in VARIABLE.finditer(COMPOSE.read_text())}
+    assert used <= set(example_env()), used - set(example_env())
+
+
+def test_env_file_with_the_secrets_is_not_committed() -> None:
+    assert ".env" in (ROOT / ".gitignore").read_text().splitlines()
+
+
+def test_app_trusts_forwarded_headers_only_from_nginx(
+    compose: dict[str, Any], services: dict[str, Any]
+) -> None:
+    nginx_networks = services["nginx"]["networks"]
+    shared = [name for name in services["app"]["networks"] if name in nginx_networks]
+    assert shared == ["edge"]
+    nginx_address = ipaddress.ip_address(nginx_networks["edge"]["ipv4_address"])
+    subnet = ipaddress.ip_network(compose["networks"]["edge"]["ipam"]["config"][0]["subnet"])
+    assert nginx_address in subnet
+    assert services["app"]["environment"]["BALANCER_FORWARDED_ALLOW_IPS"] == str(nginx_address)
+
+
+def test_only_the_app_and_the_migration_reach_postgres_and_redis(
+    services: dict[str, Any],
+) -> None:
+    on_backend = {name for name, service in services.items() if "backend" in service["networks"]}
+    assert on_backend == {"postgres", "redis", "migrate", "app"}
+    for name in ("postgres", "redis", "migrate", "app"):
+        assert "ports" not in services[name]
+
+
+def test_nginx_publishes_port_8000_with_the_config_from_deploy(services: dict[str, Any]) -> None:
+    nginx = services["nginx"]
+    assert [port.rsplit(":", 1)[1] for port in nginx["ports"]] == ["8000"]
+    assert interpolate(nginx["ports"][0], example_env()) == "8000:8000"
+    source, target, mode = nginx["volumes"][0].split(":")
+    assert (ROOT / source).resolve() == NGINX_DIR
+    assert mode == "ro"
+    command = nginx["command"]
+    assert command[command.index("-c") + 1] == f"{target}/nginx.conf"
+    assert "daemon off;" in command
+    assert nginx["depends_on"] == {"app": {"condition": "service_healthy"}}
+
+
+def test_nginx_round_robins_over_the_app_replicas_with_passive_checks() -> None:
+    upstream = block(NGINX_DIR / "nginx.conf", "upstream balancer")
+    servers = [line for line in upstream if line.startswith("server ")]
+    assert len(servers) == 1
+    words = servers[0].split()
+    assert words[1] == "app:8000"  # Docker's DNS: one address per replica
+    assert "resolve" in words
+    assert any(word.startswith("max_fails=") for word in words)
+    assert any(word.startswith("fail_timeout=") for word in words)
+    balancing = {"least_conn", "ip_hash", "hash", "random", "least_time"}
+    assert not {line.split()[0] for line in upstream if line} & balancing
+    directives = nginx_directives(NGINX_DIR / "nginx.conf")
+    assert "listen 8000" in directives
+    assert "resolver 127.0.0.11 valid=5s ipv6=off" in directives
+    assert "include /etc/nginx/balancer/proxy.conf" in directives
+
+
+def test_proxy_passes_client_address_protocol_and_request_id_to_the_app() -> None:
+    directives = nginx_directives(NGINX_DIR / "proxy.conf")
+    assert "proxy_pass http://balancer" in directives
+    assert "proxy_set_header X-Forwarded-For $remote_addr" in directives
+    assert "proxy_set_header X-Forwarded-Proto $scheme" in directives
+    assert "proxy_set_header X-Request-ID $request_id" in directives
+    assert "proxy_redirect off" in directives  # a Location must reach players unchanged
+    next_upstream = [d for d in directives if d.startswith("proxy_next_upstream ")]
+    assert next_upstream
+    assert {"error", "timeout", "http_503"} <= set(next_upstream[0].split())
+    assert "non_idempotent" not in next_upstream[0]  # a PATCH is never sent twice
+
+
+@pytest.mark.skipif(find_nginx() is None, reason="nginx is not installed")
+def test_nginx_accepts_the_compose_config(tmp_path: Path) -> None:
+    nginx = find_nginx()
+    assert nginx is not None
+    config = (NGINX_DIR / "nginx.conf").read_text()
+    # Only Docker resolves `app`, and only the mounted folder holds proxy.conf.
+    config = config.replace("server app:8000", "server 127.0.0.1:8000")
+    config = config.replace("/etc/nginx/balancer/", f"{NGINX_DIR}/")
+    if nginx_version(nginx) < (1, 27, 3):  # `resolve` came to open-source nginx there
+        config = config.replace(" resolve ", " ")
+    temp_paths = "".join(
+        f"    {kind}_temp_path {tmp_path / kind};\n"
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    config = config.replace("http {\n", f"http {{\n{temp_paths}", 1)
+    (tmp_path / "nginx.conf").write_text(config)
+    result = subprocess.run(
+        [*nginx_command(nginx, tmp_path, tmp_path / "nginx.conf"), "-t"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_locust_targets_nginx_and_serves_its_ui_on_8089(services: dict[str, Any]) -> None:
+    locust = services["locust"]
+    env = example_env()
+    command = locust["command"]
+    assert command[command.index("--host") + 1] == "http://nginx:8000"
+    locustfile = command[command.index("-f") + 1]
+    source, target = locust["volumes"][0].split(":")[:2]
+    assert locustfile.startswith(f"{Path(target).name}/")
+    assert (ROOT / source).resolve() == ROOT / "loadtest"
+    assert interpolate(locust["ports"][0], env) == "8089:8089"
+    assert set(locust["networks"]) <= set(services["nginx"]["networks"])
+    # The locustfile's admin user uses the app's token.
+    admin_token = interpolate(locust["environment"]["BALANCER_ADMIN_TOKEN"], env)
+    assert admin_token == env["BALANCER_ADMIN_TOKEN"]
+
+
+def test_makefile_compose_targets_name_services_that_exist(services: dict[str, Any]) -> None:
+    makefile = (ROOT / "Makefile").read_text()
+    for service in re.findall(r"docker compose run --rm (\S+?);?\s", makefile):
+        assert service in services
+
+
+def _compose_plugin() -> bool:
+    try:
+        probe = subprocess.run(
+            ["docker", "compose", "version"], capture_output=True, check=False, timeout=30
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return probe.returncode == 0
+
+
+@pytest.mark.skipif(not _compose_plugin(), reason="the docker compose plugin is not installed")
+def test_docker_compose_accepts_the_file_with_the_example_env() -> None:
+    result = subprocess.run(
+        ["docker", "compose", "--env-file", str(ENV_EXAMPLE), "-f", str(COMPOSE), "config", "-q"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr

@@ -1,0 +1,238 @@
+"""`make stack`: two instances behind a real nginx, as compose.yaml runs them."""
+
+import asyncio
+import os
+import re
+import signal
+import socket
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+from redis import Redis
+
+from loadtest import stack as stack_module
+from loadtest.stack import Stack, find_nginx, render_nginx_config
+from tests.conftest import ADMIN_TOKEN
+from tests.e2e.server import free_port
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(
+        find_nginx() is None,
+        reason="nginx is not installed (apt-get install nginx-light, or brew install nginx)",
+    ),
+]
+
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+VIDEO = "http://s1.origin-cluster/video/1488/xcg2djHckad.m3u8"
+FORGED = "203.0.113.7"  # TEST-NET-3: an address no request here really comes from
+OTHER_CLIENT = "127.0.0.2"  # loopback too on Linux, but not an address the app trusts
+
+
+def start_stack(database_url: str, redis_url: str, sequence_key: str, workdir: Path) -> Stack:
+    nginx = find_nginx()
+    assert nginx is not None
+    return Stack(
+        nginx=nginx,
+        database_url=database_url,
+        redis_url=redis_url,
+        admin_token=ADMIN_TOKEN,
+        workdir=workdir,
+        port=free_port(),
+        settings={
+            "BALANCER_SEQUENCE_KEY": sequence_key,
+            # The access log is where the client address the app settled on shows.
+            "BALANCER_ACCESS_LOG": "true",
+            "BALANCER_LOG_FORMAT": "console",
+        },
+    )
+
+
+@pytest.fixture(scope="module")
+def stack(
+    database_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    sequence_key = f"balancer-stack:{uuid.uuid4().hex}"
+    with start_stack(
+        database_url, redis_url, sequence_key, tmp_path_factory.mktemp("stack")
+    ) as running:
+        yield running
+    client = Redis.from_url(redis_url)
+    try:
+        keys = list(client.scan_iter(f"{sequence_key}*"))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
+def worker_of(url: str) -> int:
+    body = httpx.get(f"{url}/ready").json()
+    worker: int = body["worker"]
+    return worker
+
+
+def versions(stack: Stack) -> list[int]:
+    return [httpx.get(f"{url}/ready").json()["config_version"] for url in stack.instance_urls]
+
+
+def patch(stack: Stack, **values: object) -> int:
+    """Change the config through nginx and wait until both instances serve it."""
+    response = httpx.patch(f"{stack.front_url}/config", json=values, headers=ADMIN)
+    assert response.status_code == 200, response.text
+    version: int = response.json()["version"]
+    deadline = time.monotonic() + 2
+    while versions(stack) != [version, version]:
+        assert time.monotonic() < deadline, "an instance did not pick the change up"
+        time.sleep(0.02)
+    return version
+
+
+async def redirect_hosts(url: str, total: int, concurrency: int = 8) -> list[str]:
+    hosts: list[str] = []
+
+    async def run(client: httpx.AsyncClient, count: int) -> None:
+        for _ in range(count):
+            response = await client.get("/", params={"video": VIDEO})
+            assert response.status_code == 301, response.text
+            hosts.append(urlsplit(response.headers["location"]).netloc)
+
+    async with httpx.AsyncClient(base_url=url) as client:
+        await asyncio.gather(*(run(client, total // concurrency) for _ in range(concurrency)))
+    return hosts
+
+
+def test_nginx_alternates_requests_between_the_two_instances(stack: Stack) -> None:
+    instances = {worker_of(url) for url in stack.instance_urls}
+    with httpx.Client(base_url=stack.front_url) as client:  # one kept-alive connection
+        seen = Counter(client.get("/ready").json()["worker"] for _ in range(20))
+    assert set(seen) == instances
+    assert list(seen.values()) == [10, 10]
+
+
+async def test_split_is_exact_across_both_instances_through_nginx(stack: Stack) -> None:
+    cdn_host = f"cdn-{uuid.uuid4().hex[:8]}.example.com"
+    patch(stack, cdn_host=cdn_host, cdn_weight=9, origin_weight=1)
+    hosts = await redirect_hosts(stack.front_url, 2000)
+    origin = hosts.count("s1.origin-cluster")
+    assert hosts.count(cdn_host) + origin == 2000
+    # Each instance may stand inside a block of the shared sequence: a few off at most.
+    assert abs(origin - 200) <= 4
+
+
+def test_patch_through_nginx_reaches_both_instances_within_a_second(stack: Stack) -> None:
+    cdn_host = f"cdn-{uuid.uuid4().hex[:8]}.example.com"
+    response = httpx.patch(f"{stack.front_url}/config", json={"cdn_host": cdn_host}, headers=ADMIN)
+    assert response.status_code == 200, response.text
+    version = response.json()["version"]
+    started = time.monotonic()
+    while versions(stack) != [version, version] and time.monotonic() - started < 1.0:
+        time.sleep(0.01)
+    assert versions(stack) == [version, version]
+    assert time.monotonic() - started < 1.0
+    location = httpx.get(f"{stack.front_url}/", params={"video": VIDEO}).headers["location"]
+    assert urlsplit(location).netloc in (cdn_host, "s1.origin-cluster")
+
+
+def test_nginx_answers_with_a_request_id_of_its_own(stack: Stack) -> None:
+    first = httpx.get(f"{stack.front_url}/health").headers["x-request-id"]
+    second = httpx.get(f"{stack.front_url}/health").headers["x-request-id"]
+    assert re.fullmatch(r"[0-9a-f]{32}", first)
+    assert first != second
+
+
+def can_bind(address: str) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind((address, 0))
+        except OSError:
+            return False
+    return True
+
+
+def client_seen_by_the_app(stack: Stack, url: str, source: str, forwarded_for: str) -> str:
+    """Ask `url` from `source` with a forged X-Forwarded-For; return the client address the
+    app wrote in its access log for that request."""
+    probe = uuid.uuid4().hex
+    transport = httpx.HTTPTransport(local_address=source)
+    with httpx.Client(transport=transport) as client:
+        response = client.get(
+            f"{url}/health", params={"probe": probe}, headers={"X-Forwarded-For": forwarded_for}
+        )
+    assert response.status_code == 200
+    line = re.compile(rf'(\S+):\d+ - "GET /health\?probe={probe} ')
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline:
+        for log in stack.instance_logs:
+            found = line.search(log.read_text(errors="replace"))
+            if found:
+                return found.group(1)
+        time.sleep(0.02)
+    raise AssertionError(f"no access log line for probe {probe}")
+
+
+@pytest.mark.skipif(not can_bind(OTHER_CLIENT), reason=f"{OTHER_CLIENT} is not a local address")
+def test_app_sees_the_client_nginx_forwards_and_not_a_forged_one(stack: Stack) -> None:
+    # The app's peer is nginx on 127.0.0.1: it can only know OTHER_CLIENT from nginx's header.
+    seen = client_seen_by_the_app(stack, stack.front_url, OTHER_CLIENT, forwarded_for=FORGED)
+    assert seen == OTHER_CLIENT
+
+
+@pytest.mark.skipif(not can_bind(OTHER_CLIENT), reason=f"{OTHER_CLIENT} is not a local address")
+def test_app_ignores_x_forwarded_for_when_the_peer_is_not_allowed(stack: Stack) -> None:
+    url = stack.instance_urls[0]
+    assert client_seen_by_the_app(stack, url, OTHER_CLIENT, forwarded_for=FORGED) == OTHER_CLIENT
+
+
+def test_app_trusts_x_forwarded_for_when_the_peer_is_allowed(stack: Stack) -> None:
+    url = stack.instance_urls[0]
+    assert client_seen_by_the_app(stack, url, "127.0.0.1", forwarded_for=FORGED) == FORGED
+
+
+def test_requests_keep_succeeding_when_an_instance_dies(
+    database_url: str, redis_url: str, sequence_key: str, tmp_path: Path
+) -> None:
+    with start_stack(database_url, redis_url, sequence_key, tmp_path) as running:
+        survivor = worker_of(running.instance_urls[0])
+        os.kill(running.pids()["instance 2"], signal.SIGKILL)
+        with httpx.Client(base_url=running.front_url) as client:
+            statuses = Counter(
+                client.get("/", params={"video": VIDEO}).status_code for _ in range(200)
+            )
+            workers = {client.get("/ready").json()["worker"] for _ in range(10)}
+        assert statuses == {301: 200}
+        assert workers == {survivor}
+        assert "connect() failed" in (running.nginx_dir / "error.log").read_text()
+
+
+def test_stack_nginx_writes_only_under_its_own_folder(tmp_path: Path) -> None:
+    config = render_nginx_config(tmp_path, "127.0.0.1:8000", ["127.0.0.1:1", "127.0.0.1:2"])
+    paths = re.findall(r'^\s*(\w+_temp_path|error_log|access_log) "([^"]+)"', config, re.MULTILINE)
+    assert {name for name, _ in paths} == {
+        "client_body_temp_path",
+        "proxy_temp_path",
+        "fastcgi_temp_path",
+        "uwsgi_temp_path",
+        "scgi_temp_path",
+        "error_log",
+        "access_log",
+    }
+    assert all(Path(path).is_relative_to(tmp_path) for _, path in paths)
+    assert "server 127.0.0.1:1 max_fails=3 fail_timeout=10s;" in config
+    assert "server 127.0.0.1:2 max_fails=3 fail_timeout=10s;" in config
+
+
+def test_stack_explains_how_to_install_nginx_when_it_is_missing(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(stack_module, "find_nginx", lambda: None)
+    assert stack_module.main(["--port", str(free_port())]) != 0
+    message = capsys.readouterr().err
+    assert "apt-get install nginx-light" in message
+    assert "brew install nginx" in message
