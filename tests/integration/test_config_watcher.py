@@ -35,15 +35,23 @@ async def wait_for_version(snapshot: ConfigSnapshot, version: int, limit: float)
     raise AssertionError(f"version {version} not served within {limit}s")
 
 
-async def test_a_stored_version_is_served_within_a_second_without_waiting_for_resync(
-    repository: PostgresConfigRepository, database_url: str
-) -> None:
+async def watching(
+    repository: PostgresConfigRepository, dsn: str, *, resync_seconds: float
+) -> tuple[ConfigSnapshot, ConfigWatcher]:
+    """A started watcher and the snapshot it keeps, once the first version is served."""
     snapshot = ConfigSnapshot()
     watcher = ConfigWatcher(
-        database_url, ReloadConfig(repository, snapshot), resync_seconds=60, timeout=2
+        dsn, ReloadConfig(repository, snapshot), resync_seconds=resync_seconds, timeout=1
     )
     await watcher.start()
     await wait_for_version(snapshot, 1, 5)
+    return snapshot, watcher
+
+
+async def test_a_stored_version_is_served_within_a_second_without_waiting_for_resync(
+    repository: PostgresConfigRepository, database_url: str
+) -> None:
+    snapshot, watcher = await watching(repository, database_url, resync_seconds=60)
     await repository.append(NEW, after=1, comment=None)
     assert await wait_for_version(snapshot, 2, 1.0) < 1.0
     assert snapshot.version.config == NEW
@@ -55,17 +63,9 @@ async def test_a_change_made_while_the_listener_was_cut_off_arrives_by_resync(
 ) -> None:
     proxy = CuttableProxy.for_url(database_url)
     await proxy.start()
-    snapshot = ConfigSnapshot()
     proxied = proxy.proxied(database_url)
     pool = await create_pool(proxied, timeout=1)
-    watcher = ConfigWatcher(
-        proxied,
-        ReloadConfig(PostgresConfigRepository(pool), snapshot),
-        resync_seconds=0.2,
-        timeout=1,
-    )
-    await watcher.start()
-    await wait_for_version(snapshot, 1, 5)
+    snapshot, watcher = await watching(PostgresConfigRepository(pool), proxied, resync_seconds=0.2)
     await proxy.cut()
     await repository.append(NEW, after=1, comment=None)  # its NOTIFY cannot reach the watcher
     await asyncio.sleep(0.5)
@@ -81,12 +81,7 @@ async def test_a_change_made_while_the_listener_was_cut_off_arrives_by_resync(
 async def test_a_direct_sql_insert_is_picked_up_too(
     repository: PostgresConfigRepository, database_url: str
 ) -> None:
-    snapshot = ConfigSnapshot()
-    watcher = ConfigWatcher(
-        database_url, ReloadConfig(repository, snapshot), resync_seconds=60, timeout=2
-    )
-    await watcher.start()
-    await wait_for_version(snapshot, 1, 5)
+    snapshot, watcher = await watching(repository, database_url, resync_seconds=60)
     connection = await asyncpg.connect(database_url)
     await connection.execute(
         "INSERT INTO config_versions (version, cdn_host, cdn_weight, origin_weight)"
