@@ -76,6 +76,9 @@ class EmbeddedServices:
                 str(folder / "redis.log"),
             ],
             stdin=subprocess.DEVNULL,
+            # Not in the terminal's process group: Ctrl-C reaches the app, which drains
+            # its workers first and then stops Redis through stop().
+            start_new_session=True,
         )
         deadline = time.monotonic() + 10
         while not socket.exists():
