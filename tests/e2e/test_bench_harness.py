@@ -1,0 +1,88 @@
+"""`make bench` end to end at toy size: it runs, reports, draws, and refuses bad figures.
+
+Speed is claimed from the benchmark's own output, never asserted here.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = ["--rounds", "1", "--duration", "1", "--warmup", "0", "--generator", "python"]
+
+
+def run_bench(
+    database_url: str, redis_url: str, output_dir: Path
+) -> subprocess.CompletedProcess[str]:
+    environ = {
+        **{key: value for key, value in os.environ.items() if not key.startswith("BALANCER_")},
+        "BALANCER_DATABASE_URL": database_url,
+        "BALANCER_REDIS_URL": redis_url,
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "loadtest.bench", *TINY, "--output-dir", str(output_dir)],
+        cwd=ROOT,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.fixture
+async def foreign_origin_config(database_url: str, initial_config: None) -> AsyncIterator[None]:
+    """An active config whose origin domain no benchmark URL uses: every redirect is a 4xx."""
+    connection = await asyncpg.connect(database_url)
+    try:
+        version = await connection.fetchval(
+            "INSERT INTO config_versions (version, cdn_host, cdn_weight, origin_weight,"
+            " origin_domains, comment)"
+            " SELECT max(version) + 1, 'cdn.example.com', 9, 1, '{elsewhere-cluster}',"
+            " 'bench harness test' FROM config_versions RETURNING version"
+        )
+        yield
+        await connection.execute("DELETE FROM config_versions WHERE version = $1", version)
+    finally:
+        await connection.close()
+
+
+def test_report_has_both_targets_and_a_chart_when_run_briefly(
+    database_url: str, redis_url: str, initial_config: None, tmp_path: Path
+) -> None:
+    result = run_bench(database_url, redis_url, tmp_path)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads((tmp_path / "bench.json").read_text())
+    assert report["generator"]["name"] == "python"
+    assert report["generator"]["generator_bound"] is True
+    for target in ("service", "reference", "service-2w"):
+        assert report["medians"][target]["rps"] > 0
+        assert report["medians"][target]["non_3xx"] == 0
+        assert report["medians"][target]["socket_errors"] == 0
+    assert {result["target"] for result in report["rounds"]} == {
+        "service",
+        "reference",
+        "service-2w",
+    }
+    assert len(report["memory"]["service-2w"]["workers_rss_mb"]) == 2
+    assert (tmp_path / "bench.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    assert "service / reference" in result.stdout
+
+
+def test_run_fails_without_a_report_when_the_service_answers_other_than_3xx(
+    database_url: str, redis_url: str, foreign_origin_config: None, tmp_path: Path
+) -> None:
+    result = run_bench(database_url, redis_url, tmp_path)
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "were not 3xx" in result.stderr
+    assert not (tmp_path / "bench.json").exists()
