@@ -1,0 +1,193 @@
+"""`make loadtest-headless`: the fixed Locust scenario, with a balancer of its own if needed.
+
+Against BALANCER_URL when it is set (BALANCER_ADMIN_TOKEN, if set, lets the admin users in).
+Otherwise it starts `python -m app serve` on a free port of 127.0.0.1 for the run, on the
+PostgreSQL and Redis of BALANCER_DATABASE_URL and BALANCER_REDIS_URL or on embedded ones
+in a temporary folder, migrated, with a fresh admin token, and stops it afterwards.
+
+Results go to loadtest/results/locust-<UTC time>_{stats,stats_history,failures,exceptions}.csv
+and loadtest/results/locust-<UTC time>.html. The exit code is Locust's: 0 only when every
+response kept the rules and the CDN:origin split matched the configured weights.
+"""
+
+import argparse
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping
+from contextlib import ExitStack, contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from tempfile import TemporaryDirectory
+
+from redis import Redis
+
+from app.embedded import EmbeddedServices
+from app.infrastructure.postgres.migrations import migrate
+
+ROOT = Path(__file__).resolve().parents[1]
+LOCUSTFILE = ROOT / "loadtest" / "locustfile.py"
+RESULTS = ROOT / "loadtest" / "results"
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m loadtest.headless", description=__doc__)
+    parser.add_argument("--users", type=int, default=50, help="concurrent users (default 50)")
+    parser.add_argument("--spawn-rate", type=float, default=10, help="users started per second")
+    parser.add_argument("--run-time", default="1m", help="how long, e.g. 30s, 2m (default 1m)")
+    parser.add_argument(
+        "--processes", type=int, default=1, help="Locust worker processes (default 1)"
+    )
+    parser.add_argument(
+        "--server-workers",
+        type=int,
+        default=1,
+        help="workers of the balancer this starts itself (default 1; Locust needs a core too)",
+    )
+    parser.add_argument("--results-dir", type=Path, default=RESULTS)
+    return parser.parse_args(argv)
+
+
+def locust_command(args: argparse.Namespace, host: str, prefix: Path) -> list[str]:
+    command = [
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(LOCUSTFILE),
+        "--headless",
+        "--users",
+        str(args.users),
+        "--spawn-rate",
+        str(args.spawn_rate),
+        "--run-time",
+        args.run_time,
+        "--host",
+        host,
+        "--csv",
+        str(prefix),
+        "--html",
+        f"{prefix}.html",
+        "--only-summary",
+    ]
+    if args.processes > 1:
+        command += ["--processes", str(args.processes)]
+    return command
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_ready(url: str, server: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"the balancer exited with {server.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/ready", timeout=1) as response:  # noqa: S310
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"the balancer did not become ready at {url} in {timeout:.0f}s")
+
+
+def backing_services(stack: ExitStack) -> tuple[str, str]:
+    """PostgreSQL and Redis URLs: from the environment, or embedded servers for this run."""
+    database_url = os.environ.get("BALANCER_DATABASE_URL", "")
+    redis_url = os.environ.get("BALANCER_REDIS_URL", "")
+    if not (database_url and redis_url):
+        folder = stack.enter_context(TemporaryDirectory(prefix="balancer-loadtest-"))
+        services = stack.enter_context(EmbeddedServices(Path(folder)))
+        database_url = database_url or services.database_url
+        redis_url = redis_url or services.redis_url
+        print(f"Embedded PostgreSQL and Redis in {folder}", flush=True)
+    return database_url, redis_url
+
+
+@contextmanager
+def own_balancer(workers: int) -> Iterator[tuple[str, str]]:
+    """A migrated balancer on 127.0.0.1 for one run: its URL and admin token."""
+    with ExitStack() as stack:
+        database_url, redis_url = backing_services(stack)
+        migrate(database_url)
+        port = free_port()
+        token = secrets.token_urlsafe(32)
+        sequence_key = f"balancer-loadtest:{secrets.token_hex(8)}"
+        environ = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("BALANCER_")},
+            "BALANCER_DATABASE_URL": database_url,
+            "BALANCER_REDIS_URL": redis_url,
+            "BALANCER_ADMIN_TOKEN": token,
+            "BALANCER_HOST": "127.0.0.1",
+            "BALANCER_PORT": str(port),
+            "BALANCER_WORKERS": str(workers),
+            # a key of its own: the split this run sees is not mixed with anyone else's
+            "BALANCER_SEQUENCE_KEY": sequence_key,
+            "BALANCER_LOG_FORMAT": "console",
+            "BALANCER_LOG_LEVEL": "warning",
+        }
+        server = subprocess.Popen([sys.executable, "-m", "app", "serve"], cwd=ROOT, env=environ)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            wait_ready(url, server)
+            print(f"Balancer started at {url} with {workers} worker(s)", flush=True)
+            yield url, token
+        finally:
+            server.terminate()
+            try:
+                server.wait(15)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+            forget(redis_url, sequence_key)
+
+
+def forget(redis_url: str, key: str) -> None:
+    """Drop the run's sequences from a Redis that outlives it."""
+    client = Redis.from_url(redis_url)
+    try:
+        client.delete(key, *client.scan_iter(f"{key}:*"))
+    finally:
+        client.close()
+
+
+def run_locust(args: argparse.Namespace, host: str, environ: Mapping[str, str]) -> int:
+    args.results_dir.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    prefix = args.results_dir / f"locust-{stamp}"
+    print(
+        f"Locust: {args.users} users, {args.spawn_rate}/s, {args.run_time} against {host}",
+        flush=True,
+    )
+    code = subprocess.run(locust_command(args, host, prefix), env=environ, check=False).returncode
+    print(f"Results: {prefix}_*.csv and {prefix}.html (exit code {code})")
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    target = os.environ.get("BALANCER_URL")
+    try:
+        if target:
+            return run_locust(args, target, os.environ)
+        with own_balancer(args.server_workers) as (url, token):
+            return run_locust(args, url, {**os.environ, "BALANCER_ADMIN_TOKEN": token})
+    except (RuntimeError, subprocess.CalledProcessError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
