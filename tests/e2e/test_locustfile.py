@@ -9,7 +9,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -41,22 +40,6 @@ class LocustRun:
     output: str
     stats: dict[str, dict[str, str]]
     failures: list[dict[str, str]]
-
-
-@pytest.fixture(scope="module")
-def balancer(database_url: str, redis_url: str) -> Iterator[ServerProcess]:
-    process = ServerProcess(
-        {
-            "BALANCER_DATABASE_URL": database_url,
-            "BALANCER_REDIS_URL": redis_url,
-            "BALANCER_ADMIN_TOKEN": ADMIN_TOKEN,
-            "BALANCER_SEQUENCE_KEY": f"balancer-e2e-locust:{uuid.uuid4().hex}",
-        },
-        workers=2,
-    )
-    process.start()
-    yield process
-    process.stop()
 
 
 def run_headless(
@@ -103,11 +86,11 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 
 
 def test_run_passes_when_the_balancer_keeps_the_rules(
-    balancer: ServerProcess, tmp_path: Path
+    server: ServerProcess, tmp_path: Path
 ) -> None:
-    before = httpx.get(f"{balancer.url}/config").json()
+    before = httpx.get(f"{server.url}/config").json()
 
-    run = run_headless(balancer.url, tmp_path, seconds=4, token=ADMIN_TOKEN)
+    run = run_headless(server.url, tmp_path, seconds=4, token=ADMIN_TOKEN)
 
     assert run.code == 0, run.output
     assert int(run.stats["/?video=[segment]"]["Request Count"]) > 0
@@ -116,14 +99,14 @@ def test_run_passes_when_the_balancer_keeps_the_rules(
     assert re.search(r"totals: \d+ requests, \d+ req/s, 0 failures", run.output), run.output
     assert run.failures == []
     assert "load test passed: origin share" in run.output
-    assert httpx.get(f"{balancer.url}/config").json()["cdn_host"] == before["cdn_host"]
+    assert httpx.get(f"{server.url}/config").json()["cdn_host"] == before["cdn_host"]
 
 
 def test_run_fails_when_the_split_drifts_from_the_configured_weights(
-    balancer: ServerProcess, tmp_path: Path
+    server: ServerProcess, tmp_path: Path
 ) -> None:
     weights = {
-        k: httpx.get(f"{balancer.url}/config").json()[k] for k in ("cdn_weight", "origin_weight")
+        k: httpx.get(f"{server.url}/config").json()[k] for k in ("cdn_weight", "origin_weight")
     }
 
     answers: list[int] = []
@@ -131,15 +114,13 @@ def test_run_fails_when_the_split_drifts_from_the_configured_weights(
     def send_everyone_to_the_origin_for_a_while() -> None:
         everyone = {"cdn_weight": 0, "origin_weight": 1}
         answers.append(
-            httpx.patch(f"{balancer.url}/config", json=everyone, headers=ADMIN).status_code
+            httpx.patch(f"{server.url}/config", json=everyone, headers=ADMIN).status_code
         )
         time.sleep(2)
-        answers.append(
-            httpx.patch(f"{balancer.url}/config", json=weights, headers=ADMIN).status_code
-        )
+        answers.append(httpx.patch(f"{server.url}/config", json=weights, headers=ADMIN).status_code)
 
     run = run_headless(
-        balancer.url, tmp_path, seconds=6, on_spawned=send_everyone_to_the_origin_for_a_while
+        server.url, tmp_path, seconds=6, on_spawned=send_everyone_to_the_origin_for_a_while
     )
 
     assert answers == [200, 200]
