@@ -19,7 +19,6 @@ import resource
 import secrets
 import shutil
 import signal
-import socket
 import statistics
 import string
 import subprocess
@@ -27,8 +26,8 @@ import sys
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager, suppress
+from collections.abc import Callable
+from contextlib import ExitStack, suppress
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from importlib.metadata import version
@@ -41,10 +40,9 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import StrMethodFormatter
-from redis import Redis
-from redis.exceptions import RedisError
 
 from app.infrastructure.postgres.migrations import migrate
+from loadtest.support import backing_services, forget_sequence, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUTPUT = ROOT / "loadtest" / "results"
@@ -263,16 +261,10 @@ class Server:
             return ""
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        return int(probe.getsockname()[1])
-
-
 def service_server(
     workers: int, core: int | None, backing: dict[str, str], workdir: Path
 ) -> Server:
-    port = _free_port()
+    port = free_port()
     name = SERVICE if workers == 1 else SERVICE_2W
     where = f"core {core}" if core is not None else "unpinned"
     environ = {
@@ -301,7 +293,7 @@ def service_server(
 
 
 def reference_server(core: int | None, workdir: Path) -> Server:
-    port = _free_port()
+    port = free_port()
     where = f"core {core}" if core is not None else "unpinned"
     return Server(
         name=REFERENCE,
@@ -321,33 +313,6 @@ def reference_server(core: int | None, workdir: Path) -> Server:
         is_ready=_reference_ready,
         log_path=workdir / f"{REFERENCE}.log",
     )
-
-
-@contextmanager
-def backing_services(workdir: Path) -> Iterator[tuple[str, str]]:
-    """PostgreSQL and Redis URLs: the environment's, else embedded servers for this run."""
-    database_url = os.environ.get("BALANCER_DATABASE_URL", "")
-    redis_url = os.environ.get("BALANCER_REDIS_URL", "")
-    if database_url and redis_url:
-        yield database_url, redis_url
-        return
-    from app.embedded import EmbeddedServices  # noqa: PLC0415 - optional packages
-
-    print("starting embedded PostgreSQL and Redis", flush=True)
-    with EmbeddedServices(workdir / "services") as services:
-        yield database_url or services.database_url, redis_url or services.redis_url
-
-
-def forget_sequence(redis_url: str, key: str) -> None:
-    client = Redis.from_url(redis_url)
-    try:
-        keys = list(client.scan_iter(f"{key}*"))
-        if keys:
-            client.delete(*keys)
-    except RedisError as error:
-        print(f"warning: could not remove the sequence key {key}: {error}", file=sys.stderr)
-    finally:
-        client.close()
 
 
 # --- the load generator --------------------------------------------------------------------

@@ -13,7 +13,6 @@ response kept the rules and the CDN:origin split matched the configured weights.
 import argparse
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import time
@@ -25,10 +24,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
-from redis import Redis
-
-from app.embedded import EmbeddedServices
 from app.infrastructure.postgres.migrations import migrate
+from loadtest.support import backing_services, forget_sequence, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCUSTFILE = ROOT / "loadtest" / "locustfile.py"
@@ -80,12 +77,6 @@ def locust_command(args: argparse.Namespace, host: str, prefix: Path) -> list[st
     return command
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def wait_ready(url: str, server: subprocess.Popen[bytes], timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -101,24 +92,12 @@ def wait_ready(url: str, server: subprocess.Popen[bytes], timeout: float = 30) -
     raise RuntimeError(f"the balancer did not become ready at {url} in {timeout:.0f}s")
 
 
-def backing_services(stack: ExitStack) -> tuple[str, str]:
-    """PostgreSQL and Redis URLs: from the environment, or embedded servers for this run."""
-    database_url = os.environ.get("BALANCER_DATABASE_URL", "")
-    redis_url = os.environ.get("BALANCER_REDIS_URL", "")
-    if not (database_url and redis_url):
-        folder = stack.enter_context(TemporaryDirectory(prefix="balancer-loadtest-"))
-        services = stack.enter_context(EmbeddedServices(Path(folder)))
-        database_url = database_url or services.database_url
-        redis_url = redis_url or services.redis_url
-        print(f"Embedded PostgreSQL and Redis in {folder}", flush=True)
-    return database_url, redis_url
-
-
 @contextmanager
 def own_balancer(workers: int) -> Iterator[tuple[str, str]]:
     """A migrated balancer on 127.0.0.1 for one run: its URL and admin token."""
     with ExitStack() as stack:
-        database_url, redis_url = backing_services(stack)
+        folder = stack.enter_context(TemporaryDirectory(prefix="balancer-loadtest-"))
+        database_url, redis_url = stack.enter_context(backing_services(Path(folder)))
         migrate(database_url)
         port = free_port()
         token = secrets.token_urlsafe(32)
@@ -149,16 +128,7 @@ def own_balancer(workers: int) -> Iterator[tuple[str, str]]:
             except subprocess.TimeoutExpired:
                 server.kill()
                 server.wait()
-            forget(redis_url, sequence_key)
-
-
-def forget(redis_url: str, key: str) -> None:
-    """Drop the run's sequences from a Redis that outlives it."""
-    client = Redis.from_url(redis_url)
-    try:
-        client.delete(key, *client.scan_iter(f"{key}:*"))
-    finally:
-        client.close()
+            forget_sequence(redis_url, sequence_key)
 
 
 def run_locust(args: argparse.Namespace, host: str, environ: Mapping[str, str]) -> int:

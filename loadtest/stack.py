@@ -12,7 +12,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ from types import FrameType, TracebackType
 
 from app.embedded import EmbeddedServices
 from app.infrastructure.postgres.migrations import migrate
+from loadtest.support import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 NGINX_DIR = ROOT / "deploy" / "nginx"
@@ -69,12 +69,6 @@ def nginx_command(nginx: str, prefix: Path, config: Path) -> list[str]:
     if nginx_version(nginx) >= (1, 19, 5):
         command += ["-e", str(prefix / "error.log")]
     return command
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as probe:
-        probe.bind((host, 0))
-        return int(probe.getsockname()[1])
 
 
 def render_nginx_config(prefix: Path, listen: str, upstreams: list[str]) -> str:

@@ -18,8 +18,8 @@ from redis import Redis
 
 from loadtest import stack as stack_module
 from loadtest.stack import Stack, find_nginx, render_nginx_config
+from loadtest.support import free_port
 from tests.conftest import ADMIN_TOKEN
-from tests.e2e.server import free_port
 
 pytestmark = [
     pytest.mark.e2e,
