@@ -15,6 +15,7 @@ from app.infrastructure.postgres.listener import ConfigWatcher
 from app.ioc import providers
 from app.presentation.http import balance, config, health
 from app.presentation.http.auth import AdminAuth
+from app.presentation.http.context import RequestContext
 from app.presentation.http.errors import install_error_handlers
 from app.presentation.http.openapi import document_redirect
 from app.presentation.http.redirect import RedirectFront
@@ -61,5 +62,6 @@ def create_app(settings: Settings | None = None) -> RedirectFront:
     install_error_handlers(api)
     document_redirect(api)
     setup_dishka(container, api)
+    api.add_middleware(RequestContext)
     front = RedirectFront(api)
     return front

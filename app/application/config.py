@@ -36,6 +36,9 @@ class ConfigChange:
     server_rules: Mapping[str, Split] | None = None
     comment: str | None = None
 
+    def named_fields(self) -> list[str]:
+        return [name for name in self.__dataclass_fields__ if getattr(self, name) is not None]
+
     def apply(self, config: BalancerConfig) -> BalancerConfig:
         if self.comment is not None and len(self.comment) > MAX_COMMENT_LENGTH:
             raise InvalidConfig("comment", f"at most {MAX_COMMENT_LENGTH} characters")
@@ -126,7 +129,7 @@ class UpdateConfig(_VersionWriter):
         saved = await self._write(
             lambda active: change.apply(active.config), if_match=if_match, comment=change.comment
         )
-        log.info("config_changed", version=saved.version)
+        log.info("config_changed", version=saved.version, fields=change.named_fields())
         return saved
 
 

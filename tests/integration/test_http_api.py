@@ -1,6 +1,8 @@
 import httpx
 import pytest
 
+from app.presentation.http.auth import fingerprint
+from tests.conftest import ADMIN_TOKEN
 from tests.integration.conftest import ADMIN, VIDEO
 
 pytestmark = pytest.mark.usefixtures("initial_config")
@@ -163,3 +165,23 @@ async def test_one_worker_sends_exactly_two_of_any_five_consecutive_to_origin_at
     await client.patch("/config", json={"cdn_weight": 3, "origin_weight": 2}, headers=ADMIN)
     pattern = await origin_pattern(client, 200)
     assert all(sum(pattern[i : i + 5]) == 2 for i in range(len(pattern) - 4))
+
+
+async def test_every_admin_response_carries_a_request_id(client: httpx.AsyncClient) -> None:
+    given = await client.get("/config", headers={"X-Request-ID": "abc-123"})
+    assert given.headers["x-request-id"] == "abc-123"
+    made = await client.get("/config", headers={"X-Request-ID": "bad id\twith spaces"})
+    assert len(made.headers["x-request-id"]) == 32
+
+
+async def test_config_change_is_logged_with_the_admin_fingerprint_never_the_token(
+    client: httpx.AsyncClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await client.patch("/config", json={"cdn_weight": 4}, headers=ADMIN)
+    await client.patch("/config", json={"cdn_weight": 4}, headers={"Authorization": "Bearer nope"})
+    logged = capsys.readouterr().err
+    change = next(line for line in logged.splitlines() if "config_changed" in line)
+    assert f"admin={fingerprint(ADMIN_TOKEN.encode())}" in change
+    assert "cdn_weight" in change
+    assert "admin_token_rejected" in logged
+    assert ADMIN_TOKEN not in logged

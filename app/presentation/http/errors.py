@@ -51,8 +51,9 @@ async def _http_error(_: Request, error: Exception) -> JSONResponse:
     return _response(problem(error.status_code, phrase, str(error.detail), code), error.headers)
 
 
-async def _unexpected_error(request: Request, error: Exception) -> JSONResponse:
-    log.error("unhandled_error", path=request.url.path, exc_info=error)
+async def _unexpected_error(_: Request, __: Exception) -> JSONResponse:
+    # Starlette re-raises after this answer and uvicorn logs the traceback once, with the
+    # request id and path that RequestContext bound.
     return _response(problem(500, "Internal error", "Something went wrong.", "internal-error"))
 
 
