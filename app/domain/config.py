@@ -7,7 +7,7 @@ from typing import NamedTuple
 
 from app.domain.errors import InvalidConfig
 from app.domain.split import Split, Target
-from app.domain.video import parse_video_url
+from app.domain.video import new_tuple, parse_video_url
 
 REDIRECT_STATUSES = (301, 302, 307, 308)
 MAX_ORIGIN_DOMAINS = 32
@@ -98,11 +98,12 @@ class Redirect(NamedTuple):
 class Router:
     """A configuration version compiled for the redirect path: all that can be derived, once."""
 
-    __slots__ = ("_cdn_base", "_domains", "_rules", "_split", "_status", "version")
+    __slots__ = ("_cdn_base", "_domains", "_rules", "_split", "_status", "_version", "version")
 
     def __init__(self, version: ConfigVersion) -> None:
         config = version.config
         self.version = version
+        self._version = version.version
         self._cdn_base = cdn_base_url(config.cdn_host)
         self._domains = frozenset(config.origin_domains)
         self._split = config.split
@@ -123,4 +124,4 @@ class Router:
             location = f"{self._cdn_base}/{server}{video.rest}"
         else:
             location = video.origin_url
-        return Redirect(target, location, self._status, server, self.version.version)
+        return new_tuple(Redirect, (target, location, self._status, server, self._version))

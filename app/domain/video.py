@@ -24,14 +24,19 @@ class VideoUrl(NamedTuple):
 
     scheme: str
     server: str
-    host: str
+    domain: str
     port: str
     rest: str
 
     @property
     def origin_url(self) -> str:
         port = f":{self.port}" if self.port else ""
-        return f"{self.scheme}://{self.host}{port}{self.rest}"
+        return f"{self.scheme}://{self.server}.{self.domain}{port}{self.rest}"
+
+
+# NamedTuple's generated __new__ is a Python-level call; the tuple constructor is not, and
+# the redirect path builds one of these per request.
+new_tuple = tuple.__new__
 
 
 def parse_video_url(raw: str, origin_domains: frozenset[str]) -> VideoUrl:
@@ -44,7 +49,7 @@ def parse_video_url(raw: str, origin_domains: frozenset[str]) -> VideoUrl:
     if common is not None and len(raw) <= MAX_VIDEO_URL_LENGTH:
         scheme, server, domain, rest = common.groups()
         if domain in origin_domains and "/." not in rest and "/%" not in rest:
-            return VideoUrl(scheme, server, f"{server}.{domain}", "", rest)
+            return new_tuple(VideoUrl, (scheme, server, domain, "", rest))
     return _parse_in_full(raw, origin_domains)
 
 
@@ -98,4 +103,4 @@ def _parse_in_full(raw: str, origin_domains: frozenset[str]) -> VideoUrl:  # noq
         )
     if _NEEDS_QUOTING.search(rest):
         rest = quote(rest, safe=_URL_SAFE)
-    return VideoUrl(scheme, server, host, port, rest)
+    return VideoUrl(scheme, server, domain, port, rest)
