@@ -10,11 +10,11 @@ class RedirectVideo:
     request and must never wait for I/O, which a plain function makes impossible to break.
     """
 
-    __slots__ = ("_sequence", "_snapshot")
+    __slots__ = ("_next_number", "_snapshot")
 
     def __init__(self, snapshot: ConfigSnapshot, sequence: SequenceSource) -> None:
         self._snapshot = snapshot
-        self._sequence = sequence
+        self._next_number = sequence.next
 
     def __call__(self, raw_video: str) -> Redirect:
-        return self._snapshot.router.redirect(raw_video, self._sequence.next)
+        return self._snapshot.router.redirect(raw_video, self._next_number)

@@ -6,7 +6,7 @@ from types import MappingProxyType
 from typing import NamedTuple
 
 from app.domain.errors import InvalidConfig
-from app.domain.split import Split, Target
+from app.domain.split import CDN, Split
 from app.domain.video import new_tuple, parse_video_url
 
 REDIRECT_STATUSES = (301, 302, 307, 308)
@@ -120,8 +120,5 @@ class Router:
             target = self._split.target(next_number(""))
         else:
             target = rule.target(next_number(server))
-        if target is Target.CDN:
-            location = f"{self._cdn_base}/{server}{video.rest}"
-        else:
-            location = video.origin_url
+        location = f"{self._cdn_base}/{server}{video.rest}" if target is CDN else video.origin_url
         return new_tuple(Redirect, (target, location, self._status, server, self._version))

@@ -11,6 +11,12 @@ class Target(StrEnum):
     ORIGIN = "origin"
 
 
+# Members looked up once: `Target.CDN` is an enum attribute lookup each time, and the
+# redirect path needs one or two per request.
+CDN = Target.CDN
+ORIGIN = Target.ORIGIN
+
+
 @dataclass(frozen=True, slots=True)
 class Split:
     """CDN:origin weights. Of every `cdn_weight + origin_weight` consecutive sequence numbers
@@ -41,5 +47,5 @@ class Split:
         position = sequence % total
         weight = self.origin_weight
         if (position + 1) * weight // total > position * weight // total:
-            return Target.ORIGIN
-        return Target.CDN
+            return ORIGIN
+        return CDN

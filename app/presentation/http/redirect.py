@@ -25,23 +25,24 @@ def video_param(query: bytes) -> str:
         raise InvalidVideoUrl(
             "video-too-long", f"The video URL is longer than {MAX_VIDEO_URL_LENGTH} characters."
         )
-    if query.startswith(b"video="):
-        value = query[6:]
-    else:
-        start = query.find(b"&video=")
-        if start == -1:
-            return ""
-        value = query[start + 7 :]
-    if b"?" not in value:
-        value = value.partition(b"&")[0]
-    if b"%" in value:
-        value = unquote_to_bytes(value)
     try:
-        return value.decode()
+        text = query.decode()
+        if text.startswith("video="):
+            value = text[6:]
+        else:
+            start = text.find("&video=")
+            if start == -1:
+                return ""
+            value = text[start + 7 :]
+        if "?" not in value:
+            value = value.partition("&")[0]
+        if "%" in value:  # unquote() on str is twice as slow as this
+            value = unquote_to_bytes(value).decode()
     except UnicodeDecodeError:
         raise InvalidVideoUrl(
             "invalid-characters", "The video URL is not valid percent-encoded UTF-8."
         ) from None
+    return value
 
 
 class RedirectFront:
