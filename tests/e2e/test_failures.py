@@ -1,7 +1,6 @@
 """What viewers and admins get while PostgreSQL or Redis is away, and after it is back."""
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -24,7 +23,7 @@ class Stack:
 
 
 @pytest.fixture
-async def stack(database_url: str, redis_url: str) -> AsyncIterator[Stack]:
+async def stack(database_url: str, redis_url: str, sequence_key: str) -> AsyncIterator[Stack]:
     postgres = CuttableProxy.for_url(database_url)
     redis = CuttableProxy.for_url(redis_url)
     await postgres.start()
@@ -34,7 +33,7 @@ async def stack(database_url: str, redis_url: str) -> AsyncIterator[Stack]:
             "BALANCER_DATABASE_URL": postgres.proxied(database_url),
             "BALANCER_REDIS_URL": redis.proxied(redis_url),
             "BALANCER_ADMIN_TOKEN": ADMIN_TOKEN,
-            "BALANCER_SEQUENCE_KEY": f"balancer-e2e:{uuid.uuid4().hex}",
+            "BALANCER_SEQUENCE_KEY": sequence_key,
             "BALANCER_RESYNC_SECONDS": "0.5",
         },
         workers=1,

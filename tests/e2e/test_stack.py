@@ -14,11 +14,10 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from redis import Redis
 
 from loadtest import stack as stack_module
 from loadtest.stack import Stack, find_nginx, render_nginx_config
-from loadtest.support import free_port
+from loadtest.support import forget_sequence, free_port
 from tests.conftest import ADMIN_TOKEN
 
 pytestmark = [
@@ -63,13 +62,7 @@ def stack(
         database_url, redis_url, sequence_key, tmp_path_factory.mktemp("stack")
     ) as running:
         yield running
-    client = Redis.from_url(redis_url)
-    try:
-        keys = list(client.scan_iter(f"{sequence_key}*"))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
+    forget_sequence(redis_url, sequence_key)
 
 
 def worker_of(url: str) -> int:
