@@ -15,9 +15,6 @@ import os
 import secrets
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
@@ -25,9 +22,8 @@ from pathlib import Path
 from tempfile import TemporaryDirectory
 
 from app.infrastructure.postgres.migrations import migrate
-from loadtest.support import backing_services, forget_sequence, free_port
+from loadtest.support import ROOT, ServerProcess, backing_services, forget_sequence
 
-ROOT = Path(__file__).resolve().parents[1]
 LOCUSTFILE = ROOT / "loadtest" / "locustfile.py"
 RESULTS = ROOT / "loadtest" / "results"
 
@@ -77,21 +73,6 @@ def locust_command(args: argparse.Namespace, host: str, prefix: Path) -> list[st
     return command
 
 
-def wait_ready(url: str, server: subprocess.Popen[bytes], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"the balancer exited with {server.returncode}")
-        try:
-            with urllib.request.urlopen(f"{url}/ready", timeout=1) as response:  # noqa: S310
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"the balancer did not become ready at {url} in {timeout:.0f}s")
-
-
 @contextmanager
 def own_balancer(workers: int) -> Iterator[tuple[str, str]]:
     """A migrated balancer on 127.0.0.1 for one run: its URL and admin token."""
@@ -99,35 +80,25 @@ def own_balancer(workers: int) -> Iterator[tuple[str, str]]:
         folder = stack.enter_context(TemporaryDirectory(prefix="balancer-loadtest-"))
         database_url, redis_url = stack.enter_context(backing_services(Path(folder)))
         migrate(database_url)
-        port = free_port()
         token = secrets.token_urlsafe(32)
         sequence_key = f"balancer-loadtest:{secrets.token_hex(8)}"
-        environ = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("BALANCER_")},
-            "BALANCER_DATABASE_URL": database_url,
-            "BALANCER_REDIS_URL": redis_url,
-            "BALANCER_ADMIN_TOKEN": token,
-            "BALANCER_HOST": "127.0.0.1",
-            "BALANCER_PORT": str(port),
-            "BALANCER_WORKERS": str(workers),
-            # a key of its own: the split this run sees is not mixed with anyone else's
-            "BALANCER_SEQUENCE_KEY": sequence_key,
-            "BALANCER_LOG_FORMAT": "console",
-            "BALANCER_LOG_LEVEL": "warning",
-        }
-        server = subprocess.Popen([sys.executable, "-m", "app", "serve"], cwd=ROOT, env=environ)
+        server = ServerProcess(
+            {
+                "BALANCER_DATABASE_URL": database_url,
+                "BALANCER_REDIS_URL": redis_url,
+                "BALANCER_ADMIN_TOKEN": token,
+                # a key of its own: the split this run sees is not mixed with anyone else's
+                "BALANCER_SEQUENCE_KEY": sequence_key,
+                "BALANCER_LOG_LEVEL": "warning",
+            },
+            workers=workers,
+        )
+        server.start()
         try:
-            url = f"http://127.0.0.1:{port}"
-            wait_ready(url, server)
-            print(f"Balancer started at {url} with {workers} worker(s)", flush=True)
-            yield url, token
+            print(f"Balancer started at {server.url} with {workers} worker(s)", flush=True)
+            yield server.url, token
         finally:
-            server.terminate()
-            try:
-                server.wait(15)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
+            server.stop()
             forget_sequence(redis_url, sequence_key)
 
 

@@ -2,13 +2,19 @@
 
 import os
 import socket
+import subprocess
 import sys
-from collections.abc import Iterator
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
 from redis import Redis
 from redis.exceptions import RedisError
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -43,3 +49,51 @@ def forget_sequence(redis_url: str, key: str) -> None:
         print(f"warning: could not remove the sequence key {key}: {error}", file=sys.stderr)
     finally:
         client.close()
+
+
+class ServerProcess:
+    """`python -m app serve` in a child process on 127.0.0.1, as it runs in production.
+
+    `environ` adds to the parent's environment with its `BALANCER_*` variables removed.
+    """
+
+    def __init__(self, environ: Mapping[str, str], *, workers: int) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._environ = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("BALANCER_")},
+            "BALANCER_LOG_FORMAT": "console",
+            **environ,
+            "BALANCER_HOST": "127.0.0.1",
+            "BALANCER_PORT": str(self.port),
+            "BALANCER_WORKERS": str(workers),
+        }
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 30) -> None:
+        """Start the server and return once `/ready` answers 200."""
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "app", "serve"], cwd=ROOT, env=self._environ
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise RuntimeError(f"the balancer exited with {self._process.returncode}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/ready", timeout=1) as response:  # noqa: S310
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"the balancer did not become ready at {self.url} in {timeout:.0f} s")
+
+    def stop(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(15)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()

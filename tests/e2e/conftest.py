@@ -3,9 +3,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from loadtest.support import forget_sequence
+from loadtest.support import ServerProcess, forget_sequence
 from tests.conftest import ADMIN_TOKEN
-from tests.e2e.server import ServerProcess
 
 pytestmark = pytest.mark.e2e
 

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
+from loadtest.support import ServerProcess
 from tests.conftest import ADMIN_TOKEN
-from tests.e2e.server import ServerProcess
 from tests.proxy import CuttableProxy
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}

@@ -17,8 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from loadtest.support import ROOT, ServerProcess
 from tests.conftest import ADMIN_TOKEN
-from tests.e2e.server import ROOT, ServerProcess
 
 pytestmark = pytest.mark.e2e
 

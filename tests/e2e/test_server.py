@@ -9,8 +9,8 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
+from loadtest.support import ServerProcess
 from tests.conftest import ADMIN_TOKEN
-from tests.e2e.server import ServerProcess
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 CLOSE = {"Connection": "close"}  # a new connection per request spreads them over the workers
