@@ -54,8 +54,11 @@ test: lint ## lint, then unit, integration and end-to-end tests on real PostgreS
 bench: install ## benchmark the redirect path against a bare ASGI redirect (wrk if installed)
 	$(BIN)/python -m loadtest.bench
 
-loadtest: install ## Locust web UI on :8089 against BALANCER_URL (default http://127.0.0.1:8000)
-	$(BIN)/locust -f loadtest/locustfile.py --host $${BALANCER_URL:-http://127.0.0.1:8000}
+# The UI listens on 127.0.0.1 only (LOCUST_WEB_HOST to change it): anyone who reaches it can
+# start a swarm. Admin users only with LOADTEST_ADMIN_TOKEN; BALANCER_ADMIN_TOKEN never reaches Locust.
+loadtest: install ## Locust web UI on 127.0.0.1:8089 against BALANCER_URL (default http://127.0.0.1:8000)
+	env -u BALANCER_ADMIN_TOKEN $(BIN)/locust -f loadtest/locustfile.py \
+		--web-host $${LOCUST_WEB_HOST:-127.0.0.1} --host $${BALANCER_URL:-http://127.0.0.1:8000}
 
 loadtest-headless: install ## fixed Locust scenario; CSV and HTML report in loadtest/results/
 	$(BIN)/python -m loadtest.headless

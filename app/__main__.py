@@ -7,21 +7,27 @@ import sys
 from pathlib import Path
 
 import uvicorn
+from uvicorn.config import STARTUP_FAILURE
+from uvicorn.supervisors import Multiprocess
 
 from app.config import ENV_PREFIX, Settings, SettingsError, load_settings
 from app.infrastructure.logging import configure_logging
 from app.infrastructure.postgres.migrations import migrate
+from app.presentation.http.protocol import bounded_httptools
 
 
-def serve(settings: Settings) -> None:
-    uvicorn.run(
+def serve(settings: Settings) -> int:
+    """Serve until stopped; the exit status is non-zero when a worker failed to start."""
+    config = uvicorn.Config(
         "app.main:create_app",
         factory=True,
         host=settings.host,
         port=settings.port,
         workers=settings.workers,
         loop="uvloop",
-        http="httptools",
+        http=bounded_httptools(
+            max_head_bytes=settings.max_header_bytes, read_timeout=settings.read_timeout_seconds
+        ),
         lifespan="on",
         access_log=settings.access_log,
         log_config=None,
@@ -29,10 +35,21 @@ def serve(settings: Settings) -> None:
         proxy_headers=True,
         forwarded_allow_ips=settings.forwarded_allow_ips,
         timeout_graceful_shutdown=10,
+        timeout_keep_alive=settings.keep_alive_seconds,
     )
+    if config.workers == 1:
+        server = uvicorn.Server(config)
+        server.run()
+        return 0 if server.started else STARTUP_FAILURE
+    # uvicorn.run() stops every worker when one fails to start and then returns as if all had
+    # gone well: the status tells systemd, compose or Kubernetes that the start failed.
+    supervisor = Multiprocess(config, sockets=[config.bind_socket()])
+    supervisor.run()
+    failed = any(process.exitcode == STARTUP_FAILURE for process in supervisor.processes)
+    return STARTUP_FAILURE if failed else 0
 
 
-def run_with_embedded_services(data_dir: Path) -> None:
+def run_with_embedded_services(data_dir: Path) -> int:
     """Serve; with no database or Redis URL set, start embedded servers for them first."""
     from app.embedded import EmbeddedServices
 
@@ -49,14 +66,13 @@ def run_with_embedded_services(data_dir: Path) -> None:
         os.environ.get(f"{ENV_PREFIX}DATABASE_URL") and os.environ.get(f"{ENV_PREFIX}REDIS_URL")
     )
     if not needs_services:
-        serve(load_settings())
-        return
+        return serve(load_settings())
     with EmbeddedServices(data_dir) as services:
         os.environ.setdefault(f"{ENV_PREFIX}DATABASE_URL", services.database_url)
         os.environ.setdefault(f"{ENV_PREFIX}REDIS_URL", services.redis_url)
         migrate(os.environ[f"{ENV_PREFIX}DATABASE_URL"])
         print(f"Embedded PostgreSQL and Redis under {data_dir}")
-        serve(load_settings())
+        return serve(load_settings())
 
 
 def _database_url() -> str:
@@ -78,11 +94,10 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(level="info", json=False)
     try:
         if args.command == "serve":
-            serve(load_settings())
-        elif args.command == "run":
-            run_with_embedded_services(args.data_dir)
-        else:
-            migrate(_database_url())
+            return serve(load_settings())
+        if args.command == "run":
+            return run_with_embedded_services(args.data_dir)
+        migrate(_database_url())
     except SettingsError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -1,6 +1,10 @@
+import math
 import os
+import re
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from adaptix import P, Retort, loader
 from adaptix.load_error import AggregateLoadError, LoadError
@@ -8,17 +12,79 @@ from adaptix.struct_trail import get_trail
 
 ENV_PREFIX = "BALANCER_"
 MIN_TOKEN_LENGTH = 16
+MIN_TOKEN_BITS = 64
+GENERATE_COMMAND = "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+# Words that mark a value someone was meant to replace. Where one occurs the rest of the
+# token must be strong on its own, so a random token that happens to hold `test` passes.
+_PLACEHOLDER = re.compile(
+    r"change[-_. ]?(?:me|it)|example|placeholder|secret|passw(?:or)?d|pass|token|dummy"
+    r"|sample|default|replace|insert|your|test|demo|admin|qwerty|letmein|x{3,}",
+    re.IGNORECASE,
+)
 
 
 class SettingsError(ValueError):
     """The environment does not describe a runnable service."""
 
 
+def token_bits(token: str) -> float:
+    """A conservative estimate of a token's entropy in bits.
+
+    Each character counts the Shannon entropy of the token's own character frequencies
+    (so `aaaa` and `abab` count little), except one that continues a run of equal or
+    consecutive characters (`aaa`, `abc`, `321`), which counts nothing; a token made of
+    one part repeated (`Summer24!Summer24!`) counts that part once. A
+    `secrets.token_urlsafe(32)` scores about 170-240 bits; `change-me-admin` about 20.
+    """
+    for period in range(1, len(token) // 2 + 1):
+        if token[period:] == token[:-period]:
+            token = token[:period]
+            break
+    length = len(token)
+    counts = Counter(token).values()
+    per_char = sum(n / length * math.log2(length / n) for n in counts)
+    codes = [ord(char) for char in token]
+    predictable = sum(
+        1
+        for i in range(2, length)
+        if codes[i] - codes[i - 1] == codes[i - 1] - codes[i - 2]
+        and abs(codes[i] - codes[i - 1]) <= 1
+    )
+    return (length - predictable) * per_char
+
+
+def token_weakness(token: str) -> str | None:
+    """Why an admin token must not be used, or None for a strong one."""
+    if len(token) < MIN_TOKEN_LENGTH:
+        return f"has {len(token)} characters; at least {MIN_TOKEN_LENGTH} are required"
+    words = sorted({match.lower() for match in _PLACEHOLDER.findall(token)})
+    bits = token_bits(_PLACEHOLDER.sub("", token))
+    if bits >= MIN_TOKEN_BITS:
+        return None
+    if words:
+        return f"looks like a placeholder (it contains {', '.join(map(repr, words))})"
+    return (
+        f"is too predictable: about {bits:.0f} bits of entropy where {MIN_TOKEN_BITS} are "
+        "required (repeated or consecutive characters, or too few different ones)"
+    )
+
+
 def _tokens(raw: str) -> tuple[str, ...]:
     tokens = tuple(token.strip() for token in raw.split(",") if token.strip())
-    if any(len(token) < MIN_TOKEN_LENGTH for token in tokens):
-        raise SettingsError(f"every admin token must have at least {MIN_TOKEN_LENGTH} characters")
+    for number, token in enumerate(tokens, start=1):
+        weakness = token_weakness(token)
+        if weakness is not None:
+            which = f"token {number} of {len(tokens)}" if len(tokens) > 1 else "the token"
+            raise SettingsError(f"{which} {weakness}; generate one with: {GENERATE_COMMAND}")
     return tokens
+
+
+def _service_url(raw: str) -> str:
+    """A database or Redis URL, refused while its password is still a placeholder."""
+    password = urlsplit(raw).password
+    if password and re.search(r"change[-_. ]?me|placeholder", password, re.IGNORECASE):
+        raise SettingsError("the password in the URL is a placeholder; set a real one")
+    return raw
 
 
 def _flag(raw: str) -> bool:
@@ -49,6 +115,17 @@ class Settings:
     db_timeout_seconds: float = 2.0
     redis_timeout_seconds: float = 0.5
     forwarded_allow_ips: str = "127.0.0.1"
+    max_body_bytes: int = 16 * 1024
+    max_header_bytes: int = 64 * 1024
+    keep_alive_seconds: int = 5
+    read_timeout_seconds: float = 10.0
+    cdn_health_key: str = "balancer:cdn-health"
+    cdn_prober_lease_seconds: float = 5.0
+    rate_limit_key: str = "balancer:ratelimit"
+    rate_limit_max_clients: int = 100_000
+    rate_limit_idle_seconds: float = 60.0
+    # A MaxMind DB country file (GeoLite2-Country, DB-IP lite); empty: iptocc's bundled data.
+    geoip_database: str = ""
 
     def __post_init__(self) -> None:
         if not 1 <= self.port <= 65535:
@@ -61,13 +138,37 @@ class Settings:
             raise SettingsError("BALANCER_LOG_FORMAT must be json or console")
         if self.resync_seconds <= 0:
             raise SettingsError("BALANCER_RESYNC_SECONDS must be positive")
+        if not 0 <= self.max_body_bytes <= 16 * 1024 * 1024:
+            raise SettingsError("BALANCER_MAX_BODY_BYTES must be from 0 to 16777216")
+        if not 4096 <= self.max_header_bytes <= 1024 * 1024:
+            raise SettingsError("BALANCER_MAX_HEADER_BYTES must be from 4096 to 1048576")
+        if self.keep_alive_seconds < 1:
+            raise SettingsError("BALANCER_KEEP_ALIVE_SECONDS must be at least 1")
+        if self.read_timeout_seconds <= 0:
+            raise SettingsError("BALANCER_READ_TIMEOUT_SECONDS must be positive")
+        if not 0.3 <= self.cdn_prober_lease_seconds <= 600:
+            raise SettingsError("BALANCER_CDN_PROBER_LEASE_SECONDS must be from 0.3 to 600")
+        if not 2 <= self.rate_limit_max_clients <= 100_000_000:
+            raise SettingsError("BALANCER_RATE_LIMIT_MAX_CLIENTS must be from 2 to 100000000")
+        if self.rate_limit_idle_seconds <= 0:
+            raise SettingsError("BALANCER_RATE_LIMIT_IDLE_SECONDS must be positive")
+
+
+def _geoip_file(raw: str) -> str:
+    path = raw.strip()
+    if path and not os.path.isfile(path):
+        raise SettingsError(f"{path} is not a readable file")
+    return path
 
 
 _retort = Retort(
     strict_coercion=False,
     recipe=[
         loader(P[Settings].admin_token, _tokens),
+        loader(P[Settings].database_url, _service_url),
+        loader(P[Settings].redis_url, _service_url),
         loader(P[Settings].access_log, _flag),
+        loader(P[Settings].geoip_database, _geoip_file),
     ],
 )
 

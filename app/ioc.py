@@ -1,25 +1,53 @@
+import time
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 
 import asyncpg
 from dishka import AnyOf, Provider, Scope, from_context, provide, provide_all
 from redis.asyncio import Redis
 
+from app.application.cdn_health import (
+    CdnHealthCheck,
+    CdnHealthView,
+    CdnProbe,
+    GetCdnHealth,
+    HealthBoard,
+    ProbeCdnHosts,
+    RefreshCdnHealth,
+)
 from app.application.config import (
     GetConfig,
     ListConfigHistory,
     ReloadConfig,
+    RemoveServerRule,
     RollbackConfig,
+    SetServerRule,
     UpdateConfig,
 )
 from app.application.health import CheckReadiness
-from app.application.ports import ConfigRepository, HealthCheck, SequenceSource
-from app.application.redirect import RedirectVideo
+from app.application.limits import (
+    CreateLimit,
+    DeleteLimit,
+    GetLimit,
+    LimitRepository,
+    ListLimits,
+    ReloadLimits,
+    ReplaceLimit,
+)
+from app.application.ports import ConfigRepository, CountryLookup, HealthCheck, SequenceSource
+from app.application.redirect import ExplainRoute, RedirectVideo
 from app.application.snapshot import ConfigSnapshot
 from app.config import Settings
+from app.domain.ratelimit import ClientLimiter
+from app.infrastructure.geoip import BundledCountries, MaxMindCountries
 from app.infrastructure.health import PostgresHealth, RedisHealth
+from app.infrastructure.http.probe import HttpProbe
 from app.infrastructure.postgres.config_repository import PostgresConfigRepository
+from app.infrastructure.postgres.limits_repository import PostgresLimitRepository
 from app.infrastructure.postgres.listener import ConfigWatcher
 from app.infrastructure.postgres.pool import create_pool
+from app.infrastructure.redis.cdn_health import CdnHealthMonitor, RedisHealthBoard, instance_id
+from app.infrastructure.redis.ratelimit import RateLimitHealth, RedisLimitSettler
 from app.infrastructure.redis.sequence import RedisLeasedSequence
 
 
@@ -49,25 +77,43 @@ class InfrastructureProvider(Provider):
 
     @provide(provides=AnyOf[RedisLeasedSequence, SequenceSource])
     async def sequence(
-        self, redis: Redis, settings: Settings
+        self, redis: Redis, settings: Settings, snapshot: ConfigSnapshot
     ) -> AsyncIterator[RedisLeasedSequence]:
         sequence = RedisLeasedSequence(
             redis,
             key=settings.sequence_key,
             block=settings.sequence_block,
             timeout=settings.redis_timeout_seconds,
+            period=snapshot.period,
         )
         await sequence.start()
         yield sequence
         await sequence.stop()
 
+    limits = provide(PostgresLimitRepository, provides=LimitRepository)
+
+    @provide
+    async def settler(
+        self, redis: Redis, limiter: ClientLimiter, settings: Settings
+    ) -> AsyncIterator[RedisLimitSettler]:
+        settler = RedisLimitSettler(
+            redis, limiter, key=settings.rate_limit_key, timeout=settings.redis_timeout_seconds
+        )
+        await settler.start()
+        yield settler
+        await settler.stop()
+
     @provide
     async def watcher(
-        self, settings: Settings, reload: ReloadConfig
+        self, settings: Settings, reload: ReloadConfig, reload_limits: ReloadLimits
     ) -> AsyncIterator[ConfigWatcher]:
+        async def reload_all() -> None:
+            await reload()
+            await reload_limits()
+
         watcher = ConfigWatcher(
             settings.database_url,
-            reload,
+            reload_all,
             resync_seconds=settings.resync_seconds,
             timeout=settings.db_timeout_seconds,
         )
@@ -75,28 +121,106 @@ class InfrastructureProvider(Provider):
         yield watcher
         await watcher.stop()
 
+    probe = provide(HttpProbe, provides=AnyOf[HttpProbe, CdnProbe])
+
+    @provide(provides=AnyOf[RedisHealthBoard, HealthBoard])
+    def health_board(self, redis: Redis, settings: Settings) -> RedisHealthBoard:
+        return RedisHealthBoard(
+            redis,
+            key=settings.cdn_health_key,
+            lease_seconds=settings.cdn_prober_lease_seconds,
+            timeout=settings.redis_timeout_seconds,
+            me=instance_id(),
+        )
+
+    @provide
+    async def cdn_health_monitor(
+        self,
+        settings: Settings,
+        board: RedisHealthBoard,
+        probe_round: ProbeCdnHosts,
+        refresh: RefreshCdnHealth,
+        view: CdnHealthView,
+    ) -> AsyncIterator[CdnHealthMonitor]:
+        monitor = CdnHealthMonitor(
+            board,
+            probe_round,
+            refresh,
+            lambda: probe_round.settings.interval_seconds,
+            view,
+            lease_seconds=settings.cdn_prober_lease_seconds,
+        )
+        await monitor.start()
+        yield monitor
+        await monitor.stop()
+
     @provide
     def health_checks(
         self,
         repository: PostgresConfigRepository,
         watcher: ConfigWatcher,
         sequence: RedisLeasedSequence,
+        cdn: CdnHealthCheck,
+        rate_limits: RateLimitHealth,
     ) -> Sequence[HealthCheck]:
-        return [PostgresHealth(repository, watcher), RedisHealth(sequence)]
+        return [PostgresHealth(repository, watcher), RedisHealth(sequence), cdn, rate_limits]
+
+    rate_limit_health = provide(RateLimitHealth)
+
+    @provide
+    async def countries(self, settings: Settings) -> AsyncIterator[CountryLookup]:
+        if not settings.geoip_database:
+            yield BundledCountries()
+            return
+        countries = MaxMindCountries(Path(settings.geoip_database))
+        await countries.start()
+        yield countries
+        await countries.stop()
 
 
 class ApplicationProvider(Provider):
     scope = Scope.APP
 
-    snapshot = provide(ConfigSnapshot)
+    @provide
+    def snapshot(self, countries: CountryLookup) -> ConfigSnapshot:
+        snapshot = ConfigSnapshot(countries)
+        if isinstance(countries, MaxMindCountries):
+            countries.on_reload.append(snapshot.forget_regions)
+        return snapshot
+
+    cdn_health_view = provide(CdnHealthView)
+
+    @provide
+    def limiter(self, settings: Settings, snapshot: ConfigSnapshot) -> ClientLimiter:
+        limiter = ClientLimiter(
+            time.monotonic,
+            max_clients=settings.rate_limit_max_clients,
+            idle_seconds=settings.rate_limit_idle_seconds,
+        )
+        snapshot.watch(lambda version: limiter.set_default(version.config.rate_limit))
+        return limiter
+
     use_cases = provide_all(
         RedirectVideo,
+        ExplainRoute,
         GetConfig,
         ReloadConfig,
         UpdateConfig,
         RollbackConfig,
+        SetServerRule,
+        RemoveServerRule,
         ListConfigHistory,
         CheckReadiness,
+        ProbeCdnHosts,
+        RefreshCdnHealth,
+        GetCdnHealth,
+        CdnHealthCheck,
+        ReloadLimits,
+        CreateLimit,
+        GetLimit,
+        ListLimits,
+        ReplaceLimit,
+        DeleteLimit,
     )
 
 

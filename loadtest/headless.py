@@ -1,9 +1,11 @@
 """`make loadtest-headless`: the fixed Locust scenario, with a balancer of its own if needed.
 
-Against BALANCER_URL when it is set (BALANCER_ADMIN_TOKEN, if set, lets the admin users in).
-Otherwise it starts `python -m app serve` on a free port of 127.0.0.1 for the run, on the
-PostgreSQL and Redis of BALANCER_DATABASE_URL and BALANCER_REDIS_URL or on embedded ones
-in a temporary folder, migrated, with a fresh admin token, and stops it afterwards.
+Against BALANCER_URL when it is set; LOADTEST_ADMIN_TOKEN, if set, lets the admin users in
+(a token issued for load tests: BALANCER_ADMIN_TOKEN is never handed to Locust). Otherwise
+it starts `python -m app serve` on a free port of 127.0.0.1 for the run, on the PostgreSQL
+and Redis of BALANCER_DATABASE_URL and BALANCER_REDIS_URL or on embedded ones in a
+temporary folder, migrated, with a fresh admin token the admin users get, and stops it
+afterwards.
 
 Results go to loadtest/results/locust-<UTC time>_{stats,stats_history,failures,exceptions}.csv
 and loadtest/results/locust-<UTC time>.html. The exit code is Locust's: 0 only when every
@@ -89,6 +91,8 @@ def own_balancer(workers: int) -> Iterator[tuple[str, str]]:
                 "BALANCER_ADMIN_TOKEN": token,
                 # a key of its own: the split this run sees is not mixed with anyone else's
                 "BALANCER_SEQUENCE_KEY": sequence_key,
+                "BALANCER_CDN_HEALTH_KEY": f"{sequence_key}.cdn-health",
+                "BALANCER_RATE_LIMIT_KEY": f"{sequence_key}:limits",
                 "BALANCER_LOG_LEVEL": "warning",
             },
             workers=workers,
@@ -118,11 +122,13 @@ def run_locust(args: argparse.Namespace, host: str, environ: Mapping[str, str]) 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     target = os.environ.get("BALANCER_URL")
+    # The service's own token stays out of the load generator's environment.
+    environ = {k: v for k, v in os.environ.items() if k != "BALANCER_ADMIN_TOKEN"}
     try:
         if target:
-            return run_locust(args, target, os.environ)
+            return run_locust(args, target, environ)
         with own_balancer(args.server_workers) as (url, token):
-            return run_locust(args, url, {**os.environ, "BALANCER_ADMIN_TOKEN": token})
+            return run_locust(args, url, {**environ, "LOADTEST_ADMIN_TOKEN": token})
     except (RuntimeError, subprocess.CalledProcessError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

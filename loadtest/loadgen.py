@@ -103,14 +103,19 @@ class Connection(asyncio.Protocol):
         self._transport.write(self._tally.next_request())
 
 
+def _request(line: str, host_header: str) -> bytes:
+    """`path` then tab-separated `Name: value` headers, as loadtest/bench/load.py writes."""
+    path, *headers = line.split("\t")
+    head = "".join(f"{header}\r\n" for header in headers)
+    return f"GET {path} HTTP/1.1\r\nHost: {host_header}\r\n{head}\r\n".encode()
+
+
 async def generate(
     host: str, port: int, paths: list[str], connections: int, duration: float
 ) -> Tally:
     loop = asyncio.get_running_loop()
     host_header = f"{host}:{port}"
-    tally = Tally(
-        [f"GET {path} HTTP/1.1\r\nHost: {host_header}\r\n\r\n".encode() for path in paths]
-    )
+    tally = Tally([_request(line, host_header) for line in paths])
     tally.started = time.perf_counter_ns()
     tally.deadline = tally.started + int(duration * 1e9)
     opened = await asyncio.gather(

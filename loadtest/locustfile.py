@@ -5,8 +5,15 @@
 Players ask for playlists and segments of videos on s1..s50 (a few servers are much more
 popular than the rest), with and without signed query tokens. A small share of requests
 carries bad video URLs: foreign and look-alike hosts, user info, other schemes, nothing.
-An admin, when an admin token is given, switches the CDN host between two hosts now and
-then and puts the original host back when it stops; it never touches the weights.
+An admin, when a load-test admin token is given (LOADTEST_ADMIN_TOKEN, never the
+service's own BALANCER_ADMIN_TOKEN), switches the CDN host between two hosts now and then
+and puts the original host back when it stops; it never touches the weights.
+
+The web UI can change any option of a run (its form posts them all, shown or not), so what
+the admin may do is fixed when Locust starts (`AdminGrant`): the token, the two CDN hosts,
+and the one target the token is sent to. Neither the token nor the hosts are put into the
+page (`include_in_web_ui=False`: `is_secret` only masks the input and still renders the
+value into the page's source).
 
 Every answer is checked: a redirect must carry the configured status and go to the CDN
 (`<cdn>/<server><path>?<query>`) or to exactly the requested URL; a bad URL must get a 4xx
@@ -294,6 +301,28 @@ class Player(FastHttpUser):
             )
 
 
+@dataclass(frozen=True)
+class AdminGrant:
+    """What admin users may do, fixed from the command line and environment at start-up."""
+
+    token: str = ""
+    target: str = ""  # the only host the token is ever sent to
+    cdn_hosts: tuple[str, str] = ("", "")
+
+    def refusal(self, host: str | None) -> str | None:
+        """Why admin users must stay out of a run against `host`, or None."""
+        if not self.token:
+            return "no --admin-token (LOADTEST_ADMIN_TOKEN)"
+        if not all(self.cdn_hosts):
+            return "not two --admin-cdn-hosts"
+        if (host or "").rstrip("/") != self.target.rstrip("/"):
+            return f"the run targets {host}, the admin token was given for {self.target}"
+        return None
+
+
+grant = AdminGrant()
+
+
 class Admin(FastHttpUser):
     """An operator moving traffic between two CDN hosts: the 10th user, then one in 21.
 
@@ -306,13 +335,13 @@ class Admin(FastHttpUser):
     logged_skip: ClassVar[bool] = False
 
     def on_start(self) -> None:
-        token = options(self.environment).admin_token
-        self.auth = {"Authorization": f"Bearer {token}"}
-        self.hosts = hosts_option(self.environment)
+        self.auth = {"Authorization": f"Bearer {grant.token}"}
+        self.hosts = grant.cdn_hosts
         self.changed = False
-        self.idle = not token or not all(self.hosts) or run.config is None
-        if self.idle and not Admin.logged_skip:
-            log.warning("admin users stay out: no admin token or not two --admin-cdn-hosts")
+        refusal = grant.refusal(self.host)
+        self.idle = refusal is not None or run.config is None
+        if refusal is not None and not Admin.logged_skip:
+            log.warning("admin users stay out: %s", refusal)
             Admin.logged_skip = True
 
     @task
@@ -386,15 +415,17 @@ def on(hook: EventHook) -> Callable[[F], F]:
 def add_options(parser: LocustArgumentParser, **_: object) -> None:
     parser.add_argument(
         "--admin-token",
-        env_var="BALANCER_ADMIN_TOKEN",
+        env_var="LOADTEST_ADMIN_TOKEN",
         default="",
-        is_secret=True,
-        help="Bearer token for PATCH /config; without one the admin users stay out",
+        include_in_web_ui=False,
+        help="a bearer token for PATCH /config on --host only, issued for load tests; "
+        "without one the admin users stay out",
     )
     parser.add_argument(
         "--admin-cdn-hosts",
         env_var="LOADTEST_ADMIN_CDN_HOSTS",
         default="cdn.example.com,cdn2.example.com",
+        include_in_web_ui=False,
         help="the two CDN hosts the admin switches between",
     )
     parser.add_argument(
@@ -413,6 +444,16 @@ def add_options(parser: LocustArgumentParser, **_: object) -> None:
     )
 
 
+@on(events.init)
+def fix_admin_grant(environment: Environment, **_: object) -> None:
+    global grant  # noqa: PLW0603 - once per process, before any run
+    grant = AdminGrant(
+        token=str(options(environment).admin_token),
+        target=environment.host or "",
+        cdn_hosts=hosts_option(environment),
+    )
+
+
 @on(events.test_start)
 def start_run(environment: Environment, **_: object) -> None:
     global run  # noqa: PLW0603 - one run per process at a time; test_start starts a new one
@@ -425,7 +466,7 @@ def start_run(environment: Environment, **_: object) -> None:
         if environment.runner is not None and not isinstance(environment.runner, WorkerRunner):
             gevent.spawn(environment.runner.quit)
         return
-    hosts = (run.config.cdn_host, *hosts_option(environment))
+    hosts = (run.config.cdn_host, *grant.cdn_hosts)
     run.cdn_bases = frozenset(cdn_base(host) for host in hosts if host)
     log.info(
         "checking against config version %d: weights %s, status %d, CDN %s",

@@ -1,5 +1,6 @@
 """What the bench, the Locust runner and the stack each need to start a balancer."""
 
+import asyncio
 import os
 import socket
 import subprocess
@@ -7,12 +8,17 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
+import asyncpg
 from redis import Redis
 from redis.exceptions import RedisError
+
+from app.infrastructure.postgres.migrations import migrate
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,6 +42,27 @@ def backing_services(workdir: Path) -> Iterator[tuple[str, str]]:
     print(f"starting embedded PostgreSQL and Redis in {workdir}", flush=True)
     with EmbeddedServices(workdir / "services") as services:
         yield database_url or services.database_url, redis_url or services.redis_url
+
+
+@contextmanager
+def scratch_database(database_url: str) -> Iterator[str]:
+    """A migrated database of its own on `database_url`'s server, dropped afterwards."""
+    name = f"balancer_scratch_{uuid.uuid4().hex[:12]}"
+    url = urlunsplit(urlsplit(database_url)._replace(path=f"/{name}"))
+
+    async def execute(statement: str) -> None:
+        connection = await asyncpg.connect(database_url)
+        try:
+            await connection.execute(statement)
+        finally:
+            await connection.close()
+
+    asyncio.run(execute(f'CREATE DATABASE "{name}"'))
+    try:
+        migrate(url)
+        yield url
+    finally:
+        asyncio.run(execute(f'DROP DATABASE "{name}" WITH (FORCE)'))
 
 
 def forget_sequence(redis_url: str, key: str) -> None:

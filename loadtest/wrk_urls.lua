@@ -14,9 +14,19 @@ function setup(thread)
 end
 
 function init(args)
-   for path in io.lines(args[1]) do
-      if path ~= "" then
-         table.insert(requests, wrk.format("GET", path))
+   -- a line is a path, then optional tab-separated "Name: value" headers
+   for line in io.lines(args[1]) do
+      if line ~= "" then
+         local fields = {}
+         for field in string.gmatch(line, "[^\t]+") do
+            table.insert(fields, field)
+         end
+         local headers = {}
+         for i = 2, #fields do
+            local name, value = string.match(fields[i], "^([^:]+):%s*(.*)$")
+            headers[name] = value
+         end
+         table.insert(requests, wrk.format("GET", fields[1], headers))
       end
    end
    if #requests == 0 then

@@ -19,7 +19,20 @@ from redis.asyncio import Redis
 from app.embedded import EmbeddedServices
 from app.infrastructure.postgres.migrations import migrate
 
-ADMIN_TOKEN = "test-admin-token-0123456789"
+ADMIN_TOKEN = "Vq7rYk2LmXw9PbT4nZc6HdJ3sGf8EaR5"
+
+E2E_DIR = Path(__file__).with_name("e2e")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Everything under tests/e2e starts real servers: `-m "not e2e"` leaves it out.
+
+    (A `pytestmark` in a conftest.py marks nothing; tests elsewhere that start processes
+    carry the mark themselves.)
+    """
+    for item in items:
+        if item.path.is_relative_to(E2E_DIR):
+            item.add_marker(pytest.mark.e2e)
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,12 @@ from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 
 class CuttableProxy:
-    """Listens on 127.0.0.1; `cut()` drops every connection and refuses new ones."""
+    """Listens on 127.0.0.1; `cut()` drops every connection and refuses new ones.
+
+    A cut proxy keeps its port and closes each new connection at once: were the port freed,
+    another process could take it (its own proxy, or an outgoing connection's ephemeral
+    port) and a client cut off here would quietly reach something else. `close()` frees it.
+    """
 
     def __init__(self, *, unix_path: str | None = None, host: str = "", port: int = 0) -> None:
         self._unix_path = unix_path
@@ -14,6 +19,7 @@ class CuttableProxy:
         self._port = port
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self._open = True
         self.listen_port = 0
 
     @classmethod
@@ -41,14 +47,13 @@ class CuttableProxy:
         return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.listen_port)
-        self.listen_port = self._server.sockets[0].getsockname()[1]
+        self._open = True
+        if self._server is None:
+            self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.listen_port)
+            self.listen_port = self._server.sockets[0].getsockname()[1]
 
     async def cut(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
+        self._open = False
         for writer in list(self._writers):
             writer.close()
         self._writers.clear()
@@ -56,7 +61,17 @@ class CuttableProxy:
     async def restore(self) -> None:
         await self.start()
 
+    async def close(self) -> None:
+        await self.cut()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not self._open:
+            writer.close()
+            return
         try:
             if self._unix_path:
                 upstream_reader, upstream_writer = await asyncio.open_unix_connection(

@@ -7,20 +7,40 @@ import structlog
 
 from app.application.errors import (
     PreconditionFailed,
+    ServerRuleNotFound,
     TooManyConflicts,
     VersionConflict,
     VersionNotFound,
 )
 from app.application.ports import ConfigRepository
 from app.application.snapshot import ConfigSnapshot
-from app.domain.config import BalancerConfig, ConfigVersion
+from app.domain.config import BalancerConfig, ConfigVersion, is_server_label
 from app.domain.errors import InvalidConfig
+from app.domain.health import HealthSettings
+from app.domain.pool import CdnPool
+from app.domain.ratelimit import RateLimit
+from app.domain.regions import Region
 from app.domain.split import Split
 
 MAX_WRITE_ATTEMPTS = 50
 MAX_COMMENT_LENGTH = 1000
 
 log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitChange:
+    """A new default rate limit; `limit=None` switches the default off."""
+
+    limit: RateLimit | None
+
+
+@dataclass(frozen=True, slots=True)
+class ServerRule:
+    """One server's rule as a whole: its split and, when it has one, a CDN pool of its own."""
+
+    split: Split
+    cdn_hosts: CdnPool | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -34,6 +54,15 @@ class ConfigChange:
     redirect_status: int | None = None
     origin_domains: tuple[str, ...] | None = None
     server_rules: Mapping[str, Split] | None = None
+    cdn_hosts: CdnPool | None = None
+    # Only the settings named change; the others keep their values.
+    cdn_health: Mapping[str, object] | None = None
+    origin_fallback: bool | None = None
+    down_servers: tuple[str, ...] | None = None
+    # Pools of the servers named in `server_rules`; a rule without one uses the global pool.
+    server_pools: Mapping[str, CdnPool] | None = None
+    rate_limit: RateLimitChange | None = None
+    regions: tuple[Region, ...] | None = None
     comment: str | None = None
 
     def named_fields(self) -> list[str]:
@@ -55,11 +84,48 @@ class ConfigChange:
                 split.origin_weight if self.origin_weight is None else self.origin_weight,
             )
         changes: dict[str, object] = {"split": split}
-        for name in ("cdn_host", "redirect_status", "origin_domains", "server_rules"):
+        if self.rate_limit is not None:
+            changes["rate_limit"] = self.rate_limit.limit
+        for name in (
+            "redirect_status",
+            "origin_domains",
+            "server_rules",
+            "origin_fallback",
+            "down_servers",
+            "regions",
+        ):
             value = getattr(self, name)
             if value is not None:
                 changes[name] = value
+        changes.update(self._pool_changes(config))
         return replace(config, **changes)  # type: ignore[arg-type]
+
+    def _pool_changes(self, config: BalancerConfig) -> dict[str, object]:
+        changes: dict[str, object] = {}
+        if self.cdn_host is not None and self.cdn_hosts is not None:
+            raise InvalidConfig("cdn_hosts", "give either cdn_host or cdn_hosts, not both")
+        if self.cdn_host is not None:  # a pool of one
+            changes.update(cdn_host=self.cdn_host, cdn_hosts=None)
+        elif self.cdn_hosts is not None:
+            changes.update(cdn_host=self.cdn_hosts.first.host, cdn_hosts=self.cdn_hosts)
+        if self.server_pools is not None:
+            changes["server_pools"] = self.server_pools
+        elif self.server_rules is not None:  # pools of rules that are gone go with them
+            changes["server_pools"] = {
+                server: pool
+                for server, pool in config.server_pools.items()
+                if server in self.server_rules
+            }
+        if self.cdn_health is not None:
+            current = {
+                name: getattr(config.cdn_health, name)
+                for name in HealthSettings.__dataclass_fields__
+            }
+            unknown = set(self.cdn_health) - set(current)
+            if unknown:
+                raise InvalidConfig(f"cdn_health.{min(unknown)}", "is not a health check setting")
+            changes["cdn_health"] = HealthSettings(**{**current, **self.cdn_health})
+        return changes
 
 
 class GetConfig:
@@ -148,6 +214,72 @@ class RollbackConfig(_VersionWriter):
             comment=comment if comment is not None else f"rollback to version {version}",
         )
         log.info("config_rolled_back", version=saved.version, source=version)
+        return saved
+
+
+def _check_rule_write(server: str, comment: str | None) -> None:
+    if not is_server_label(server):
+        raise InvalidConfig(
+            "server",
+            f"{server!r} is not a server label like 's1': lower-case letters, digits and '-',"
+            " 1 to 63 characters",
+        )
+    if comment is not None and len(comment) > MAX_COMMENT_LENGTH:
+        raise InvalidConfig("comment", f"at most {MAX_COMMENT_LENGTH} characters")
+
+
+class SetServerRule(_VersionWriter):
+    """Add or replace one server's rule and nothing else.
+
+    The new version is built from the active one each time the writer tries, so admins
+    writing rules of different servers at the same moment all keep theirs.
+    """
+
+    async def __call__(
+        self, server: str, rule: ServerRule, *, if_match: int | None, comment: str | None
+    ) -> ConfigVersion:
+        _check_rule_write(server, comment)
+
+        def build(active: ConfigVersion) -> BalancerConfig:
+            rules = dict(active.config.server_rules)
+            rules[server] = rule.split
+            pools = dict(active.config.server_pools)
+            if rule.cdn_hosts is None:  # the whole rule: without a pool, the global one
+                pools.pop(server, None)
+            else:
+                pools[server] = rule.cdn_hosts
+            return replace(active.config, server_rules=rules, server_pools=pools)
+
+        if self._snapshot.loaded:  # refuse bad input with 422 even while storage is down
+            build(self._snapshot.version)
+        saved = await self._write(
+            build, if_match=if_match, comment=comment or f"set the rule of server {server}"
+        )
+        log.info("server_rule_set", version=saved.version, server=server)
+        return saved
+
+
+class RemoveServerRule(_VersionWriter):
+    """Remove one server's rule (it follows the global split again) and nothing else."""
+
+    async def __call__(
+        self, server: str, *, if_match: int | None, comment: str | None
+    ) -> ConfigVersion:
+        _check_rule_write(server, comment)
+
+        def build(active: ConfigVersion) -> BalancerConfig:
+            if server not in active.config.server_rules:
+                raise ServerRuleNotFound(f"Server {server} has no rule of its own.")
+            rules = dict(active.config.server_rules)
+            del rules[server]
+            pools = dict(active.config.server_pools)
+            pools.pop(server, None)
+            return replace(active.config, server_rules=rules, server_pools=pools)
+
+        saved = await self._write(
+            build, if_match=if_match, comment=comment or f"remove the rule of server {server}"
+        )
+        log.info("server_rule_removed", version=saved.version, server=server)
         return saved
 
 

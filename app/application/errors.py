@@ -23,6 +23,10 @@ class VersionNotFound(BalancerError):
     code = "version-not-found"
 
 
+class ServerRuleNotFound(BalancerError):
+    code = "server-rule-not-found"
+
+
 class StorageUnavailable(BalancerError):
     """PostgreSQL could not be reached or did not answer in time."""
 
@@ -33,3 +37,21 @@ class ConfigNotLoaded(BalancerError):
     """No configuration has been loaded yet, so nothing can be served."""
 
     code = "config-not-loaded"
+
+
+class StorageRejected(BalancerError):
+    """PostgreSQL refused a value (a data or constraint error): the request must change."""
+
+    code = "storage-rejected"
+
+
+class StorageConflict(BalancerError):
+    """PostgreSQL refused the change because of a concurrent one; the same request may pass."""
+
+    code = "storage-conflict"
+
+
+class StorageFailed(BalancerError):
+    """PostgreSQL failed in a way no client can fix; the cause is logged, not answered."""
+
+    code = "storage-failed"

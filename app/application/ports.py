@@ -30,6 +30,21 @@ class SequenceSource(Protocol):
         """The next number of the sequence named `key` ("" is the global one)."""
         ...
 
+    def peek(self, key: str) -> int:
+        """The number `next(key)` would give in this worker, without taking it."""
+        ...
+
+
+class CountryLookup(Protocol):
+    """The country of an IP address from a country database; the region matcher calls it on
+    a cache miss, so it must not do I/O."""
+
+    source: str  # where the data comes from, for /config/route and the logs
+
+    def __call__(self, address: str) -> str | None:
+        """An ISO 3166-1 alpha-2 code, or None when the address is unknown."""
+        ...
+
 
 class HealthCheck(Protocol):
     """A dependency's health as this worker sees it."""

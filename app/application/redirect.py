@@ -1,6 +1,6 @@
 from app.application.ports import SequenceSource
 from app.application.snapshot import ConfigSnapshot
-from app.domain.config import Redirect
+from app.domain.config import Redirect, RouteExplanation
 
 
 class RedirectVideo:
@@ -16,5 +16,20 @@ class RedirectVideo:
         self._snapshot = snapshot
         self._next_number = sequence.next
 
-    def __call__(self, raw_video: str) -> Redirect:
-        return self._snapshot.router.redirect(raw_video, self._next_number)
+    def __call__(self, raw_video: str, client: str = "") -> Redirect:
+        """`client`: the viewer's address, which decides the region when regions are set."""
+        return self._snapshot.router.redirect(raw_video, self._next_number, client)
+
+
+class ExplainRoute:
+    """Which region, pool and target a client at an address would get, without counting
+    as a request (no sequence number is taken, no rotation moves)."""
+
+    def __init__(self, snapshot: ConfigSnapshot, sequence: SequenceSource) -> None:
+        self._snapshot = snapshot
+        self._sequence = sequence
+
+    async def __call__(self, address: str, raw_video: str) -> RouteExplanation:
+        return self._snapshot.router.explain(
+            address, raw_video, self._sequence.peek, self._snapshot.countries
+        )

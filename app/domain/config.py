@@ -1,43 +1,72 @@
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
 from typing import NamedTuple
 
-from app.domain.errors import InvalidConfig
-from app.domain.split import CDN, Split
-from app.domain.video import new_tuple, parse_video_url
+from app.domain.errors import InvalidConfig, NoHealthyTarget
+from app.domain.health import HealthSettings
+from app.domain.pool import CdnPool, Rotation
+from app.domain.ratelimit import RateLimit
+from app.domain.regions import DEFAULT_REGION, Region, RegionMatcher, check_regions
+from app.domain.split import CDN, ORIGIN, Split, Target
+from app.domain.syntax import domain_problem, host_problem, parse_port
+from app.domain.video import VideoUrl, new_tuple, parse_video_url
 
 REDIRECT_STATUSES = (301, 302, 307, 308)
 MAX_ORIGIN_DOMAINS = 32
 MAX_SERVER_RULES = 10_000
 
-_HOST = re.compile(
-    r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?",
-    re.IGNORECASE,
-)
 _SERVER = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 
 
-def cdn_base_url(cdn_host: str) -> str:
-    """`cdn.example.com` -> `http://cdn.example.com`; a scheme and a port may be given."""
+def is_server_label(value: object) -> bool:
+    """`s1`, `edge-7`: one lower-case DNS label, the first part of an origin server's host."""
+    return isinstance(value, str) and _SERVER.fullmatch(value) is not None
+
+
+def cdn_base_url(cdn_host: str, field: str = "cdn_host") -> str:
+    """`cdn.example.com` -> `http://cdn.example.com`; a scheme and a port may be given.
+
+    The one rule for a host that redirects are sent to; `field` names it in the error.
+    """
     if not isinstance(cdn_host, str) or not cdn_host:
-        raise InvalidConfig("cdn_host", "must be a non-empty host name")
+        raise InvalidConfig(field, "must be a non-empty host name")
+    if not cdn_host.isascii():
+        raise InvalidConfig(field, "must be ASCII; write an international name as its xn-- A-label")
     scheme, sep, authority = cdn_host.partition("://")
     if not sep:
         scheme, authority = "http", cdn_host
     scheme = scheme.lower()
     if scheme not in ("http", "https"):
-        raise InvalidConfig("cdn_host", "the scheme must be http or https")
-    host, colon, port = authority.removesuffix("/").partition(":")
-    if len(host) > 253 or not _HOST.fullmatch(host):
+        raise InvalidConfig(field, "the scheme must be http or https")
+    host, colon, port = authority.removesuffix("/").lower().partition(":")
+    problem = host_problem(host, allow_ip=True)
+    if problem is not None:
         raise InvalidConfig(
-            "cdn_host", "must be a host name with an optional scheme and port, and no path"
+            field, f"must be a host name with an optional scheme and port, and no path: {problem}"
         )
-    if colon and not (port.isdigit() and len(port) <= 5 and 0 < int(port) < 65536):
-        raise InvalidConfig("cdn_host", "the port must be a number from 1 to 65535")
-    return f"{scheme}://{host.lower()}{colon}{port}"
+    if not colon:
+        return f"{scheme}://{host}"
+    number = parse_port(port)
+    if number is None:
+        raise InvalidConfig(field, "the port must be a number from 1 to 65535 in ASCII digits")
+    return f"{scheme}://{host}:{number}"
+
+
+def check_origin_domains(domains: Iterable[object], field: str = "origin_domains") -> None:
+    """Allowed origin domains: 1 to 32 distinct, lower-case, private domain names."""
+    domains = () if isinstance(domains, str) else tuple(domains)
+    if not domains or len(domains) > MAX_ORIGIN_DOMAINS:
+        raise InvalidConfig(field, f"must list from 1 to {MAX_ORIGIN_DOMAINS} domains")
+    for domain in domains:
+        problem = domain_problem(domain) if isinstance(domain, str) else "is not a string"
+        if problem is not None:
+            shown = domain[:100] if isinstance(domain, str) else domain
+            raise InvalidConfig(field, f"{shown!r} {problem}")
+    if len(set(domains)) != len(domains):
+        raise InvalidConfig(field, "must not list a domain twice")
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,22 +78,30 @@ class BalancerConfig:
     redirect_status: int = 301
     origin_domains: tuple[str, ...] = ("origin-cluster",)
     server_rules: Mapping[str, Split] = field(default_factory=lambda: MappingProxyType({}))
+    # None: a pool of one, `cdn_host`. Given: `cdn_host` becomes its first host.
+    cdn_hosts: CdnPool | None = None
+    cdn_health: HealthSettings = field(default_factory=HealthSettings)
+    origin_fallback: bool = True
+    down_servers: tuple[str, ...] = ()
+    # Pools of their own for servers with a rule, keyed like `server_rules`.
+    server_pools: Mapping[str, CdnPool] = field(default_factory=lambda: MappingProxyType({}))
+    rate_limit: RateLimit | None = None  # every client's limit unless overridden; None: off
+    # Pools by viewer network or country, in order; empty: every viewer gets the default pool.
+    regions: tuple[Region, ...] = ()
 
     def __post_init__(self) -> None:
-        cdn_base_url(self.cdn_host)
+        if self.cdn_hosts is None:
+            object.__setattr__(self, "cdn_hosts", CdnPool.single(self.cdn_host))
+        elif isinstance(self.cdn_hosts, CdnPool):
+            object.__setattr__(self, "cdn_host", self.cdn_hosts.first.host)
+        else:
+            raise InvalidConfig("cdn_hosts", "must be a pool")
+        self._check_serving_rules()
         if self.redirect_status not in REDIRECT_STATUSES or type(self.redirect_status) is not int:
             raise InvalidConfig(
                 "redirect_status", f"must be one of {', '.join(map(str, REDIRECT_STATUSES))}"
             )
-        if not self.origin_domains or len(self.origin_domains) > MAX_ORIGIN_DOMAINS:
-            raise InvalidConfig(
-                "origin_domains", f"must list from 1 to {MAX_ORIGIN_DOMAINS} domains"
-            )
-        for domain in self.origin_domains:
-            if not isinstance(domain, str) or len(domain) > 253 or not _HOST.fullmatch(domain):
-                raise InvalidConfig("origin_domains", f"{domain!r} is not a domain name")
-            if domain != domain.lower():
-                raise InvalidConfig("origin_domains", f"{domain!r} must be lower case")
+        check_origin_domains(self.origin_domains)
         if len(self.server_rules) > MAX_SERVER_RULES:
             raise InvalidConfig("server_rules", f"at most {MAX_SERVER_RULES} rules")
         for server, split in self.server_rules.items():
@@ -73,6 +110,43 @@ class BalancerConfig:
             if not isinstance(split, Split):
                 raise InvalidConfig("server_rules", f"{server}: must be a split")
         object.__setattr__(self, "server_rules", MappingProxyType(dict(self.server_rules)))
+
+    def _check_serving_rules(self) -> None:
+        if self.rate_limit is not None and not isinstance(self.rate_limit, RateLimit):
+            raise InvalidConfig("rate_limit", "must be a rate limit or null")
+        if not isinstance(self.cdn_health, HealthSettings):
+            raise InvalidConfig("cdn_health", "must be health check settings")
+        if type(self.origin_fallback) is not bool:
+            raise InvalidConfig("origin_fallback", "must be true or false")
+        if len(self.down_servers) > MAX_SERVER_RULES:
+            raise InvalidConfig("down_servers", f"at most {MAX_SERVER_RULES} servers")
+        for server in self.down_servers:
+            if not isinstance(server, str) or not _SERVER.fullmatch(server):
+                raise InvalidConfig("down_servers", f"{server!r} is not a server label like 's1'")
+        object.__setattr__(self, "down_servers", tuple(sorted(set(self.down_servers))))
+        for server, pool in self.server_pools.items():
+            if server not in self.server_rules:
+                raise InvalidConfig(
+                    f"server_rules.{server}.cdn_hosts", "needs a rule for the server"
+                )
+            if not isinstance(pool, CdnPool):
+                raise InvalidConfig(f"server_rules.{server}.cdn_hosts", "must be a pool")
+        object.__setattr__(self, "server_pools", MappingProxyType(dict(self.server_pools)))
+        object.__setattr__(self, "regions", check_regions(self.regions))
+
+    @property
+    def pool(self) -> CdnPool:
+        assert self.cdn_hosts is not None  # set in __post_init__
+        return self.cdn_hosts
+
+    def probe_targets(self) -> tuple[str, ...]:
+        """Base URLs of every CDN host the configuration can redirect to, each once."""
+        pools = (
+            self.pool,
+            *self.server_pools.values(),
+            *(region.pool for region in self.regions),
+        )
+        return tuple(dict.fromkeys(url for pool in pools for url in pool.base_urls))
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,32 +167,268 @@ class Redirect(NamedTuple):
     status: int
     server: str
     config_version: int
+    region: str = DEFAULT_REGION  # the viewer's region
+
+
+class FallbackCount:
+    """Requests of this worker that found no healthy CDN host: sent to the origin, or refused;
+    and by region, requests sent to the default pool because the region's had none."""
+
+    __slots__ = ("origin", "refused", "regions")
+
+    def __init__(self) -> None:
+        self.origin = 0
+        self.refused = 0
+        self.regions: dict[str, int] = {}
+
+
+class RouteExplanation(NamedTuple):
+    """What a client at `address` would get, without taking a sequence number."""
+
+    address: str
+    country: str | None
+    region: str
+    matched_by: str  # "network", "country" or "default"
+    pool: tuple[str, ...]  # healthy base URLs of the pool that would serve it
+    target: str
+    location: str
+    server: str
+
+
+class _Rule:
+    __slots__ = ("down", "rotation", "split")
+
+    def __init__(self, split: Split | None, rotation: Rotation, *, down: bool) -> None:
+        self.split = split
+        self.rotation = rotation
+        self.down = down
+
+
+class _RegionRoute:
+    __slots__ = ("key", "name", "rotation", "split")
+
+    def __init__(self, region: Region, split: Split, rotation: Rotation) -> None:
+        self.name = region.name
+        self.key = f"region:{region.name}"  # the region's own sequence
+        self.split = region.split or split
+        self.rotation = rotation
 
 
 class Router:
-    """A configuration version compiled for the redirect path: all that can be derived, once."""
+    """A configuration version compiled for the redirect path with the CDN hosts known to be
+    down: all that can be derived, once. A health change compiles a new one."""
 
-    __slots__ = ("_cdn_base", "_domains", "_rules", "_split", "_status", "_version", "version")
+    __slots__ = (
+        "_cdn_base",
+        "_domains",
+        "_fallback",
+        "_fallbacks",
+        "_match",
+        "_regions",
+        "_retry_after",
+        "_rotation",
+        "_rules",
+        "_split",
+        "_status",
+        "_version",
+        "matcher",
+        "pools",
+        "version",
+    )
 
-    def __init__(self, version: ConfigVersion) -> None:
+    def __init__(
+        self,
+        version: ConfigVersion,
+        down_hosts: frozenset[str] = frozenset(),
+        fallbacks: FallbackCount | None = None,
+        matcher: RegionMatcher | None = None,
+    ) -> None:
+        """`matcher` holds the regions of `version` (None: viewers are not told apart)."""
         config = version.config
+        if not config.cdn_health.enabled:
+            down_hosts = frozenset()
         self.version = version
         self._version = version.version
-        self._cdn_base = cdn_base_url(config.cdn_host)
         self._domains = frozenset(config.origin_domains)
         self._split = config.split
-        self._rules = dict(config.server_rules)
         self._status = config.redirect_status
+        self._fallback = config.origin_fallback
+        self._fallbacks = fallbacks or FallbackCount()
+        self._retry_after = config.cdn_health.retry_after
+        self._rotation = Rotation(config.pool, down_hosts)
+        # The one healthy host of the global pool ("" otherwise): a pool of one costs nothing.
+        self._cdn_base = self._rotation.only
+        self.pools: dict[str, Rotation] = {"cdn_hosts": self._rotation}
+        rules: dict[str, _Rule] = {}
+        for server, split in config.server_rules.items():
+            rules[server] = _Rule(
+                split, self._rule_rotation(config, server, down_hosts), down=False
+            )
+        for server in config.down_servers:
+            rotation = rules[server].rotation if server in rules else self._rotation
+            rules[server] = _Rule(None, rotation, down=True)
+        self._rules = rules
+        self.matcher = matcher
+        # The matcher while regions are configured, else None: one attribute test per request.
+        self._match = matcher if config.regions else None
+        regions = []
+        for region in config.regions:
+            rotation = Rotation(region.pool, down_hosts)
+            self.pools[f"regions.{region.name}.cdn_hosts"] = rotation
+            regions.append(_RegionRoute(region, config.split, rotation))
+        self._regions = tuple(regions)
 
-    def redirect(self, raw_video: str, next_number: Callable[[str], int]) -> Redirect:
+    def _rule_rotation(
+        self, config: BalancerConfig, server: str, down_hosts: frozenset[str]
+    ) -> Rotation:
+        pool = config.server_pools.get(server)
+        if pool is None:
+            return self._rotation
+        rotation = self.pools[f"server_rules.{server}.cdn_hosts"] = Rotation(pool, down_hosts)
+        return rotation
+
+    def redirect(
+        self, raw_video: str, next_number: Callable[[str], int], client: str = ""
+    ) -> Redirect:
         """Route one request. `next_number(name)` hands out the sequence named `name`:
-        "" for the global split, the server label for a server with its own rule."""
+        "" for the global split, the server label for a server with its own rule,
+        `region:<name>` for a region. `client` is the viewer's address (for regions)."""
         video = parse_video_url(raw_video, self._domains)
         server = video.server
         rule = self._rules.get(server) if self._rules else None
+        if self._match is not None:
+            return self._redirect_in_region(video, rule, next_number, client)
+        target: Target
         if rule is None:
             target = self._split.target(next_number(""))
+            base = (self._cdn_base or self._rotation.next()) if target is CDN else None
+        elif rule.down:
+            target = CDN
+            base = rule.rotation.next()
+            if base is None:
+                self._fallbacks.refused += 1
+                raise NoHealthyTarget(
+                    "no-healthy-target",
+                    f"Origin server {server} is down and no CDN host is healthy.",
+                    self._retry_after,
+                )
         else:
-            target = rule.target(next_number(server))
-        location = f"{self._cdn_base}/{server}{video.rest}" if target is CDN else video.origin_url
-        return new_tuple(Redirect, (target, location, self._status, server, self._version))
+            assert rule.split is not None
+            target = rule.split.target(next_number(server))
+            base = rule.rotation.next() if target is CDN else None
+        if base:
+            location = f"{base}/{server}{video.rest}"
+        elif target is CDN:
+            target, location = self._without_cdn(video.origin_url)
+        else:
+            location = video.origin_url
+        return new_tuple(
+            Redirect, (target, location, self._status, server, self._version, DEFAULT_REGION)
+        )
+
+    def _redirect_in_region(
+        self,
+        video: VideoUrl,
+        rule: "_Rule | None",
+        next_number: Callable[[str], int],
+        client: str,
+    ) -> Redirect:
+        """Regions decide the pool; a server rule's split still beats the region's, and a
+        down server still goes to the CDN. A region without a healthy host lends its viewers
+        the pool they would have without regions."""
+        assert self._match is not None
+        index = self._match(client)
+        region = None if index is None else self._regions[index]
+        server = video.server
+        rotation = self._rotation if rule is None else rule.rotation
+        if region is not None:
+            if region.rotation.healthy:
+                rotation = region.rotation
+            else:
+                regions = self._fallbacks.regions
+                regions[region.name] = regions.get(region.name, 0) + 1
+        target: Target
+        if rule is not None and rule.down:
+            target = CDN
+        elif rule is not None:
+            assert rule.split is not None
+            target = rule.split.target(next_number(server))
+        elif region is not None:
+            target = region.split.target(next_number(region.key))
+        else:
+            target = self._split.target(next_number(""))
+        name = DEFAULT_REGION if region is None else region.name
+        if target is CDN:
+            base = rotation.next()
+            if base:
+                location = f"{base}/{server}{video.rest}"
+            elif rule is not None and rule.down:
+                self._fallbacks.refused += 1
+                raise NoHealthyTarget(
+                    "no-healthy-target",
+                    f"Origin server {server} is down and no CDN host is healthy.",
+                    self._retry_after,
+                )
+            else:
+                target, location = self._without_cdn(video.origin_url)
+        else:
+            location = video.origin_url
+        return new_tuple(Redirect, (target, location, self._status, server, self._version, name))
+
+    def explain(
+        self,
+        address: str,
+        raw_video: str,
+        peek_number: Callable[[str], int],
+        country_of: Callable[[str], str | None],
+    ) -> RouteExplanation:
+        """Where `redirect` would send a client at `address` next, from this worker's point of
+        view, without taking a sequence number or moving a rotation."""
+        video = parse_video_url(raw_video, self._domains)
+        server = video.server
+        rule = self._rules.get(server)
+        if self.matcher is not None and self._match is not None:
+            index, matched_by, country = self.matcher.explain(address)
+        else:
+            index, matched_by, country = None, DEFAULT_REGION, country_of(address)
+        region = None if index is None else self._regions[index]
+        rotation = self._rotation if rule is None else rule.rotation
+        if region is not None and region.rotation.healthy:
+            rotation = region.rotation
+        if rule is not None and rule.down:
+            target: Target = CDN
+        elif rule is not None:
+            assert rule.split is not None
+            target = rule.split.target(peek_number(server))
+        elif region is not None:
+            target = region.split.target(peek_number(region.key))
+        else:
+            target = self._split.target(peek_number(""))
+        base = rotation.peek() if target is CDN else None
+        if base:
+            location = f"{base}/{server}{video.rest}"
+        elif target is CDN and self._fallback and not (rule is not None and rule.down):
+            target, location = ORIGIN, video.origin_url
+        elif target is CDN:
+            location = ""  # the request would be refused with 503
+        else:
+            location = video.origin_url
+        return RouteExplanation(
+            address=address,
+            country=country,
+            region=DEFAULT_REGION if region is None else region.name,
+            matched_by=matched_by,
+            pool=rotation.healthy,
+            target=target.value,
+            location=location,
+            server=server,
+        )
+
+    def _without_cdn(self, origin_url: str) -> tuple[Target, str]:
+        if self._fallback:
+            self._fallbacks.origin += 1
+            return ORIGIN, origin_url
+        self._fallbacks.refused += 1
+        raise NoHealthyTarget(
+            "no-healthy-cdn", "No CDN host of the pool is healthy.", self._retry_after
+        )

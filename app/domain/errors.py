@@ -24,3 +24,13 @@ class InvalidConfig(BalancerError):
     def __init__(self, field: str, detail: str) -> None:
         super().__init__(f"{field}: {detail}")
         self.field = field
+
+
+class NoHealthyTarget(BalancerError):
+    """Nothing that may serve this request is up: `no-healthy-cdn` when the CDN pool is down
+    and origin fallback is off, `no-healthy-target` for a server an admin took down."""
+
+    def __init__(self, code: str, detail: str, retry_after: int) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.retry_after = retry_after

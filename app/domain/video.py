@@ -1,21 +1,28 @@
 import re
+import unicodedata
 from typing import NamedTuple
-from urllib.parse import quote
+from urllib.parse import quote, unquote_to_bytes
 
 from app.domain.errors import InvalidVideoUrl
+from app.domain.syntax import LABEL, parse_port
 
 MAX_VIDEO_URL_LENGTH = 8192
+# Levels of percent-encoding a path segment may still carry after the query string's own
+# decoding; a segment that changes again after this many decodings is refused.
+MAX_PATH_DECODINGS = 3
 
-_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f\\]")
-_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+# Control characters, the backslash and lone surrogates (which cannot be encoded to UTF-8).
+_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f\\\ud800-\udfff]")
 _NEEDS_QUOTING = re.compile(r"[^A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]")
 _URL_SAFE = "-._~:/?#[]@!$&'()*+,;=%"
-_DOT_SEGMENT = re.compile(r"/\.{1,2}(?:/|$)|/%2e(?:%2e|\.)?(?:/|$)|/\.%2e(?:/|$)", re.IGNORECASE)
-# The shape nearly every real request has: lower-case host, no port, nothing to escape.
-# A URL that does not fit it is not rejected; it goes through the full checks instead.
+_UNSAFE_IN_SEGMENT = re.compile(r"[/\\\x00-\x1f\x7f]")
+# The shape nearly every real request has: lower-case host, no port, a path with nothing
+# escaped. A URL that does not fit it is not rejected; it goes through the full checks,
+# which the fast path must never contradict: its path has no `%` to decode, and a `/.` sends
+# anything with a segment starting with a dot to the full checks.
 _COMMON = re.compile(
     r"(https?)://([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)\.([a-z0-9.-]{1,253})"
-    r"(/[A-Za-z0-9\-._~!$&'()*+,;=:@%/]+(?:\?[A-Za-z0-9\-._~!$&'()*+,;=:@%/?]*)?)"
+    r"(/[A-Za-z0-9\-._~!$&'()*+,;=:@/]+(?:\?[A-Za-z0-9\-._~!$&'()*+,;=:@%/?]*)?)"
 )
 
 
@@ -48,7 +55,7 @@ def parse_video_url(raw: str, origin_domains: frozenset[str]) -> VideoUrl:
     common = _COMMON.fullmatch(raw)
     if common is not None and len(raw) <= MAX_VIDEO_URL_LENGTH:
         scheme, server, domain, rest = common.groups()
-        if domain in origin_domains and "/." not in rest and "/%" not in rest:
+        if domain in origin_domains and "/." not in rest:
             return new_tuple(VideoUrl, (scheme, server, domain, "", rest))
     return _parse_in_full(raw, origin_domains)
 
@@ -62,7 +69,8 @@ def _parse_in_full(raw: str, origin_domains: frozenset[str]) -> VideoUrl:  # noq
         )
     if _FORBIDDEN.search(raw):
         raise InvalidVideoUrl(
-            "invalid-characters", "The video URL contains control characters or a backslash."
+            "invalid-characters",
+            "The video URL contains control characters, a backslash or a lone surrogate.",
         )
     scheme, sep, after_scheme = raw.partition("://")
     scheme = scheme.lower()
@@ -76,20 +84,24 @@ def _parse_in_full(raw: str, origin_domains: frozenset[str]) -> VideoUrl:  # noq
         index = after_scheme.find(delimiter, 0, authority_end)
         if index != -1:
             authority_end = index
-    authority = after_scheme[:authority_end].lower()
+    authority = after_scheme[:authority_end]
     rest = after_scheme[authority_end:]
     if "@" in authority:
         raise InvalidVideoUrl("userinfo-not-allowed", "The video URL must not contain user info.")
     host, _, port = authority.partition(":")
-    server, _, domain = host.partition(".")
-    if domain not in origin_domains or not _LABEL.fullmatch(server):
+    # ASCII before lower(): the Kelvin sign lower-cases to "k".
+    server, _, domain = host.lower().partition(".") if host.isascii() else ("", "", "")
+    if domain not in origin_domains or not LABEL.fullmatch(server):
         raise InvalidVideoUrl(
             "host-not-allowed",
             f"The video host must be <server>.<domain> with a domain in: "
             f"{', '.join(sorted(origin_domains))}.",
         )
-    if port and not (port.isdigit() and len(port) <= 5 and 0 < int(port) < 65536):
-        raise InvalidVideoUrl("invalid-port", "The video URL has an invalid port.")
+    if port:
+        number = parse_port(port)
+        if number is None:
+            raise InvalidVideoUrl("invalid-port", "The video URL has an invalid port.")
+        port = str(number)
     path_end = len(rest)
     for delimiter in "?#":
         index = rest.find(delimiter)
@@ -97,10 +109,55 @@ def _parse_in_full(raw: str, origin_domains: frozenset[str]) -> VideoUrl:  # noq
             path_end = index
     if path_end < 2 or rest[0] != "/":
         raise InvalidVideoUrl("missing-path", "The video URL must have a path to the video.")
-    if _DOT_SEGMENT.search(rest, 0, path_end):
-        raise InvalidVideoUrl(
-            "invalid-path", "The video path must not contain '.' or '..' segments."
-        )
+    path = rest[:path_end]
+    # A plain ASCII path without escapes can only go wrong in a segment starting with a dot.
+    if "%" in path or "/." in path or not path.isascii():
+        _check_segments(path)
     if _NEEDS_QUOTING.search(rest):
         rest = quote(rest, safe=_URL_SAFE)
     return VideoUrl(scheme, server, domain, port, rest)
+
+
+def _check_segments(path: str) -> None:
+    for segment in path[1:].split("/"):
+        suspect = "%" in segment or segment[:1] == "." or not segment.isascii()
+        if suspect and not _is_plain_segment(segment):
+            raise InvalidVideoUrl(
+                "invalid-path",
+                "A segment of the video path, decoded, is '.' or '..' or holds a slash, "
+                "a backslash or a control character.",
+            )
+
+
+def _is_plain_segment(segment: str) -> bool:
+    """Whether a path segment stays one segment, however the CDN or the origin reads it.
+
+    Servers differ in what they do before they resolve dot segments: decode `%2e` and `%2f`
+    (once or repeatedly), drop `;parameters` (`..;/`), map fullwidth dots and slashes and
+    other compatibility forms by NFKC, read `\\` as `/`. The segment is decoded and
+    normalised the same way until it no longer changes, and every form on the way must be
+    safe: not only dots (before any `;` and trailing spaces); no slash, backslash or control
+    character; valid UTF-8.
+    """
+    form = segment
+    for _ in range(MAX_PATH_DECODINGS + 1):
+        if _UNSAFE_IN_SEGMENT.search(form):
+            return False
+        stem = form.partition(";")[0].rstrip(" ")
+        if stem and not stem.strip("."):
+            return False
+        if "%" in form:
+            try:
+                decoded = unquote_to_bytes(form).decode()
+            except UnicodeDecodeError:
+                return False
+        elif form.isascii():
+            return True
+        else:
+            decoded = form
+        if not decoded.isascii():
+            decoded = unicodedata.normalize("NFKC", decoded)
+        if decoded == form:
+            return True
+        form = decoded
+    return False

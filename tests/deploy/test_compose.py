@@ -1,20 +1,25 @@
 """compose.yaml and its nginx: the topology `make up` starts, read without a Docker engine.
 
-`docker compose config` checks the file too where the compose plugin is installed.
+The file is validated against the compose specification (compose-spec, the same rules
+`docker compose config` applies) everywhere; `docker compose config` itself runs only where
+the compose plugin is installed, which CI cannot have (tests/tools.py: CI_EXEMPT).
 """
 
 import dataclasses
 import ipaddress
 import re
+import secrets
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from compose_spec import PyOptions
 
 from app.config import Settings, load_settings
 from loadtest.stack import find_nginx, nginx_command, nginx_version
+from tests.tools import require, require_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "compose.yaml"
@@ -22,6 +27,7 @@ ENV_EXAMPLE = ROOT / ".env.example"
 NGINX_DIR = ROOT / "deploy" / "nginx"
 # ${NAME}, ${NAME:-default}, ${NAME-default}, ${NAME:?error}, ${NAME?error}
 VARIABLE = re.compile(r"\$\{(\w+)(?:(:?[-?])([^}]*))?\}")
+SECRETS = ("POSTGRES_PASSWORD", "REDIS_PASSWORD", "BALANCER_ADMIN_TOKEN")
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +49,11 @@ def example_env() -> dict[str, str]:
         if line.strip() and not line.lstrip().startswith("#")
     )
     return {name.strip(): value.strip() for name, value in pairs}
+
+
+def filled_env() -> dict[str, str]:
+    """.env as a user makes it from the example: every secret generated."""
+    return {**example_env(), **{name: secrets.token_urlsafe(32) for name in SECRETS}}
 
 
 def interpolate(value: str, env: dict[str, str]) -> str:
@@ -70,6 +81,35 @@ def block(path: Path, opening: str) -> list[str]:
     found = re.search(rf"{re.escape(opening)}\s*\{{([^}}]*)\}}", text)
     assert found is not None, f"no `{opening}` block in {path}"
     return [" ".join(statement.split()) for statement in found.group(1).split(";")]
+
+
+def validated(text: str) -> None:
+    """Raise ValueError unless `text`, interpolated as compose would, is a valid compose file."""
+    compose = PyOptions(apply_merge=True).from_yaml(interpolate(text, example_env()))
+    compose.validate()
+
+
+def test_compose_file_is_valid_by_the_compose_specification() -> None:
+    validated(COMPOSE.read_text())
+
+
+@pytest.mark.parametrize(
+    ("original", "broken"),
+    [
+        ('restart: "no"', "restart: sometimes"),
+        ("    healthcheck:", "    healthchek:"),
+        ("condition: service_healthy", "condition: service_happy"),
+        ("networks: [backend]", "networks: [backnd]"),
+        ('"${HTTP_PORT:-8000}:8000"', '"${HTTP_PORT:-8000}:80000"'),
+        ("interval: 5s", "interval: 5 parsecs"),
+        ("replicas: 2", "replicas: two"),
+    ],
+)
+def test_compose_specification_refuses_a_broken_file(original: str, broken: str) -> None:
+    text = COMPOSE.read_text()
+    assert original in text
+    with pytest.raises(ValueError, match=r"\S"):
+        validated(text.replace(original, broken, 1))
 
 
 def test_every_service_of_the_topology_is_defined(services: dict[str, Any]) -> None:
@@ -104,7 +144,7 @@ def test_migrations_run_once_when_postgres_is_healthy(services: dict[str, Any]) 
     assert migrate["build"] == services["app"]["build"]
     assert migrate["command"] == ["migrate"]  # after the image's `python -m app`
     assert migrate["restart"] == "no"
-    env = example_env()
+    env = filled_env()
     assert interpolate(migrate["environment"]["BALANCER_DATABASE_URL"], env) == interpolate(
         services["app"]["environment"]["BALANCER_DATABASE_URL"], env
     )
@@ -131,8 +171,10 @@ def test_app_gets_every_setting_it_requires(services: dict[str, Any]) -> None:
     assert required | {"BALANCER_ADMIN_TOKEN"} <= set(services["app"]["environment"])
 
 
-def test_app_settings_load_from_the_example_env(services: dict[str, Any]) -> None:
-    env = example_env()
+def test_app_settings_load_from_the_example_env_once_its_secrets_are_set(
+    services: dict[str, Any],
+) -> None:
+    env = filled_env()
     environment = {
         name: interpolate(str(value), env) for name, value in services["app"]["environment"].items()
     }
@@ -145,9 +187,25 @@ def test_app_settings_load_from_the_example_env(services: dict[str, Any]) -> Non
     assert settings.port == 8000
 
 
-def test_compose_stops_when_a_secret_is_missing_from_env(services: dict[str, Any]) -> None:
+def test_example_env_ships_no_working_secret() -> None:
     env = example_env()
-    for secret in ("POSTGRES_PASSWORD", "REDIS_PASSWORD", "BALANCER_ADMIN_TOKEN"):
+    for name in (*SECRETS, "LOADTEST_ADMIN_TOKEN"):
+        assert env[name] == "", f"{name} must be empty in .env.example"
+
+
+def test_compose_stops_with_the_example_env_as_shipped(services: dict[str, Any]) -> None:
+    values = [
+        *services["postgres"]["environment"].values(),
+        *services["redis"]["command"],
+        *services["app"]["environment"].values(),
+    ]
+    with pytest.raises(AssertionError, match=r"set POSTGRES_PASSWORD in \.env"):
+        interpolate(" ".join(str(value) for value in values), example_env())
+
+
+def test_compose_stops_when_a_secret_is_missing_from_env(services: dict[str, Any]) -> None:
+    env = filled_env()
+    for secret in SECRETS:
         missing = {name: value for name, value in env.items() if name != secret}
         values = [
             *services["postgres"]["environment"].values(),
@@ -160,6 +218,7 @@ def test_compose_stops_when_a_secret_is_missing_from_env(services: dict[str, Any
 
 def test_every_variable_compose_reads_is_documented_in_env_example() -> None:
     used = {match.group(1) for match in VARIABLE.finditer(COMPOSE.read_text())}
+    assert used
     assert used <= set(example_env()), used - set(example_env())
 
 
@@ -231,10 +290,9 @@ def test_proxy_passes_client_address_protocol_and_request_id_to_the_app() -> Non
     assert "non_idempotent" not in next_upstream[0]  # a PATCH is never sent twice
 
 
-@pytest.mark.skipif(find_nginx() is None, reason="nginx is not installed")
+@pytest.mark.e2e
 def test_nginx_accepts_the_compose_config(tmp_path: Path) -> None:
-    nginx = find_nginx()
-    assert nginx is not None
+    nginx = require_tool("nginx", install="apt-get install nginx-light", locate=find_nginx)
     config = (NGINX_DIR / "nginx.conf").read_text()
     # Only Docker resolves `app`, and only the mounted folder holds proxy.conf.
     config = config.replace("server app:8000", "server 127.0.0.1:8000")
@@ -256,26 +314,45 @@ def test_nginx_accepts_the_compose_config(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
 
 
-def test_locust_targets_nginx_and_serves_its_ui_on_8089(services: dict[str, Any]) -> None:
+def test_locust_targets_nginx_and_serves_its_ui_on_8089_of_this_host_only(
+    services: dict[str, Any],
+) -> None:
     locust = services["locust"]
-    env = example_env()
+    env = filled_env()
     command = locust["command"]
     assert command[command.index("--host") + 1] == "http://nginx:8000"
     locustfile = command[command.index("-f") + 1]
     source, target = locust["volumes"][0].split(":")[:2]
     assert locustfile.startswith(f"{Path(target).name}/")
     assert (ROOT / source).resolve() == ROOT / "loadtest"
-    assert interpolate(locust["ports"][0], env) == "8089:8089"
+    assert interpolate(locust["ports"][0], env) == "127.0.0.1:8089:8089"
     assert set(locust["networks"]) <= set(services["nginx"]["networks"])
-    # The locustfile's admin user uses the app's token.
-    admin_token = interpolate(locust["environment"]["BALANCER_ADMIN_TOKEN"], env)
-    assert admin_token == env["BALANCER_ADMIN_TOKEN"]
+
+
+def test_locust_never_gets_the_app_admin_token(services: dict[str, Any]) -> None:
+    environment = services["locust"]["environment"]
+    env = filled_env()
+    assert "BALANCER_ADMIN_TOKEN" not in environment
+    values = " ".join(interpolate(str(value), env) for value in environment.values())
+    assert env["BALANCER_ADMIN_TOKEN"] not in values
+    # a separate load-test token, empty unless one is given: no admin users by default
+    assert interpolate(environment["LOADTEST_ADMIN_TOKEN"], example_env()) == ""
+    given = {**env, "LOADTEST_ADMIN_TOKEN": "a-token-of-its-own"}
+    assert interpolate(environment["LOADTEST_ADMIN_TOKEN"], given) == "a-token-of-its-own"
+
+
+def test_make_loadtest_binds_the_ui_to_loopback_without_the_app_token() -> None:
+    makefile = (ROOT / "Makefile").read_text()
+    recipe = makefile.split("\nloadtest:", 1)[1].split("\n\n", 1)[0]
+    assert "--web-host $${LOCUST_WEB_HOST:-127.0.0.1}" in recipe
+    assert "env -u BALANCER_ADMIN_TOKEN" in recipe
 
 
 def test_makefile_compose_targets_name_services_that_exist(services: dict[str, Any]) -> None:
     makefile = (ROOT / "Makefile").read_text()
-    for service in re.findall(r"docker compose run --rm (\S+?);?\s", makefile):
-        assert service in services
+    named = re.findall(r"docker compose run --rm (\S+?);?\s", makefile)
+    assert named
+    assert set(named) <= set(services)
 
 
 def _compose_plugin() -> bool:
@@ -288,10 +365,13 @@ def _compose_plugin() -> bool:
     return probe.returncode == 0
 
 
-@pytest.mark.skipif(not _compose_plugin(), reason="the docker compose plugin is not installed")
-def test_docker_compose_accepts_the_file_with_the_example_env() -> None:
+@pytest.mark.e2e
+def test_docker_compose_accepts_the_file_with_the_example_env_filled_in(tmp_path: Path) -> None:
+    require(_compose_plugin(), "docker compose", "install Docker with its compose plugin")
+    env_file = tmp_path / ".env"
+    env_file.write_text("".join(f"{name}={value}\n" for name, value in filled_env().items()))
     result = subprocess.run(
-        ["docker", "compose", "--env-file", str(ENV_EXAMPLE), "-f", str(COMPOSE), "config", "-q"],
+        ["docker", "compose", "--env-file", str(env_file), "-f", str(COMPOSE), "config", "-q"],
         capture_output=True,
         text=True,
         check=False,

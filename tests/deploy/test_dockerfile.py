@@ -64,6 +64,7 @@ def last(stage: list[Instruction], keyword: str) -> Instruction:
     return matching[-1]
 
 
+@pytest.mark.e2e
 def test_hadolint_reports_nothing_when_linting_the_dockerfile() -> None:
     hadolint = Path(sys.executable).with_name("hadolint")
     result = subprocess.run(
@@ -168,10 +169,12 @@ def run_healthcheck(port: int) -> int:
     return result.returncode
 
 
+@pytest.mark.e2e
 def test_healthcheck_passes_when_health_answers_200(health_server: ThreadingHTTPServer) -> None:
     assert run_healthcheck(health_server.server_address[1]) == 0
 
 
+@pytest.mark.e2e
 def test_healthcheck_fails_when_health_answers_an_error(
     health_server: ThreadingHTTPServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -179,6 +182,7 @@ def test_healthcheck_fails_when_health_answers_an_error(
     assert run_healthcheck(health_server.server_address[1]) != 0
 
 
+@pytest.mark.e2e
 def test_healthcheck_fails_when_nothing_listens() -> None:
     with ThreadingHTTPServer(("127.0.0.1", 0), _Health) as closed:
         port = closed.server_address[1]

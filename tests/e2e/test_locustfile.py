@@ -1,5 +1,6 @@
 """The Locust load test (`python -m loadtest.headless` against BALANCER_URL): it passes on the
-real server and fails when a server breaks the redirect rules or the split drifts."""
+real server and fails when a server breaks the redirect rules or the split drifts. Its web
+UI gives the admin token away to nobody."""
 
 import csv
 import json
@@ -13,14 +14,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import httpx
 import pytest
 
-from loadtest.support import ROOT, ServerProcess
+from loadtest.support import ROOT, ServerProcess, free_port
 from tests.conftest import ADMIN_TOKEN
-
-pytestmark = pytest.mark.e2e
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 FAKE_CONFIG = {
@@ -54,7 +54,7 @@ def run_headless(
     environ = {k: v for k, v in os.environ.items() if not k.startswith("BALANCER_")}
     environ["BALANCER_URL"] = url
     if token:
-        environ["BALANCER_ADMIN_TOKEN"] = token
+        environ["LOADTEST_ADMIN_TOKEN"] = token
     command = [sys.executable, "-m", "loadtest.headless", "--users", "12", "--spawn-rate", "50"]
     command += ["--run-time", f"{seconds}s", "--results-dir", str(results)]
     with subprocess.Popen(
@@ -169,6 +169,7 @@ def test_run_fails_when_players_are_sent_to_a_foreign_host(
 
     assert run.code == 1, run.output
     assert "responses broke the rules" in run.output, run.output
+    assert run.stats
     assert all(row["Failure Count"] == row["Request Count"] for row in run.stats.values())
     messages = {failure["Error"] for failure in run.failures}
     assert any(
@@ -176,4 +177,93 @@ def test_run_fails_when_players_are_sent_to_a_foreign_host(
         for message in messages
     ), messages
     bad_urls = {failure["Error"] for failure in run.failures if "[bad:" in failure["Name"]}
+    assert bad_urls  # the players sent bad URLs too, and each 301 to one was caught
     assert all("bad URL answered 301 with Location" in message for message in bad_urls)
+
+
+class CapturedAuthorization(ForeignRedirects):
+    """A host someone might point a swarm at to collect the admin token."""
+
+    seen: ClassVar[list[str]] = []
+
+    def do_GET(self) -> None:
+        CapturedAuthorization.seen.append(self.headers.get("Authorization", ""))
+        super().do_GET()
+
+    def do_PATCH(self) -> None:
+        CapturedAuthorization.seen.append(self.headers.get("Authorization", ""))
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+
+@pytest.fixture
+def locust_ui(server: ServerProcess) -> Iterator[tuple[str, list[str]]]:
+    """Locust's web UI against the real server, with a load-test admin token given."""
+    port = free_port()
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("BALANCER_")}
+    environ["LOADTEST_ADMIN_TOKEN"] = ADMIN_TOKEN
+    command = [sys.executable, "-m", "locust", "-f", str(ROOT / "loadtest" / "locustfile.py")]
+    command += ["--host", server.url, "--web-host", "127.0.0.1", "--web-port", str(port)]
+    lines: list[str] = []
+    with subprocess.Popen(
+        command, cwd=ROOT, env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    ) as process:
+        assert process.stdout is not None
+        reader = threading.Thread(target=lambda: lines.extend(process.stdout or ()), daemon=True)
+        reader.start()
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(url)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "".join(lines)
+                time.sleep(0.2)
+        yield url, lines
+        process.terminate()
+        process.wait(15)
+
+
+def test_web_ui_page_does_not_carry_the_admin_token(locust_ui: tuple[str, list[str]]) -> None:
+    url, _ = locust_ui
+    page = httpx.get(url).text
+    assert "share_tolerance" in page  # the run's own options are rendered into the page...
+    assert ADMIN_TOKEN not in page  # ...but not the token
+    assert "admin_token" not in page
+
+
+def test_swarm_started_from_the_ui_never_sends_the_token_elsewhere(
+    locust_ui: tuple[str, list[str]],
+) -> None:
+    url, lines = locust_ui
+    CapturedAuthorization.seen = []
+    collector = ThreadingHTTPServer(("127.0.0.1", 0), CapturedAuthorization)
+    threading.Thread(target=collector.serve_forever, daemon=True).start()
+    try:
+        started = httpx.post(
+            f"{url}/swarm",
+            data={
+                "user_count": "12",
+                "spawn_rate": "50",
+                "host": f"http://127.0.0.1:{collector.server_address[1]}",
+                # every option can be posted, shown in the UI or not
+                "admin_token": "",
+                "admin_cdn_hosts": "evil.example,evil2.example",
+            },
+        )
+        assert started.json()["success"], started.text
+        deadline = time.monotonic() + 10
+        # until the admin user has decided: stayed out, or sent something with the token
+        while not any("admin users stay out" in line for line in lines):
+            if any(CapturedAuthorization.seen) or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        httpx.get(f"{url}/stop")
+    finally:
+        collector.shutdown()
+        collector.server_close()
+    assert CapturedAuthorization.seen  # the players did come...
+    assert not [seen for seen in CapturedAuthorization.seen if seen]  # ...with no token
+    assert any("the admin token was given for" in line for line in lines), "".join(lines)

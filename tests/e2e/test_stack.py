@@ -19,14 +19,8 @@ from loadtest import stack as stack_module
 from loadtest.stack import Stack, find_nginx, render_nginx_config
 from loadtest.support import forget_sequence, free_port
 from tests.conftest import ADMIN_TOKEN
-
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(
-        find_nginx() is None,
-        reason="nginx is not installed (apt-get install nginx-light, or brew install nginx)",
-    ),
-]
+from tests.e2e.conftest import reset_config
+from tests.tools import require, require_tool
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 VIDEO = "http://s1.origin-cluster/video/1488/xcg2djHckad.m3u8"
@@ -35,8 +29,9 @@ OTHER_CLIENT = "127.0.0.2"  # loopback too on Linux, but not an address the app 
 
 
 def start_stack(database_url: str, redis_url: str, sequence_key: str, workdir: Path) -> Stack:
-    nginx = find_nginx()
-    assert nginx is not None
+    nginx = require_tool(
+        "nginx", install="apt-get install nginx-light, or brew install nginx", locate=find_nginx
+    )
     return Stack(
         nginx=nginx,
         database_url=database_url,
@@ -46,6 +41,7 @@ def start_stack(database_url: str, redis_url: str, sequence_key: str, workdir: P
         port=free_port(),
         settings={
             "BALANCER_SEQUENCE_KEY": sequence_key,
+            "BALANCER_CDN_HEALTH_KEY": f"{sequence_key}.cdn-health",
             # The access log is where the client address the app settled on shows.
             "BALANCER_ACCESS_LOG": "true",
             "BALANCER_LOG_FORMAT": "console",
@@ -61,6 +57,7 @@ def stack(
     with start_stack(
         database_url, redis_url, sequence_key, tmp_path_factory.mktemp("stack")
     ) as running:
+        reset_config(running.front_url)
         yield running
     forget_sequence(redis_url, sequence_key)
 
@@ -170,15 +167,15 @@ def client_seen_by_the_app(stack: Stack, url: str, source: str, forwarded_for: s
     raise AssertionError(f"no access log line for probe {probe}")
 
 
-@pytest.mark.skipif(not can_bind(OTHER_CLIENT), reason=f"{OTHER_CLIENT} is not a local address")
 def test_app_sees_the_client_nginx_forwards_and_not_a_forged_one(stack: Stack) -> None:
+    require(can_bind(OTHER_CLIENT), f"the local address {OTHER_CLIENT}", "a Linux loopback")
     # The app's peer is nginx on 127.0.0.1: it can only know OTHER_CLIENT from nginx's header.
     seen = client_seen_by_the_app(stack, stack.front_url, OTHER_CLIENT, forwarded_for=FORGED)
     assert seen == OTHER_CLIENT
 
 
-@pytest.mark.skipif(not can_bind(OTHER_CLIENT), reason=f"{OTHER_CLIENT} is not a local address")
 def test_app_ignores_x_forwarded_for_when_the_peer_is_not_allowed(stack: Stack) -> None:
+    require(can_bind(OTHER_CLIENT), f"the local address {OTHER_CLIENT}", "a Linux loopback")
     url = stack.instance_urls[0]
     assert client_seen_by_the_app(stack, url, OTHER_CLIENT, forwarded_for=FORGED) == OTHER_CLIENT
 

@@ -93,3 +93,4 @@ async def test_unreachable_database_is_reported_as_storage_unavailable(
             await PostgresConfigRepository(pool).get_active()
     finally:
         pool.terminate()
+        await proxy.close()

@@ -1,9 +1,17 @@
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import asyncpg
 import httpx
 import pytest
 
+from app.application.config import MAX_WRITE_ATTEMPTS
+from app.config import Settings
+from app.infrastructure.postgres.migrations import migrate
+from app.main import create_app
 from app.presentation.http.auth import fingerprint
-from tests.conftest import ADMIN_TOKEN
-from tests.integration.conftest import ADMIN, VIDEO
+from tests.conftest import ADMIN_TOKEN, Servers, _with_database
+from tests.integration.conftest import ADMIN, SECOND_ADMIN_TOKEN, VIDEO
 
 pytestmark = pytest.mark.usefixtures("initial_config")
 
@@ -29,10 +37,52 @@ async def test_bad_video_gets_problem_json_and_no_location(client: httpx.AsyncCl
     assert response.json()["code"] == "host-not-allowed"
 
 
-async def test_other_methods_on_the_redirect_path_get_405(client: httpx.AsyncClient) -> None:
-    response = await client.post("/", params={"video": VIDEO})
+@pytest.mark.parametrize("method", ["POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"])
+async def test_other_methods_on_the_redirect_path_get_405(
+    client: httpx.AsyncClient, method: str
+) -> None:
+    response = await client.request(method, "/", params={"video": VIDEO})
     assert response.status_code == 405
     assert response.headers["allow"] == "GET, HEAD"
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["code"] == "method-not-allowed"
+    assert "location" not in response.headers
+
+
+@pytest.mark.parametrize("status", [302, 307, 308, 301])
+async def test_origin_redirect_has_the_configured_status_and_no_store(
+    client: httpx.AsyncClient, status: int
+) -> None:
+    changed = await client.patch(
+        "/config",
+        json={"cdn_weight": 0, "origin_weight": 1, "redirect_status": status},
+        headers=ADMIN,
+    )
+    assert changed.status_code == 200, changed.text
+    for method in ("GET", "HEAD"):
+        response = await client.request(method, "/", params={"video": VIDEO})
+        assert response.status_code == status
+        assert response.headers["location"] == VIDEO
+        assert response.headers["cache-control"] == "no-store"
+
+
+async def test_origin_domains_change_which_videos_are_accepted(client: httpx.AsyncClient) -> None:
+    changed = await client.patch(
+        "/config",
+        json={"origin_domains": ["video-cluster", "backup.example"], "origin_weight": 0},
+        headers=ADMIN,
+    )
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["origin_domains"] == ["video-cluster", "backup.example"]
+
+    for host in ("s1.video-cluster", "edge-7.backup.example"):
+        response = await client.get("/", params={"video": f"http://{host}/v.m3u8"})
+        assert response.status_code == 301, response.text
+        assert response.headers["location"] == f"http://cdn.example.com/{host.split('.')[0]}/v.m3u8"
+    refused = await client.get("/", params={"video": VIDEO})
+    assert refused.status_code == 400
+    assert refused.json()["code"] == "host-not-allowed"
+    assert "location" not in refused.headers
 
 
 async def test_get_config_shows_the_active_version_and_its_etag(client: httpx.AsyncClient) -> None:
@@ -63,22 +113,60 @@ async def test_any_configured_admin_token_is_accepted(client: httpx.AsyncClient)
     response = await client.patch(
         "/config",
         json={"cdn_weight": 4},
-        headers={"Authorization": "Bearer second-admin-token-abcdef"},
+        headers={"Authorization": f"Bearer {SECOND_ADMIN_TOKEN}"},
     )
     assert response.status_code == 200
 
 
-@pytest.mark.parametrize(
-    ("headers", "status"),
-    [({}, 401), ({"Authorization": "Basic abc"}, 401), ({"Authorization": "Bearer wrong"}, 403)],
-)
-async def test_patch_without_a_valid_token_changes_nothing(
-    client: httpx.AsyncClient, headers: dict[str, str], status: int
-) -> None:
-    response = await client.patch("/config", json={"cdn_host": "evil.example"}, headers=headers)
-    assert response.status_code == status
+BAD_CREDENTIALS = [
+    ({}, 401, "unauthorized"),
+    ({"Authorization": "Basic abc"}, 401, "unauthorized"),
+    ({"Authorization": "Bearer "}, 401, "unauthorized"),
+    ({"Authorization": "Bearer wrong-token-0123456789"}, 403, "forbidden"),
+]
+ADMIN_REQUESTS = [
+    ("PATCH", "/config", {"cdn_host": "evil.example"}),
+    ("GET", "/config/history", None),
+    ("POST", "/config/rollback/1", {"comment": "not allowed"}),
+]
+
+
+def assert_refused_admin(response: httpx.Response, status: int, code: str) -> None:
+    assert response.status_code == status, response.text
     assert response.headers["content-type"] == "application/problem+json"
-    assert (await client.get("/config")).json()["cdn_host"] == "cdn.example.com"
+    assert response.json()["code"] == code
+    if status == 401:
+        assert response.headers["www-authenticate"] == "Bearer"
+    else:
+        assert "www-authenticate" not in response.headers
+
+
+@pytest.mark.parametrize("request_", ADMIN_REQUESTS)
+@pytest.mark.parametrize("credentials", BAD_CREDENTIALS)
+async def test_admin_endpoints_refuse_a_missing_or_wrong_token_and_change_nothing(
+    client: httpx.AsyncClient,
+    request_: tuple[str, str, dict[str, object] | None],
+    credentials: tuple[dict[str, str], int, str],
+) -> None:
+    method, path, body = request_
+    headers, status, code = credentials
+    await client.patch("/config", json={"cdn_weight": 4}, headers=ADMIN)  # something to undo
+
+    response = await client.request(method, path, json=body, headers=headers)
+
+    assert_refused_admin(response, status, code)
+    assert "items" not in response.json()
+    config = (await client.get("/config")).json()
+    assert (config["version"], config["cdn_weight"]) == (2, 4)
+
+
+@pytest.mark.parametrize(("method", "path", "body"), ADMIN_REQUESTS)
+async def test_admin_endpoints_answer_the_admin_token(
+    client: httpx.AsyncClient, method: str, path: str, body: dict[str, object] | None
+) -> None:
+    await client.patch("/config", json={"cdn_weight": 4}, headers=ADMIN)
+    response = await client.request(method, path, json=body, headers=ADMIN)
+    assert response.status_code == 200, response.text
 
 
 @pytest.mark.parametrize(
@@ -109,12 +197,13 @@ async def test_invalid_patch_is_422_naming_the_field_and_changes_nothing(
     assert (await client.get("/config")).json()["version"] == 1
 
 
-async def test_malformed_json_is_422_problem(client: httpx.AsyncClient) -> None:
+async def test_malformed_json_is_400_problem(client: httpx.AsyncClient) -> None:
     response = await client.patch(
         "/config", content=b"{not json", headers={**ADMIN, "Content-Type": "application/json"}
     )
-    assert response.status_code == 422
+    assert response.status_code == 400
     assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["code"] == "malformed-json"
 
 
 async def test_unknown_path_is_404_problem(client: httpx.AsyncClient) -> None:
@@ -129,7 +218,14 @@ async def test_ready_reports_every_dependency(client: httpx.AsyncClient) -> None
     body = response.json()
     assert body["status"] == "ok", body
     assert body["config_version"] == 1
-    assert body["checks"] == {"config": "ok", "postgres": "ok", "redis": "ok"}
+    assert body["checks"] == {
+        "config": "ok",
+        "postgres": "ok",
+        "redis": "ok",
+        "cdn_health": "ok",
+        "rate_limits": "ok",
+    }
+    assert body["cdn_hosts"] == {"http://cdn.example.com": "up"}
     assert (await client.get("/health")).json() == {"status": "ok"}
 
 
@@ -185,3 +281,101 @@ async def test_config_change_is_logged_with_the_admin_fingerprint_never_the_toke
     assert "cdn_weight" in change
     assert "admin_token_rejected" in logged
     assert ADMIN_TOKEN not in logged
+
+
+@pytest.fixture
+async def rival_writer(database_url: str) -> AsyncIterator[Callable[[], Awaitable[int]]]:
+    """Another writer that wins every race for a change commented `contested`: it inserts
+    the same version first, in the same statement, so each attempt hits the primary key
+    (and is rolled back with it). Yields how many attempts were made."""
+    connection = await asyncpg.connect(database_url)
+    await connection.execute(
+        """
+        CREATE SEQUENCE test_rival_attempts;
+        CREATE FUNCTION test_rival_writer() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF pg_trigger_depth() = 1 THEN
+                PERFORM nextval('test_rival_attempts');
+                INSERT INTO config_versions (version, cdn_host, cdn_weight, origin_weight)
+                VALUES (NEW.version, 'rival.example.com', 1, 1);
+            END IF;
+            RETURN NEW;
+        END $$;
+        CREATE TRIGGER test_rival_writer BEFORE INSERT ON config_versions
+        FOR EACH ROW WHEN (NEW.comment = 'contested') EXECUTE FUNCTION test_rival_writer();
+        """
+    )
+
+    async def attempts() -> int:
+        value: int = await connection.fetchval(
+            "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM test_rival_attempts"
+        )
+        return value
+
+    try:
+        yield attempts
+    finally:
+        await connection.execute(
+            "DROP TRIGGER test_rival_writer ON config_versions;"
+            " DROP FUNCTION test_rival_writer(); DROP SEQUENCE test_rival_attempts;"
+        )
+        await connection.close()
+
+
+async def test_change_is_409_and_writes_nothing_when_rival_writers_keep_winning(
+    client: httpx.AsyncClient, rival_writer: Callable[[], Awaitable[int]]
+) -> None:
+    response = await client.patch(
+        "/config", json={"cdn_weight": 5, "comment": "contested"}, headers=ADMIN
+    )
+
+    assert response.status_code == 409, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["code"] == "too-many-conflicts"
+    assert await rival_writer() == MAX_WRITE_ATTEMPTS
+    history = (await client.get("/config/history", headers=ADMIN)).json()["items"]
+    assert [item["version"] for item in history] == [1]
+    assert (await client.get("/config")).json()["cdn_weight"] == 9
+
+
+async def test_ready_is_503_while_no_config_is_loaded(
+    servers: Servers, redis_url: str, sequence_key: str
+) -> None:
+    """A worker whose configuration never loaded (here: none is stored) must leave the
+    rotation. The ASGI app is asked before its lifespan, which refuses to start without a
+    configuration and so never lets a real server answer in this state."""
+    name = f"balancer_test_empty_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(servers.database_url)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    url = _with_database(servers.database_url, name)
+    try:
+        migrate(url)
+        empty = await asyncpg.connect(url)
+        await empty.execute("DELETE FROM config_versions")
+        await empty.close()
+        front = create_app(
+            Settings(database_url=url, redis_url=redis_url, sequence_key=sequence_key)
+        )
+        transport = httpx.ASGITransport(app=front)
+        try:
+            async with httpx.AsyncClient(transport=transport, base_url="http://b") as client:
+                response = await client.get("/ready")
+        finally:
+            await front.app.state.dishka_container.close()  # type: ignore[attr-defined]
+        assert response.status_code == 503
+        body = response.json()
+        assert (body["status"], body["config_version"]) == ("unavailable", None)
+        assert body["checks"]["config"] == "not loaded"
+        assert (body["checks"]["postgres"], body["checks"]["redis"]) == ("ok", "ok")
+    finally:
+        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+async def test_method_not_allowed_names_every_method_of_the_path(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.request("OPTIONS", "/config")
+    assert response.status_code == 405
+    assert response.headers["content-type"] == "application/problem+json"
+    assert set(response.headers["allow"].split(", ")) == {"GET", "PATCH"}

@@ -51,3 +51,6 @@ class CountingSequence:
         number = self.numbers.get(key, 0)
         self.numbers[key] = number + 1
         return number
+
+    def peek(self, key: str) -> int:
+        return self.numbers.get(key, 0)

@@ -17,6 +17,8 @@ BASE = BalancerConfig(cdn_host="cdn.example.com", split=Split(9, 1))
         ("cdn.example.com:8080", "http://cdn.example.com:8080"),
         ("10.0.0.7", "http://10.0.0.7"),
         ("localhost", "http://localhost"),
+        ("cdn.example.com:08443", "http://cdn.example.com:8443"),
+        ("xn--80ak6aa92e.example", "http://xn--80ak6aa92e.example"),
     ],
 )
 def test_cdn_host_becomes_a_base_url(cdn_host: str, base: str) -> None:
@@ -39,6 +41,19 @@ def test_cdn_host_becomes_a_base_url(cdn_host: str, base: str) -> None:
         "http://",
         "cdn.example.com\r\nX: y",
         "-cdn.example.com",
+        "cdn.example\N{LATIN SMALL LETTER LONG S}.com",
+        "cdn.\N{LATIN SMALL LETTER DOTLESS I}mages.com",
+        "cdn.example.\N{KELVIN SIGN}z",
+        "cdn\N{FULLWIDTH FULL STOP}example.com",
+        "cdn.example.com:\N{SUPERSCRIPT TWO}",
+        "cdn.example.com:\N{ARABIC-INDIC DIGIT EIGHT}\N{ARABIC-INDIC DIGIT ZERO}",
+        "cdn.example.com:\N{FULLWIDTH DIGIT EIGHT}",
+        "cdn.example.com:" + "9" * 5000,
+        "xn--zz.example.com",
+        "cdn.0x7f",
+        "1.2.3",
+        "010.0.0.7",
+        "[::1]",
     ],
 )
 def test_cdn_hosts_that_cannot_serve_are_refused(cdn_host: str) -> None:
@@ -55,6 +70,20 @@ def test_cdn_hosts_that_cannot_serve_are_refused(cdn_host: str) -> None:
         ({"origin_domains": ()}, "origin_domains"),
         ({"origin_domains": ("Origin-Cluster",)}, "origin_domains"),
         ({"origin_domains": ("bad domain",)}, "origin_domains"),
+        ({"origin_domains": ("com",)}, "origin_domains"),
+        ({"origin_domains": ("co.uk",)}, "origin_domains"),
+        ({"origin_domains": ("github.io",)}, "origin_domains"),
+        ({"origin_domains": ("kawasaki.jp",)}, "origin_domains"),
+        ({"origin_domains": ("anything.kawasaki.jp",)}, "origin_domains"),
+        ({"origin_domains": ("0.0.1",)}, "origin_domains"),
+        ({"origin_domains": ("0.1",)}, "origin_domains"),
+        ({"origin_domains": ("127.0.0.1",)}, "origin_domains"),
+        ({"origin_domains": ("origin.0x7f",)}, "origin_domains"),
+        ({"origin_domains": ("1.origin-cluster",)}, "origin_domains"),
+        ({"origin_domains": ("origin-cluster", "origin-cluster")}, "origin_domains"),
+        ({"origin_domains": ("origin-clu\N{LATIN SMALL LETTER LONG S}ter",)}, "origin_domains"),
+        ({"origin_domains": ("xn--zz",)}, "origin_domains"),
+        ({"origin_domains": "origin-cluster"}, "origin_domains"),
         ({"server_rules": {"S 1": Split(0, 1)}}, "server_rules"),
     ],
 )
@@ -62,6 +91,21 @@ def test_other_settings_are_validated(changes: dict[str, object], field: str) ->
     with pytest.raises(InvalidConfig) as error:
         BalancerConfig(cdn_host="cdn.example.com", split=Split(9, 1), **changes)  # type: ignore[arg-type]
     assert error.value.field == field
+
+
+@pytest.mark.parametrize(
+    "domains",
+    [
+        ("origin-cluster",),
+        ("origin.example.net", "cdn-origin.internal"),
+        ("foo.github.io",),
+        ("xn--80ak6aa92e.example",),
+        ("s3.example.co.uk",),
+    ],
+)
+def test_private_domains_are_accepted_as_origin_domains(domains: tuple[str, ...]) -> None:
+    config = BalancerConfig(cdn_host="cdn.example.com", split=Split(9, 1), origin_domains=domains)
+    assert config.origin_domains == domains
 
 
 def test_a_change_keeps_what_it_does_not_name() -> None:

@@ -22,6 +22,7 @@ DOMAINS = frozenset({"origin-cluster"})
         ),
         ("HTTP://S1.Origin-Cluster/Video/X.m3u8", "s1", "http://s1.origin-cluster/Video/X.m3u8"),
         ("http://s1.origin-cluster:8080/v.m3u8", "s1", "http://s1.origin-cluster:8080/v.m3u8"),
+        ("http://s1.origin-cluster:0080/v.m3u8", "s1", "http://s1.origin-cluster:80/v.m3u8"),
         ("http://s1.origin-cluster:/v.m3u8", "s1", "http://s1.origin-cluster/v.m3u8"),
         (
             "http://s1.origin-cluster/my%20film.m3u8",
@@ -74,6 +75,38 @@ def test_any_of_several_allowed_domains_is_accepted() -> None:
         ("http://s1.origin-cluster/v.m3u8\r\nSet-Cookie: a=b", "invalid-characters"),
         ("http://s1.origin-cluster/v\x00.m3u8", "invalid-characters"),
         ("http://s1.origin-cluster:99999/v.m3u8", "invalid-port"),
+        ("http://s1.origin-cluster:\N{SUPERSCRIPT TWO}/v.m3u8", "invalid-port"),
+        (
+            "http://s1.origin-cluster:\N{ARABIC-INDIC DIGIT EIGHT}\N{ARABIC-INDIC DIGIT ZERO}/v",
+            "invalid-port",
+        ),
+        ("http://s1.origin-cluster:\N{FULLWIDTH DIGIT EIGHT}/v.m3u8", "invalid-port"),
+        ("http://s1.origin-cluster:" + "9" * 5000 + "/v.m3u8", "invalid-port"),
+        ("http://s\N{KELVIN SIGN}.origin-cluster/v.m3u8", "host-not-allowed"),
+        ("http://s1.origin-clu\N{LATIN SMALL LETTER LONG S}ter/v.m3u8", "host-not-allowed"),
+        ("http://s1.origin-cluster/a\ud800.m3u8", "invalid-characters"),
+        ("http://s1.origin-cluster/%2e%2e%2fs2%2fx.m3u8", "invalid-path"),
+        ("http://s1.origin-cluster/%252e%252e%252fs2%252fx.m3u8", "invalid-path"),
+        ("http://s1.origin-cluster/%25252e%25252e/x.m3u8", "invalid-path"),
+        ("http://s1.origin-cluster/%2525252e%2525252e/x.m3u8", "invalid-path"),
+        ("http://s1.origin-cluster/..%2fs2/x.m3u8", "invalid-path"),
+        ("http://s1.origin-cluster/.%2e/s2/x.m3u8", "invalid-path"),
+        ("http://s1.origin-cluster/%2E./s2/x.m3u8", "invalid-path"),
+        ("http://s1.origin-cluster/..;/s2/x.m3u8", "invalid-path"),
+        ("http://s1.origin-cluster/.;x=1/x.m3u8", "invalid-path"),
+        ("http://s1.origin-cluster/..%3b/s2/x.m3u8", "invalid-path"),
+        ("http://s1.origin-cluster/.. /s2/x.m3u8", "invalid-path"),
+        ("http://s1.origin-cluster/a%5c..%5cs2/x.m3u8", "invalid-path"),
+        ("http://s1.origin-cluster/a%2fb.m3u8", "invalid-path"),
+        ("http://s1.origin-cluster/%c0%ae%c0%ae/x.m3u8", "invalid-path"),
+        ("http://s1.origin-cluster/a%00.m3u8", "invalid-path"),
+        (
+            "http://s1.origin-cluster/\N{FULLWIDTH FULL STOP}\N{FULLWIDTH FULL STOP}/x",
+            "invalid-path",
+        ),
+        ("http://s1.origin-cluster/a\N{FULLWIDTH SOLIDUS}b.m3u8", "invalid-path"),
+        ("http://s1.origin-cluster/\N{TWO DOT LEADER}/x.m3u8", "invalid-path"),
+        ("http://s1.origin-cluster/%ef%bc%8e%ef%bc%8e/x.m3u8", "invalid-path"),
         ("http://s1.origin-cluster", "missing-path"),
         ("http://s1.origin-cluster/", "missing-path"),
         ("http://s1.origin-cluster?x=1", "missing-path"),
@@ -92,3 +125,16 @@ def test_urls_that_are_not_ours_are_refused_with_a_reason(raw: str, code: str) -
 def test_dots_inside_names_are_not_dot_segments() -> None:
     video = parse_video_url("http://s1.origin-cluster/a/.hidden/..name/v.m3u8", DOMAINS)
     assert video.rest == "/a/.hidden/..name/v.m3u8"
+
+
+@pytest.mark.parametrize(
+    "rest",
+    [
+        "/my%2520film.m3u8",  # a literal "%20" in the file name, encoded once more
+        "/a;b/v.m3u8",
+        "/a/%20../v.m3u8",
+        "/a/v.m3u8?next=/../x&p=%2e%2e%2f",  # the query is not a path
+    ],
+)
+def test_escapes_and_parameters_that_stay_in_their_segment_are_kept(rest: str) -> None:
+    assert parse_video_url("http://s1.origin-cluster" + rest, DOMAINS).rest == rest

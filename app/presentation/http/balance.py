@@ -1,20 +1,24 @@
 from dishka.integrations.fastapi import DishkaRoute, FromDishka
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from app.application.redirect import RedirectVideo
+from app.presentation.http.client import client_address
 from app.presentation.http.schemas import PROBLEM_RESPONSE, BalanceDecision, BalanceRequest
 
 router = APIRouter(tags=["redirect"], route_class=DishkaRoute)
 
 
 @router.post("/balance", responses={400: PROBLEM_RESPONSE, 422: PROBLEM_RESPONSE})
-async def balance(body: BalanceRequest, redirect: FromDishka[RedirectVideo]) -> BalanceDecision:
-    """The decision `GET /` would make, as JSON instead of a redirect. It counts as a
-    request of the split (it takes a sequence number)."""
-    decision = redirect(body.video)
+async def balance(
+    body: BalanceRequest, redirect: FromDishka[RedirectVideo], request: Request
+) -> BalanceDecision:
+    """The decision `GET /` would make for this client, as JSON instead of a redirect. It
+    counts as a request of the split (it takes a sequence number)."""
+    decision = redirect(body.video, client_address(request.scope))
     return BalanceDecision(
         redirect_url=decision.location,
         target=decision.target,
         server=decision.server,
         config_version=decision.config_version,
+        region=decision.region,
     )

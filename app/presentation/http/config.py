@@ -3,7 +3,15 @@ from typing import Annotated, Any
 from dishka.integrations.fastapi import DishkaRoute, FromDishka
 from fastapi import APIRouter, Depends, Header, Path, Query, Response
 
-from app.application.config import GetConfig, ListConfigHistory, RollbackConfig, UpdateConfig
+from app.application.config import (
+    GetConfig,
+    ListConfigHistory,
+    RemoveServerRule,
+    RollbackConfig,
+    SetServerRule,
+    UpdateConfig,
+)
+from app.application.errors import ServerRuleNotFound
 from app.presentation.http.auth import AdminAuth
 from app.presentation.http.etag import etag, if_match_version
 from app.presentation.http.schemas import (
@@ -12,6 +20,8 @@ from app.presentation.http.schemas import (
     ConfigHistoryPage,
     ConfigPatch,
     RollbackBody,
+    ServerRuleBody,
+    ServerRulePut,
 )
 
 IfMatch = Annotated[
@@ -22,6 +32,7 @@ ADMIN_ERRORS: dict[int | str, dict[str, Any]] = dict.fromkeys((401, 403, 503), P
 WRITE_ERRORS: dict[int | str, dict[str, Any]] = dict.fromkeys(
     (401, 403, 409, 412, 422, 503), PROBLEM_RESPONSE
 )
+Server = Annotated[str, Path(description="The origin server label: `s7` for `s7.origin-cluster`.")]
 
 
 def config_router(auth: AdminAuth) -> APIRouter:
@@ -80,6 +91,54 @@ def config_router(auth: AdminAuth) -> APIRouter:
             if_match=if_match_version(if_match),
             comment=body.comment if body is not None else None,
         )
+        response.headers["ETag"] = etag(saved.version)
+        return ConfigBody.of(saved)
+
+    @router.get("/server-rules/{server}", responses=dict.fromkeys((404, 503), PROBLEM_RESPONSE))
+    async def get_server_rule(
+        server: Server, get: FromDishka[GetConfig], response: Response
+    ) -> ServerRuleBody:
+        """One server's rule, from the configuration this worker serves (`ETag` is its
+        version). 404 when the server follows the global split."""
+        active = await get()
+        config = active.config
+        split = config.server_rules.get(server)
+        if split is None:
+            raise ServerRuleNotFound(f"Server {server} has no rule of its own.")
+        response.headers["ETag"] = etag(active.version)
+        return ServerRuleBody.of(split, config.server_pools.get(server))
+
+    @router.put("/server-rules/{server}", dependencies=[Depends(auth)], responses=WRITE_ERRORS)
+    async def put_server_rule(
+        server: Server,
+        body: ServerRulePut,
+        set_rule: FromDishka[SetServerRule],
+        response: Response,
+        if_match: IfMatch = None,
+    ) -> ConfigBody:
+        """Add or replace one server's rule, leaving every other setting and rule as the
+        active version has them: admins writing rules of different servers at once all keep
+        theirs. Answers the new version, which reaches every worker within a second."""
+        saved = await set_rule(
+            server, body.to_rule(), if_match=if_match_version(if_match), comment=body.comment
+        )
+        response.headers["ETag"] = etag(saved.version)
+        return ConfigBody.of(saved)
+
+    @router.delete(
+        "/server-rules/{server}",
+        dependencies=[Depends(auth)],
+        responses={404: PROBLEM_RESPONSE, **WRITE_ERRORS},
+    )
+    async def delete_server_rule(
+        server: Server,
+        remove: FromDishka[RemoveServerRule],
+        response: Response,
+        if_match: IfMatch = None,
+    ) -> ConfigBody:
+        """Remove one server's rule: the server follows the global split again. 404 when it
+        has no rule. Answers the new version."""
+        saved = await remove(server, if_match=if_match_version(if_match), comment=None)
         response.headers["ETag"] = etag(saved.version)
         return ConfigBody.of(saved)
 

@@ -6,11 +6,14 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 from app.domain.errors import BalancerError
-from app.presentation.http.problem import PROBLEM_JSON, error_problem, problem
+from app.presentation.http.problem import PROBLEM_JSON, error_problem, problem, retry_after
 
 log = structlog.get_logger(__name__)
+
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 
 
 def _response(
@@ -23,11 +26,21 @@ def _response(
 
 async def _balancer_error(_: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, BalancerError)
-    return _response(error_problem(error))
+    document = error_problem(error)
+    if document["status"] == 500:  # ours to fix: the cause goes to the log, not the client
+        log.error("request_failed", code=error.code, exc_info=error)
+    seconds = retry_after(error)
+    return _response(document, {"Retry-After": seconds} if seconds else None)
 
 
 async def _validation_error(_: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, RequestValidationError)
+    for item in error.errors():
+        if item["type"] == "json_invalid":
+            reason = item.get("ctx", {}).get("error", "JSON decode error")
+            position = item["loc"][-1]
+            detail = f"The body is not valid JSON: {reason} (at character {position})."
+            return _response(problem(400, "Malformed JSON", detail, "malformed-json"))
     errors = [
         {
             "field": ".".join(str(part) for part in item["loc"] if part != "body"),
@@ -42,13 +55,32 @@ async def _validation_error(_: Request, error: Exception) -> JSONResponse:
     )
 
 
-async def _http_error(_: Request, error: Exception) -> JSONResponse:
+async def _http_error(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, HTTPException)
+    headers = error.headers
+    if error.status_code == 405:
+        headers = {**(headers or {}), "Allow": _allowed_methods(request)}
     if isinstance(error.detail, dict):
-        return _response(error.detail, error.headers)
+        return _response(error.detail, headers)
+    if error.status_code == 400 and isinstance(error.__cause__, ValueError):
+        # FastAPI's answer to a body that is not even text (not UTF-8)
+        detail = "The body is not valid JSON: it is not UTF-8 text."
+        return _response(problem(400, "Malformed JSON", detail, "malformed-json"), headers)
     phrase = HTTPStatus(error.status_code).phrase
     code = phrase.lower().replace(" ", "-")
-    return _response(problem(error.status_code, phrase, str(error.detail), code), error.headers)
+    return _response(problem(error.status_code, phrase, str(error.detail), code), headers)
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method of the path: Starlette names only those of the first route matching it."""
+    routes = request.app.router.routes
+    return ", ".join(
+        method
+        for method in _METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes
+        )
+    )
 
 
 async def _unexpected_error(_: Request, __: Exception) -> JSONResponse:

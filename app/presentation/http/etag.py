@@ -1,4 +1,8 @@
 from app.application.errors import PreconditionFailed
+from app.domain.syntax import parse_number
+
+# Versions are PostgreSQL integers.
+MAX_VERSION = 2**31 - 1
 
 
 def etag(version: int) -> str:
@@ -10,6 +14,7 @@ def if_match_version(header: str | None) -> int | None:
     if header is None or header.strip() == "*":
         return None
     tag = header.strip().removeprefix("W/").strip('"')
-    if not tag.isdigit():
-        raise PreconditionFailed(f"If-Match {header!r} names no configuration version.")
-    return int(tag)
+    version = parse_number(tag, MAX_VERSION)
+    if version is None:
+        raise PreconditionFailed(f"If-Match {header[:100]!r} names no configuration version.")
+    return version

@@ -4,6 +4,7 @@ from dishka.integrations.fastapi import DishkaRoute, FromDishka
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
+from app.application.cdn_health import GetCdnHealth
 from app.application.health import CheckReadiness
 
 router = APIRouter(tags=["health"], route_class=DishkaRoute)
@@ -16,9 +17,12 @@ async def health() -> dict[str, str]:
 
 
 @router.get("/ready", responses={503: {"description": "No configuration loaded yet."}})
-async def ready(check: FromDishka[CheckReadiness]) -> JSONResponse:
+async def ready(
+    check: FromDishka[CheckReadiness], cdn_health: FromDishka[GetCdnHealth]
+) -> JSONResponse:
     """200 while this worker can redirect (`status` says `degraded` when PostgreSQL or Redis
-    is down and it serves from memory), 503 while it cannot."""
+    is down and it serves from memory, or its view of CDN health is stale), 503 while it
+    cannot. `cdn_hosts` is each CDN host's state as this worker routes by it."""
     readiness = await check()
     body: dict[str, Any] = {
         "status": readiness.status,
@@ -26,4 +30,13 @@ async def ready(check: FromDishka[CheckReadiness]) -> JSONResponse:
         "config_version": readiness.config_version,
         "checks": readiness.checks,
     }
+    if readiness.can_serve:
+        report = await cdn_health()
+        body["cdn_hosts"] = {url: "up" if state.healthy else "down" for url, state in report.hosts}
+        body["cdn_prober"] = report.prober
+        body["cdn_fallbacks"] = {
+            "origin": report.fallbacks_to_origin,
+            "refused": report.refused,
+            "regions_to_default_pool": report.regions_to_default,
+        }
     return JSONResponse(body, status_code=200 if readiness.can_serve else 503)

@@ -40,9 +40,43 @@ _REDIRECT_OPERATION: dict[str, Any] = {
             },
         },
         "400": {"description": "The video URL is missing or not ours.", **PROBLEM_RESPONSE},
+        "431": {
+            "description": "The request line and headers are larger than "
+            "`BALANCER_MAX_HEADER_BYTES` (`headers-too-large`).",
+            **PROBLEM_RESPONSE,
+        },
         "503": {"description": "No configuration loaded yet.", **PROBLEM_RESPONSE},
     },
 }
+
+
+_BODY_REFUSALS: dict[str, dict[str, Any]] = {
+    "400": {"description": "The body is not valid JSON (`malformed-json`).", **PROBLEM_RESPONSE},
+    "413": {
+        "description": "The body is larger than `BALANCER_MAX_BODY_BYTES` (`body-too-large`).",
+        **PROBLEM_RESPONSE,
+    },
+    "415": {
+        "description": "The body is not `application/json` (`unsupported-media-type`).",
+        **PROBLEM_RESPONSE,
+    },
+}
+
+
+def _document_refusals(paths: dict[str, Any]) -> None:
+    """Every operation that takes a body can answer 400, 413 and 415 (RequestLimits and the
+    JSON decoder), and every 422 is our problem document, not FastAPI's default shape."""
+    for operations in paths.values():
+        for operation in operations.values():
+            responses = operation.setdefault("responses", {})
+            if "requestBody" in operation:
+                for status, response in _BODY_REFUSALS.items():
+                    responses.setdefault(status, response)
+            if "422" in responses:
+                responses["422"] = {
+                    "description": "Invalid request or configuration; `field` names it.",
+                    **PROBLEM_RESPONSE,
+                }
 
 
 def document_redirect(app: FastAPI) -> None:
@@ -63,7 +97,10 @@ def document_redirect(app: FastAPI) -> None:
                 },
                 **schema["paths"],
             }
+            _document_refusals(schema["paths"])
             schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+            schemas.pop("HTTPValidationError", None)
+            schemas.pop("ValidationError", None)
             schemas["Problem"] = Problem.model_json_schema()
             app.openapi_schema = schema
         return app.openapi_schema

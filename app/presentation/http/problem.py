@@ -4,25 +4,39 @@ from typing import Any
 from app.application.errors import (
     ConfigNotLoaded,
     PreconditionFailed,
+    ServerRuleNotFound,
+    StorageConflict,
+    StorageFailed,
+    StorageRejected,
     StorageUnavailable,
     TooManyConflicts,
     VersionConflict,
     VersionNotFound,
 )
-from app.domain.errors import BalancerError, InvalidConfig, InvalidVideoUrl
+from app.application.limits import LimitExists, LimitNotFound
+from app.domain.errors import BalancerError, InvalidConfig, InvalidVideoUrl, NoHealthyTarget
+from app.domain.ratelimit import InvalidLimit
 
 PROBLEM_JSON = "application/problem+json"
 
 # The one table that maps application errors to HTTP. First match wins (subclasses first).
 STATUS_BY_ERROR: tuple[tuple[type[BalancerError], int, str], ...] = (
     (InvalidVideoUrl, 400, "Invalid video URL"),
+    (InvalidLimit, 422, "Invalid rate limit"),
     (InvalidConfig, 422, "Invalid configuration"),
+    (LimitNotFound, 404, "Rate limit not found"),
+    (LimitExists, 409, "Rate limit exists"),
     (VersionNotFound, 404, "Configuration version not found"),
+    (ServerRuleNotFound, 404, "Server rule not found"),
     (PreconditionFailed, 412, "Precondition failed"),
     (VersionConflict, 409, "Version conflict"),
     (TooManyConflicts, 409, "Concurrent configuration changes"),
+    (StorageRejected, 422, "Rejected by storage"),
+    (StorageConflict, 409, "Storage conflict"),
     (StorageUnavailable, 503, "Storage unavailable"),
+    (StorageFailed, 500, "Storage error"),
     (ConfigNotLoaded, 503, "Configuration not loaded"),
+    (NoHealthyTarget, 503, "No healthy target"),
 )
 
 
@@ -49,6 +63,11 @@ def error_problem(error: BalancerError) -> dict[str, Any]:
     status, title = status_of(error)
     extra = {"field": error.field} if isinstance(error, InvalidConfig) else {}
     return problem(status, title, error.detail, error.code, **extra)
+
+
+def retry_after(error: BalancerError) -> str | None:
+    """`Retry-After` seconds for errors that pass with time."""
+    return str(error.retry_after) if isinstance(error, NoHealthyTarget) else None
 
 
 def encode(document: dict[str, Any]) -> bytes:

@@ -1,25 +1,47 @@
+from collections.abc import Callable
 from urllib.parse import unquote_to_bytes
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.application.redirect import RedirectVideo
+from app.application.snapshot import ConfigSnapshot
+from app.domain.config import ConfigVersion
 from app.domain.errors import BalancerError, InvalidVideoUrl
+from app.domain.ratelimit import ClientLimiter, retry_after_seconds
 from app.domain.video import MAX_VIDEO_URL_LENGTH
-from app.presentation.http.problem import PROBLEM_JSON, encode, error_problem, problem
+from app.presentation.http.client import client_address
+from app.presentation.http.problem import (
+    PROBLEM_JSON,
+    encode,
+    error_problem,
+    problem,
+    retry_after,
+)
 
 _NO_STORE = (b"cache-control", b"no-store")
 _NO_BODY = (b"content-length", b"0")
 _EMPTY_BODY = {"type": "http.response.body", "body": b""}
 _MAX_QUERY = 3 * MAX_VIDEO_URL_LENGTH + 64  # a fully percent-encoded URL of the maximum length
+_RATE_LIMITED = encode(
+    problem(429, "Too many requests", "This client is over its rate limit.", "rate-limited")
+)
+_RATE_LIMITED_HEADERS = (
+    (b"content-type", PROBLEM_JSON.encode()),
+    (b"content-length", str(len(_RATE_LIMITED)).encode()),
+    _NO_STORE,
+)
+_RATE_LIMITED_BODY = {"type": "http.response.body", "body": _RATE_LIMITED}
 
 
 def video_param(query: bytes) -> str:
     """The `video` query parameter, percent-decoded once.
 
-    A player that does not encode the video URL sends its query string raw
-    (`?video=http://s1.origin-cluster/v.m3u8?token=a&exp=1`); when the value holds a raw
-    `?`, everything after `video=` is the video URL, so `&exp=1` stays with it. `+` is kept
-    as it is: in a URL it is a plus, not a space.
+    The first non-empty `video` parameter is the one; later ones are ignored. Its value ends
+    at the next `&`, unless that part holds a raw `?`: a player that does not encode the
+    video URL sends its query raw (`?video=http://s1.origin-cluster/v.m3u8?token=a&exp=1`),
+    and then everything after `video=` is the video URL, so `&exp=1` stays with it. An
+    encoded URL has no raw `?` of its own, so parameters after it stay out of it whatever
+    they hold. `+` is kept as it is: in a URL it is a plus, not a space.
     """
     if len(query) > _MAX_QUERY:
         raise InvalidVideoUrl(
@@ -34,8 +56,10 @@ def video_param(query: bytes) -> str:
             if start == -1:
                 return ""
             value = text[start + 7 :]
-        if "?" not in value:
-            value = value.partition("&")[0]
+        if "&" in value:
+            head = value.partition("&")[0]
+            if "?" not in head:
+                value = head or _later_video(text, len(text) - len(value) + len(head))
         if "%" in value:  # unquote() on str is twice as slow as this
             value = unquote_to_bytes(value).decode()
     except UnicodeDecodeError:
@@ -43,6 +67,22 @@ def video_param(query: bytes) -> str:
             "invalid-characters", "The video URL is not valid percent-encoded UTF-8."
         ) from None
     return value
+
+
+def _later_video(text: str, end: int) -> str:
+    """The first non-empty `video` value after an empty one that ended at `end`."""
+    while True:
+        start = text.find("&video=", end) + 7
+        if start == 6:
+            return ""
+        end = text.find("&", start)
+        if end == -1:
+            return text[start:]
+        value = text[start:end]
+        if "?" in value:
+            return text[start:]
+        if value:
+            return value
 
 
 class RedirectFront:
@@ -56,22 +96,69 @@ class RedirectFront:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
         self._redirect: RedirectVideo | None = None
+        # The limiter's check while any limit is configured, else None: with limits off the
+        # redirect path pays one attribute test.
+        self._limit: Callable[[str], float] | None = None
+        # True while the served configuration has regions: the router needs the address.
+        self._regional = False
 
-    def bind(self, redirect: RedirectVideo) -> None:
+    def bind(
+        self,
+        redirect: RedirectVideo,
+        limiter: ClientLimiter | None = None,
+        snapshot: ConfigSnapshot | None = None,
+    ) -> None:
         self._redirect = redirect
+        if snapshot is not None:
+
+            def regional(version: ConfigVersion) -> None:
+                self._regional = bool(version.config.regions)
+
+            snapshot.watch(regional)
+        if limiter is not None:
+            check = limiter.check
+
+            def switch(enabled: bool) -> None:
+                self._limit = check if enabled else None
+
+            limiter.watch(switch)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] != "/" or self._redirect is None:
+            limit = self._limit
+            if (
+                limit is not None
+                and scope["type"] == "http"
+                and scope["path"] == "/balance"
+                and scope["method"] == "POST"
+            ):
+                wait = limit(client_address(scope))
+                if wait:
+                    await _send_rate_limited(send, wait)
+                    return
             await self.app(scope, receive, send)
             return
         if scope["method"] not in ("GET", "HEAD"):
             document = problem(405, "Method not allowed", "Use GET or HEAD.", "method-not-allowed")
             await _send_problem(send, document, extra=((b"allow", b"GET, HEAD"),))
             return
+        limit = self._limit
+        if limit is not None or self._regional:
+            client = scope.get("client")
+            address = client[0] if client else ""  # client_address(), inlined
+            if limit is not None:
+                wait = limit(address)
+                if wait:
+                    await _send_rate_limited(send, wait)
+                    return
+        else:
+            address = ""
         try:
-            redirect = self._redirect(video_param(scope["query_string"]))
+            redirect = self._redirect(video_param(scope["query_string"]), address)
         except BalancerError as error:
-            await _send_problem(send, error_problem(error))
+            seconds = retry_after(error)
+            extra = ((b"retry-after", seconds.encode()),) if seconds else ()
+            await _send_problem(send, error_problem(error), extra=extra)
             return
         await send(
             {
@@ -100,3 +187,15 @@ async def _send_problem(
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+async def _send_rate_limited(send: Send, wait: float) -> None:
+    header = (b"retry-after", str(retry_after_seconds(wait)).encode())
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 429,
+            "headers": [*_RATE_LIMITED_HEADERS, header],
+        }
+    )
+    await send(_RATE_LIMITED_BODY)

@@ -1,19 +1,167 @@
+from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+)
 
-from app.application.config import ConfigChange
+from app.application.config import ConfigChange, RateLimitChange, ServerRule
 from app.domain.config import ConfigVersion
 from app.domain.errors import InvalidConfig
+from app.domain.pool import CdnPool
+from app.domain.ratelimit import MAX_CAPACITY, RateLimit
+from app.domain.regions import Region
 from app.domain.split import Split
 
 
-class SplitBody(BaseModel):
+class CdnHostBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    host: str = Field(description="Host name, optional http(s):// and port; no path.")
+    weight: int = Field(1, description="Share of the CDN redirects, 1 to 1000.")
+
+
+def _pool(hosts: list[CdnHostBody], field: str) -> CdnPool:
+    return CdnPool.of(((entry.host, entry.weight) for entry in hosts), field)
+
+
+def _pool_body(pool: CdnPool) -> list[CdnHostBody]:
+    return [CdnHostBody(host=host.host, weight=host.weight) for host in pool.hosts]
+
+
+class ServerRuleBody(BaseModel):
+    """One origin server's rule: its own split, replacing the global one for that server and
+    counted on a sequence of its own, and optionally a CDN pool of its own."""
+
     model_config = ConfigDict(extra="forbid", strict=True)
 
     cdn_weight: int = Field(ge=0, examples=[0])
     origin_weight: int = Field(ge=0, examples=[1])
+    cdn_hosts: list[CdnHostBody] | None = Field(
+        None, description="A CDN pool of this server's own; without it, the global pool."
+    )
+
+    @model_serializer(mode="wrap")
+    def _without_empty_pool(self, serialize: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        body: dict[str, Any] = serialize(self)
+        if body.get("cdn_hosts") is None:
+            body.pop("cdn_hosts", None)
+        return body
+
+    def to_split(self) -> Split:
+        return Split(self.cdn_weight, self.origin_weight)
+
+    def to_rule(self) -> ServerRule:
+        pool = None if self.cdn_hosts is None else _pool(self.cdn_hosts, "cdn_hosts")
+        return ServerRule(self.to_split(), pool)
+
+    @classmethod
+    def of(cls, split: Split, pool: CdnPool | None = None) -> "ServerRuleBody":
+        return cls(
+            cdn_weight=split.cdn_weight,
+            origin_weight=split.origin_weight,
+            cdn_hosts=None if pool is None else _pool_body(pool),
+        )
+
+
+class CdnHealthBody(BaseModel):
+    """Health check settings; in a PATCH only those named change."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    enabled: bool | None = None
+    path: str | None = Field(None, description="Probed path, e.g. `/health`.")
+    method: str | None = Field(None, description="HEAD or GET.")
+    interval_seconds: float | None = Field(None, description="Seconds between probes.")
+    timeout_seconds: float | None = Field(None, description="Below interval_seconds.")
+    fall: int | None = Field(None, description="Failures in a row that take a host out.")
+    rise: int | None = Field(None, description="Successes in a row that bring it back.")
+
+
+class RegionBody(BaseModel):
+    """Viewers in `networks` (most specific block of all regions first) or, failing that, in
+    `countries` (first region in order) go to `cdn_hosts`."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    name: str = Field(description="A label: a-z, 0-9, '-', '_'; `default` is reserved.")
+    countries: list[str] = Field([], description="ISO 3166-1 alpha-2 codes, e.g. `DE`.")
+    networks: list[str] = Field([], description="CIDR blocks, e.g. `10.20.0.0/16`.")
+    cdn_hosts: list[CdnHostBody] = Field(description="The region's CDN pool.")
+    cdn_weight: int | None = Field(None, description="The region's split; both or neither.")
+    origin_weight: int | None = Field(None, description="Without them: the global split.")
+
+    def to_region(self, index: int) -> Region:
+        return Region.of(
+            index,
+            name=self.name,
+            countries=self.countries,
+            networks=self.networks,
+            hosts=[(entry.host, entry.weight) for entry in self.cdn_hosts],
+            cdn_weight=self.cdn_weight,
+            origin_weight=self.origin_weight,
+        )
+
+    @classmethod
+    def of(cls, region: Region) -> "RegionBody":
+        return cls(
+            name=region.name,
+            countries=list(region.countries),
+            networks=list(region.networks),
+            cdn_hosts=_pool_body(region.pool),
+            cdn_weight=None if region.split is None else region.split.cdn_weight,
+            origin_weight=None if region.split is None else region.split.origin_weight,
+        )
+
+    @model_serializer(mode="wrap")
+    def _without_empty_split(self, serialize: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        body: dict[str, Any] = serialize(self)
+        if body.get("cdn_weight") is None:
+            body.pop("cdn_weight", None)
+            body.pop("origin_weight", None)
+        return body
+
+
+class RateLimitBody(BaseModel):
+    """A token bucket: `capacity` requests at once, `refill_per_second` on average."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    capacity: int = Field(ge=0, le=MAX_CAPACITY, description="Burst; 0 blocks the client.")
+    refill_per_second: float = Field(gt=0, le=MAX_CAPACITY, description="Sustained rate.")
+
+    def to_limit(self) -> RateLimit:
+        return RateLimit(self.capacity, self.refill_per_second)
+
+    @classmethod
+    def of(cls, limit: RateLimit) -> "RateLimitBody":
+        return cls(capacity=limit.capacity, refill_per_second=limit.refill_per_second)
+
+
+class ServerRulePut(ServerRuleBody):
+    """The whole rule of one server (every field of the rule, not only those that change)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        json_schema_extra={
+            "examples": [
+                {"cdn_weight": 0, "origin_weight": 1, "comment": "s7 is off the CDN"},
+                {
+                    "cdn_weight": 1,
+                    "origin_weight": 1,
+                    "cdn_hosts": [{"host": "cdn-eu.example.com", "weight": 1}],
+                },
+            ]
+        },
+    )
+
+    comment: str | None = Field(None, max_length=1000, description="Why; kept in the history.")
 
 
 class ConfigPatch(BaseModel):
@@ -27,6 +175,24 @@ class ConfigPatch(BaseModel):
                 {"cdn_host": "cdn2.example.com", "comment": "move to the new CDN"},
                 {"cdn_weight": 3, "origin_weight": 2},
                 {"origin_every": 10},
+                {
+                    "cdn_hosts": [
+                        {"host": "cdn-a.example.com", "weight": 3},
+                        {"host": "cdn-b.example.com", "weight": 1},
+                    ]
+                },
+                {"cdn_health": {"path": "/health", "interval_seconds": 5, "timeout_seconds": 2}},
+                {"origin_fallback": False, "down_servers": ["s3"]},
+                {
+                    "regions": [
+                        {
+                            "name": "eu",
+                            "countries": ["DE", "FR"],
+                            "networks": ["10.20.0.0/16"],
+                            "cdn_hosts": [{"host": "cdn-fra.example.com", "weight": 1}],
+                        }
+                    ]
+                },
             ]
         },
     )
@@ -43,25 +209,60 @@ class ConfigPatch(BaseModel):
     origin_domains: list[str] | None = Field(
         None, description="Accepted video hosts are <server>.<one of these>."
     )
-    server_rules: dict[str, SplitBody] | None = Field(
+    server_rules: dict[str, ServerRuleBody] | None = Field(
         None, description="Per origin server splits that replace the global one."
+    )
+    cdn_hosts: list[CdnHostBody] | None = Field(
+        None, description="CDN pool: 1 to 64 hosts with weights; `cdn_host` is its first."
+    )
+    cdn_health: CdnHealthBody | None = Field(None, description="Active health checks.")
+    origin_fallback: bool | None = Field(
+        None, description="No healthy CDN host: true sends to the origin, false answers 503."
+    )
+    down_servers: list[str] | None = Field(
+        None, description="Origin servers taken out: all their requests go to the CDN."
+    )
+    rate_limit: RateLimitBody | None = Field(
+        None, description="Every client's limit unless overridden in /limits; null: off."
+    )
+    regions: list[RegionBody] | None = Field(
+        None, description="Pools by viewer network or country, replacing the list; [] clears."
     )
     comment: str | None = Field(None, description="Why; kept in the history.")
 
     def to_change(self) -> ConfigChange:
         values = {name: getattr(self, name) for name in self.model_fields_set}
         for name, value in values.items():
-            if value is None and name != "comment":
+            if value is None and name not in ("comment", "rate_limit"):
                 raise InvalidConfig(name, "must not be null; leave the field out to keep it")
         if not set(values) - {"comment"}:
             raise InvalidConfig("body", "name at least one field to change")
         if "origin_domains" in values:
             values["origin_domains"] = tuple(values["origin_domains"])
         if "server_rules" in values:
-            values["server_rules"] = {
-                server: Split(rule.cdn_weight, rule.origin_weight)
-                for server, rule in values["server_rules"].items()
+            rules = values["server_rules"]
+            values["server_rules"] = {server: rule.to_split() for server, rule in rules.items()}
+            values["server_pools"] = {
+                server: _pool(rule.cdn_hosts, f"server_rules.{server}.cdn_hosts")
+                for server, rule in rules.items()
+                if rule.cdn_hosts is not None
             }
+        if "cdn_hosts" in values:
+            values["cdn_hosts"] = _pool(values["cdn_hosts"], "cdn_hosts")
+        if "cdn_health" in values:
+            values["cdn_health"] = values["cdn_health"].model_dump(exclude_unset=True)
+            for name, value in values["cdn_health"].items():
+                if value is None:
+                    raise InvalidConfig(f"cdn_health.{name}", "must not be null")
+        if "down_servers" in values:
+            values["down_servers"] = tuple(values["down_servers"])
+        if "regions" in values:
+            values["regions"] = tuple(
+                region.to_region(index) for index, region in enumerate(values["regions"])
+            )
+        if "rate_limit" in values:
+            limit = values["rate_limit"]
+            values["rate_limit"] = RateLimitChange(None if limit is None else limit.to_limit())
         return ConfigChange(**values)
 
 
@@ -72,7 +273,13 @@ class ConfigBody(BaseModel):
     origin_weight: int
     redirect_status: int
     origin_domains: list[str]
-    server_rules: dict[str, SplitBody]
+    server_rules: dict[str, ServerRuleBody]
+    cdn_hosts: list[CdnHostBody]
+    cdn_health: CdnHealthBody
+    origin_fallback: bool
+    down_servers: list[str]
+    rate_limit: RateLimitBody | None
+    regions: list[RegionBody]
     comment: str | None
     created_at: datetime
 
@@ -87,12 +294,27 @@ class ConfigBody(BaseModel):
             redirect_status=config.redirect_status,
             origin_domains=list(config.origin_domains),
             server_rules={
-                server: SplitBody(cdn_weight=rule.cdn_weight, origin_weight=rule.origin_weight)
+                server: ServerRuleBody.of(rule, config.server_pools.get(server))
                 for server, rule in config.server_rules.items()
             },
+            cdn_hosts=_pool_body(config.pool),
+            cdn_health=CdnHealthBody(**asdict(config.cdn_health)),
+            origin_fallback=config.origin_fallback,
+            down_servers=list(config.down_servers),
+            rate_limit=None if config.rate_limit is None else RateLimitBody.of(config.rate_limit),
+            regions=[RegionBody.of(region) for region in config.regions],
             comment=stored.comment,
             created_at=stored.created_at,
         )
+
+
+class CdnHostHealth(BaseModel):
+    host: str = Field(description="The host's base URL, as redirects use it.")
+    healthy: bool
+    since: datetime | None = Field(description="When it entered this state; null: never probed.")
+    last_check: datetime | None
+    last_error: str | None
+    consecutive_failures: int
 
 
 class ConfigHistoryPage(BaseModel):
@@ -118,11 +340,23 @@ class BalanceRequest(BaseModel):
     video: str = Field(description="The video URL on an origin server.")
 
 
+class RouteBody(BaseModel):
+    ip: str
+    country: str | None = Field(description="From the country database; null: unknown.")
+    region: str = Field(description="The region's name, or `default`.")
+    matched_by: str = Field(description="`network`, `country` or `default`.")
+    pool: list[str] = Field(description="Healthy hosts of the pool that would serve it.")
+    target: str = Field(description="`cdn` or `origin`: what the next number would give.")
+    location: str | None = Field(description="null: the request would be refused (503).")
+    country_source: str = Field(description="`iptocc` or `maxmind:<file>`.")
+
+
 class BalanceDecision(BaseModel):
     redirect_url: str
     target: str = Field(description="`cdn` or `origin`.")
     server: str = Field(description="The origin server label, e.g. `s1`.")
     config_version: int
+    region: str = Field("default", description="The client's region, or `default`.")
 
 
 PROBLEM_RESPONSE: dict[str, Any] = {

@@ -1,0 +1,227 @@
+"""CDN host health: one elected prober per cluster, every worker reading what it publishes."""
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import structlog
+
+from app.application.snapshot import ConfigSnapshot
+from app.domain.errors import BalancerError
+from app.domain.health import HealthSettings, HostState
+
+log = structlog.get_logger(__name__)
+
+UNKNOWN = HostState()
+
+
+class HealthBoardUnavailable(BalancerError):
+    """The shared health board (Redis) could not be read or written."""
+
+    code = "health-board-unavailable"
+
+
+class CdnProbe(Protocol):
+    """One health check request to a CDN host."""
+
+    async def __call__(self, url: str, *, method: str, timeout: float) -> str | None:
+        """None when `url` answered 2xx or 3xx within `timeout`, else what went wrong."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class BoardView:
+    """The board's content: host states by base URL, and the prober's round counter (it
+    moves on every publication, so a reader can tell a live prober from a dead one)."""
+
+    hosts: Mapping[str, HostState]
+    round: int
+
+
+class HealthBoard(Protocol):
+    """The cluster's shared view of CDN host health. Raises HealthBoardUnavailable."""
+
+    async def read(self) -> BoardView: ...
+
+    async def publish(self, hosts: Mapping[str, HostState]) -> bool:
+        """Replace the states, if this process still holds the prober lease (True then)."""
+        ...
+
+
+class ProbeCdnHosts:
+    """One round of the elected prober: probe every configured CDN host at once, apply
+    `fall`/`rise`, log state changes, publish. Runs every `interval_seconds`."""
+
+    def __init__(
+        self,
+        snapshot: ConfigSnapshot,
+        probe: CdnProbe,
+        board: HealthBoard,
+    ) -> None:
+        self._snapshot = snapshot
+        self._probe = probe
+        self._board = board
+        self.clock: Callable[[], float] = time.time
+
+    @property
+    def settings(self) -> HealthSettings:
+        return self._snapshot.version.config.cdn_health
+
+    async def __call__(self) -> dict[str, HostState]:
+        config = self._snapshot.version.config
+        settings = config.cdn_health
+        if not settings.enabled:
+            return {}
+        previous = (await self._board.read()).hosts
+        targets = config.probe_targets()
+        errors = await asyncio.gather(
+            *(
+                self._probe(
+                    f"{url}{settings.path}",
+                    method=settings.method,
+                    timeout=settings.timeout_seconds,
+                )
+                for url in targets
+            )
+        )
+        now = self.clock()
+        states = {}
+        for url, error in zip(targets, errors, strict=True):
+            before = previous.get(url, UNKNOWN)
+            after = before.observe(error, now, settings)
+            if after.healthy != before.healthy:
+                if after.healthy:
+                    log.info("cdn_up", host=url, reason=f"{settings.rise} checks passed")
+                else:
+                    log.warning("cdn_down", host=url, reason=error)
+            states[url] = after
+        if not await self._board.publish(states):
+            log.info("cdn_prober_lease_lost")
+        return states
+
+
+class CdnHealthView:
+    """This worker's copy of the board, and whether it is current."""
+
+    __slots__ = ("hosts", "last_change", "last_read", "prober", "read_error", "round")
+
+    def __init__(self) -> None:
+        self.hosts: Mapping[str, HostState] = {}
+        self.round: int | None = None
+        # time.monotonic() of the last read that succeeded and of the last round change seen.
+        self.last_read: float | None = None
+        self.last_change: float | None = None
+        self.read_error: str | None = None
+        self.prober = False  # this worker holds the prober lease
+
+
+class RefreshCdnHealth:
+    """Every worker, several times a second: read the board, route around the hosts it
+    shows down. When the board cannot be read, the last known state stays in force."""
+
+    def __init__(
+        self,
+        snapshot: ConfigSnapshot,
+        board: HealthBoard,
+        view: CdnHealthView,
+    ) -> None:
+        self._snapshot = snapshot
+        self._board = board
+        self._view = view
+        self.clock: Callable[[], float] = time.monotonic
+
+    async def __call__(self) -> None:
+        view = self._view
+        try:
+            board = await self._board.read()
+        except HealthBoardUnavailable as error:
+            if view.read_error is None:
+                log.warning("cdn_health_stale", error=error.detail)
+            view.read_error = error.detail
+            return
+        now = self.clock()
+        if view.read_error is not None:
+            log.info("cdn_health_current")
+        view.read_error = None
+        view.last_read = now
+        if board.round != view.round:
+            view.round = board.round
+            view.last_change = now
+        view.hosts = board.hosts
+        if self._snapshot.loaded:
+            targets = self._snapshot.version.config.probe_targets()
+            self._snapshot.mark_down(
+                frozenset(url for url in targets if not board.hosts.get(url, UNKNOWN).healthy)
+            )
+
+
+def stale_after(settings: HealthSettings) -> float:
+    """How long a view may go without a new prober round before it is called stale."""
+    return 2 * settings.interval_seconds + settings.timeout_seconds + 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class CdnHealthReport:
+    hosts: list[tuple[str, HostState]]
+    enabled: bool
+    stale: str | None
+    prober: bool
+    fallbacks_to_origin: int
+    refused: int
+    # Requests by region sent to the default pool because the region's had no healthy host.
+    regions_to_default: Mapping[str, int] = field(default_factory=dict)
+
+
+class GetCdnHealth:
+    """The health of every configured CDN host as this worker knows it."""
+
+    def __init__(
+        self,
+        snapshot: ConfigSnapshot,
+        view: CdnHealthView,
+    ) -> None:
+        self._snapshot = snapshot
+        self._view = view
+        self.clock: Callable[[], float] = time.monotonic
+
+    async def __call__(self) -> CdnHealthReport:
+        config = self._snapshot.version.config
+        settings = config.cdn_health
+        hosts = [(url, self._view.hosts.get(url, UNKNOWN)) for url in config.probe_targets()]
+        return CdnHealthReport(
+            hosts=hosts,
+            enabled=settings.enabled,
+            stale=self.staleness(settings) if settings.enabled else None,
+            prober=self._view.prober,
+            fallbacks_to_origin=self._snapshot.fallbacks.origin,
+            refused=self._snapshot.fallbacks.refused,
+            regions_to_default=dict(self._snapshot.fallbacks.regions),
+        )
+
+    def staleness(self, settings: HealthSettings) -> str | None:
+        """None while the view is current, else why it is not."""
+        view = self._view
+        if view.read_error is not None:
+            return f"health board unreadable ({view.read_error}); keeping the last known state"
+        limit = stale_after(settings)
+        if view.last_change is None or self.clock() - view.last_change > limit:
+            return f"no prober round for over {limit:g} s; keeping the last known state"
+        return None
+
+
+class CdnHealthCheck:
+    """Readiness: `stale` when this worker's view of CDN health is not current."""
+
+    name = "cdn_health"
+
+    def __init__(self, get: GetCdnHealth, snapshot: ConfigSnapshot) -> None:
+        self._get = get
+        self._snapshot = snapshot
+
+    async def __call__(self) -> str | None:
+        if not self._snapshot.loaded:
+            return None
+        report = await self._get()
+        return None if report.stale is None else f"stale: {report.stale}"

@@ -1,0 +1,109 @@
+"""What text from outside may look like where it names a number, a host or a port.
+
+One rule each, shared by video URLs, configuration values and headers. Everything here is
+ASCII on purpose: `str.isdigit()` and `int()` accept superscript, Arabic-Indic and
+fullwidth digits, and a regular expression compiled with `re.IGNORECASE` matches the long
+s, the dotless i and the Kelvin sign against `s`, `i` and `k`; such characters would reach
+a `Location` header raw.
+"""
+
+import re
+from encodings import idna
+from functools import cache
+from ipaddress import IPv4Address
+
+from publicsuffixlist import PublicSuffixList
+
+MAX_PORT = 65535
+MAX_HOST_LENGTH = 253
+
+_DIGITS = re.compile(r"[0-9]+")
+LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+# WHATWG URL parsers read a host whose last label is a number (`0.0.1`, `x.0x7f`) as IPv4.
+_NUMERIC_LABEL = re.compile(r"[0-9]+|0x[0-9a-f]*")
+
+
+def parse_number(text: str, maximum: int) -> int | None:
+    """`text` as an integer from 0 to `maximum`: ASCII digits only, never longer than
+    `maximum` written out (so `int()` never sees thousands of digits); None otherwise."""
+    if len(text) > len(str(maximum)) or not _DIGITS.fullmatch(text):
+        return None
+    number = int(text)
+    return number if number <= maximum else None
+
+
+def parse_port(text: str) -> int | None:
+    """A TCP port from 1 to 65535 in ASCII digits; None otherwise."""
+    port = parse_number(text, MAX_PORT)
+    return port if port else None
+
+
+def host_problem(host: str, *, allow_ip: bool) -> str | None:
+    """What is wrong with `host` as a lower-case DNS name, or None when nothing is.
+
+    Labels are ASCII letters, digits and inner hyphens; an international name is written
+    as its `xn--` A-label, which must be valid Punycode. A name ending in a numeric label is
+    an IPv4 address to a browser: with `allow_ip` it must be a plain dotted quad, without
+    it it is refused.
+    """
+    if not host.isascii():
+        return "must be ASCII; write an international name as its xn-- A-label"
+    labels = host.split(".")
+    if len(host) > MAX_HOST_LENGTH or not all(LABEL.fullmatch(label) for label in labels):
+        return (
+            f"must be a host name of at most {MAX_HOST_LENGTH} characters: dot-separated "
+            "labels of a-z, 0-9 and inner hyphens"
+        )
+    if any(label.startswith("xn--") and not _is_a_label(label) for label in labels):
+        return "has an xn-- label that is not a valid A-label"
+    if _NUMERIC_LABEL.fullmatch(labels[-1]) and not (allow_ip and _is_ipv4(host)):
+        return (
+            "ends in a number, so it must be an IPv4 address like 10.0.0.7"
+            if allow_ip
+            else "must not be numeric or look like an IP address"
+        )
+    return None
+
+
+def domain_problem(domain: str) -> str | None:
+    """What is wrong with `domain` as an allowed origin domain (`<server>.<domain>`).
+
+    Besides being a host name, it must not be IP-like (with a numeric label, `0.0.1` would
+    let `127.0.0.1` through) and not a public suffix from the Public Suffix List (`com`,
+    `co.uk`, `github.io`): anyone can register a name under those. Names the list does not
+    know, such as `origin-cluster`, are private and allowed.
+    """
+    if domain != domain.lower():
+        return "must be lower case"
+    problem = host_problem(domain, allow_ip=False)
+    if problem is not None:
+        return problem
+    if any(_DIGITS.fullmatch(label) for label in domain.split(".")):
+        return "must not have an all-numeric label"
+    if _public_suffixes().is_public(domain):
+        return "is a public suffix (anyone can register a name under it)"
+    return None
+
+
+@cache
+def _public_suffixes() -> PublicSuffixList:
+    # Loaded on first use (a few ms) from the list the package ships; unknown names are
+    # private, not public.
+    return PublicSuffixList(accept_unknown=False)
+
+
+def _is_a_label(label: str) -> bool:
+    """`xn--...` is the A-label of a valid international label: it decodes, and encodes back
+    to itself (IDNA 2003 nameprep, as Python ships it)."""
+    try:
+        return idna.ToASCII(label[4:].encode("ascii").decode("punycode")) == label.encode()
+    except UnicodeError:
+        return False
+
+
+def _is_ipv4(host: str) -> bool:
+    try:
+        IPv4Address(host)  # refuses leading zeros, hex and short forms
+    except ValueError:
+        return False
+    return True

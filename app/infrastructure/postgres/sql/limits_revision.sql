@@ -1,0 +1,1 @@
+SELECT revision FROM rate_limits_revision

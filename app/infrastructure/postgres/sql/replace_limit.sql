@@ -1,0 +1,4 @@
+UPDATE rate_limits
+SET capacity = $2, refill_per_second = $3, comment = $4, updated_at = now()
+WHERE client_id = $1
+RETURNING client_id, capacity, refill_per_second, comment, created_at, updated_at

@@ -1,0 +1,73 @@
+from fastapi import FastAPI, Request
+from fastapi.openapi.docs import (
+    get_redoc_html,
+    get_swagger_ui_html,
+    get_swagger_ui_oauth2_redirect_html,
+)
+from fastapi.responses import HTMLResponse
+
+# Where FastAPIOffline (fastapi-offline) mounts its copies of Swagger UI and ReDoc.
+ASSETS = "/static-offline-docs"
+
+# Both pages are an inline bootstrap script around the bundled files, and both bundles style
+# themselves inline; what matters here is that nothing is fetched from another host (ReDoc
+# would load its logo from a CDN) and that the pages cannot be framed.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; worker-src 'self' blob:; connect-src 'self'; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors 'none'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+}
+
+
+def _secured(page: HTMLResponse) -> HTMLResponse:
+    page.headers.update(SECURITY_HEADERS)
+    return page
+
+
+def mount_docs(app: FastAPI, docs_url: str = "/docs", redoc_url: str = "/redoc") -> None:
+    """Swagger UI and ReDoc served from the service's own copies, so they work offline.
+
+    The app must be built by `FastAPIOffline(..., docs_url=None, redoc_url=None)`, which
+    mounts the assets at ASSETS and leaves these two pages to us.
+    """
+    openapi_url = app.openapi_url or "/openapi.json"
+    oauth2_redirect_url = app.swagger_ui_oauth2_redirect_url or f"{docs_url}/oauth2-redirect"
+
+    @app.get(docs_url, include_in_schema=False)
+    async def swagger_ui(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return _secured(
+            get_swagger_ui_html(
+                openapi_url=f"{root}{openapi_url}",
+                title=f"{app.title} - Swagger UI",
+                oauth2_redirect_url=oauth2_redirect_url,
+                swagger_js_url=f"{root}{ASSETS}/swagger-ui-bundle.js",
+                swagger_css_url=f"{root}{ASSETS}/swagger-ui.css",
+                swagger_favicon_url=f"{root}{ASSETS}/favicon.png",
+                # The default validator badge asks validator.swagger.io about every page.
+                swagger_ui_parameters={"validatorUrl": None, **(app.swagger_ui_parameters or {})},
+            )
+        )
+
+    @app.get(oauth2_redirect_url, include_in_schema=False)
+    async def swagger_ui_redirect() -> HTMLResponse:
+        return _secured(get_swagger_ui_oauth2_redirect_html())
+
+    @app.get(redoc_url, include_in_schema=False)
+    async def redoc(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return _secured(
+            get_redoc_html(
+                openapi_url=f"{root}{openapi_url}",
+                title=f"{app.title} - ReDoc",
+                redoc_js_url=f"{root}{ASSETS}/redoc.standalone.js",
+                redoc_favicon_url=f"{root}{ASSETS}/favicon.png",
+                with_google_fonts=False,
+            )
+        )

@@ -1,0 +1,115 @@
+"""Rounds into medians, per-round ratios and the pass/fail checks of the issues."""
+
+import statistics
+from collections import defaultdict
+from typing import Any
+
+from loadtest.bench.servers import REFERENCE
+from loadtest.bench.variants import SERVICE, SERVICE_2W
+
+MIN_SHARE_OF_REFERENCE = 0.90
+MIN_RPS_ONE_CORE = 25_000
+MAX_P99_MS = 5.0
+MAX_WORKER_RSS_MB = 100.0
+
+
+def per_round_ratios(rounds: list[dict[str, Any]], numerator: str, denominator: str) -> list[float]:
+    by_round: dict[int, dict[str, float]] = defaultdict(dict)
+    for result in rounds:
+        by_round[result["round"]][result["target"]] = result["rps"]
+    return [
+        targets[numerator] / targets[denominator]
+        for _, targets in sorted(by_round.items())
+        if numerator in targets and denominator in targets
+    ]
+
+
+def _ratio(rounds: list[dict[str, Any]], numerator: str, denominator: str) -> dict[str, Any]:
+    ratios = per_round_ratios(rounds, numerator, denominator)
+    return {"per_round": ratios, "median": statistics.median(ratios) if ratios else None}
+
+
+def summarise(report: dict[str, Any]) -> None:
+    """Medians across rounds, per-round ratios and the targets, added to `report`."""
+    rounds = report["rounds"]
+    medians = {}
+    for target in report["targets"]:
+        mine = [result for result in rounds if result["target"] == target]
+        medians[target] = {
+            "rps": statistics.median(result["rps"] for result in mine),
+            "p50_ms": statistics.median(result["p50_ms"] for result in mine),
+            "p99_ms": statistics.median(result["p99_ms"] for result in mine),
+            "server_cpu_us_per_request": statistics.median(
+                result["server_cpu_us_per_request"] for result in mine
+            ),
+            "non_3xx": sum(result["non_3xx"] for result in mine),
+            "socket_errors": sum(result["socket_errors"] for result in mine),
+            "max_worker_rss_mb": max(report["memory"][target]["workers_rss_mb"]),
+        }
+    report["medians"] = medians
+    ratios = {
+        f"{target}_to_{REFERENCE}": _ratio(rounds, target, REFERENCE)
+        for target, described in report["targets"].items()
+        if target != REFERENCE and described["core"] is not None
+    }
+    for target, described in report["targets"].items():
+        if described.get("at_least_of"):
+            other = described["at_least_of"][0]
+            ratios[f"{target}_to_{other}"] = _ratio(rounds, target, other)
+    if SERVICE in medians and SERVICE_2W in medians:
+        ratios["two_workers_to_one"] = _ratio(rounds, SERVICE_2W, SERVICE)
+    report["ratios"] = ratios
+    report["checks"] = checks(report)
+
+
+def checks(report: dict[str, Any]) -> list[dict[str, Any]]:
+    medians, ratios, targets = report["medians"], report["ratios"], report["targets"]
+    found = []
+    for target, described in targets.items():
+        share = ratios.get(f"{target}_to_{REFERENCE}", {}).get("median")
+        if share is not None:
+            found.append(
+                _check(
+                    f"{target} >= {MIN_SHARE_OF_REFERENCE:.0%} of reference rps",
+                    f"{share:.0%}",
+                    share >= MIN_SHARE_OF_REFERENCE,
+                )
+            )
+        if described.get("at_least_of"):
+            other, least = described["at_least_of"]
+            share = ratios[f"{target}_to_{other}"]["median"]
+            found.append(
+                _check(f"{target} >= {least:.0%} of {other} rps", f"{share:.0%}", share >= least)
+            )
+    if SERVICE in medians:
+        connections = report["settings"]["connections"]
+        found += [
+            _check(
+                f"{SERVICE} >= {MIN_RPS_ONE_CORE:,} rps on one core",
+                f"{medians[SERVICE]['rps']:,.0f} rps",
+                medians[SERVICE]["rps"] >= MIN_RPS_ONE_CORE,
+            ),
+            _check(
+                f"{SERVICE} p99 <= {MAX_P99_MS:g} ms at {connections} connections",
+                f"{medians[SERVICE]['p99_ms']:.2f} ms",
+                medians[SERVICE]["p99_ms"] <= MAX_P99_MS,
+            ),
+        ]
+    service_rss = [
+        rss
+        for target in targets
+        if target != REFERENCE
+        for rss in report["memory"][target]["workers_rss_mb"]
+    ]
+    found.append(
+        _check(
+            f"each service worker < {MAX_WORKER_RSS_MB:g} MB RSS",
+            f"max {max(service_rss):.1f} MB",
+            max(service_rss) < MAX_WORKER_RSS_MB,
+        )
+    )
+    return found
+
+
+def _check(name: str, measured: str, passed: bool) -> dict[str, Any]:
+    return {"name": name, "measured": measured, "passed": passed}

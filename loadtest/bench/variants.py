@@ -1,0 +1,125 @@
+"""The service variants `make bench` measures, each against the same bare reference.
+
+Every feature that touches the redirect path adds the variant that proves what it costs.
+"""
+
+from collections.abc import Mapping
+from contextlib import ExitStack
+from typing import Any
+
+from loadtest.bench.servers import Variant
+from loadtest.fake_cdn import FakeCdn
+
+SERVICE = "service"
+SERVICE_2W = "service-2w"
+SERVICE_POOL = "service-pool"
+
+
+def pool_of_three(cleanup: ExitStack) -> Mapping[str, Any]:
+    """Three real loopback CDN hosts at 3:2:1 with health checks on (default timings), so
+    the service probes them in the background and spreads CDN redirects over all three."""
+    hosts = []
+    for _ in range(3):
+        host = FakeCdn().start()
+        cleanup.callback(host.stop)
+        hosts.append(host)
+    return {
+        "cdn_hosts": [
+            {"host": host.host, "weight": weight}
+            for host, weight in zip(hosts, (3, 2, 1), strict=True)
+        ],
+        "cdn_health": {"enabled": True},
+    }
+
+
+FORWARDED = "service-xff"
+LIMITED = "service-limits"
+# Far above what one of the 2,000 clients sends (~15 requests/s each at 30,000/s): every
+# request is admitted, and each is counted for settlement.
+BENCH_RATE_LIMIT = {"capacity": 1000, "refill_per_second": 500}
+
+
+def forwarded_for(index: int) -> Mapping[str, str]:
+    """Request `index` comes through the trusted proxy (127.0.0.1) from a client of its own."""
+    return {"X-Forwarded-For": f"10.{(index >> 16) & 255}.{(index >> 8) & 255}.{index & 255}"}
+
+
+def rate_limited(_: ExitStack) -> Mapping[str, Any]:
+    return {"rate_limit": BENCH_RATE_LIMIT}
+
+
+REGIONS = "service-regions"
+# First octets of blocks that the RIRs delegated to many countries (RIPE, ARIN, APNIC,
+# LACNIC, AFRINIC): 8 x 512 = 4,096 distinct public viewers over the three regions and none.
+_VIEWER_PREFIXES = (85, 90, 81, 8, 24, 1, 126, 200)
+
+
+def viewer_address(index: int) -> str:
+    """One of 4,096 public addresses, the same for the same `index % 4096`."""
+    index %= 4096
+    prefix = _VIEWER_PREFIXES[index >> 9]
+    return f"{prefix}.{(index >> 3) & 63}.{(index & 7) * 31 + 1}.{(index >> 1) % 250 + 1}"
+
+
+def geo_forwarded_for(index: int) -> Mapping[str, str]:
+    """Request `index` comes through the trusted proxy (127.0.0.1) from a public viewer."""
+    return {"X-Forwarded-For": viewer_address(index)}
+
+
+def three_regions(cleanup: ExitStack) -> Mapping[str, Any]:
+    """Three regions by country (the bundled iptocc RIR data) and one by network, each with
+    a pool of two real loopback CDN hosts, health checks on; unmatched viewers get the global
+    pool of three."""
+    config = dict(pool_of_three(cleanup))
+
+    def pool() -> list[dict[str, Any]]:
+        hosts = []
+        for _ in range(2):
+            host = FakeCdn().start()
+            cleanup.callback(host.stop)
+            hosts.append({"host": host.host, "weight": 1})
+        return hosts
+
+    config["regions"] = [
+        {
+            "name": "eu",
+            "countries": ["DE", "FR", "GB", "NL", "IT", "ES", "SE", "PL"],
+            "networks": ["10.20.0.0/16"],
+            "cdn_hosts": pool(),
+        },
+        {
+            "name": "us",
+            "countries": ["US", "CA"],
+            "cdn_hosts": pool(),
+            "origin_weight": 1,
+            "cdn_weight": 4,
+        },
+        {"name": "apac", "countries": ["JP", "CN", "KR", "AU", "IN", "SG"], "cdn_hosts": pool()},
+    ]
+    return config
+
+
+VARIANTS: tuple[Variant, ...] = (
+    Variant(SERVICE, "service, default config"),
+    Variant(SERVICE_2W, "service", workers=2, pinned=False),
+    Variant(SERVICE_POOL, "service, pool of 3 with health checks", config=pool_of_three),
+    Variant(
+        FORWARDED,
+        "service, 2,000 clients via X-Forwarded-For, limits off",
+        headers=forwarded_for,
+    ),
+    Variant(
+        LIMITED,
+        "service, 2,000 clients via X-Forwarded-For, rate limit on",
+        config=rate_limited,
+        headers=forwarded_for,
+        at_least_of=(FORWARDED, 0.95),
+    ),
+    Variant(
+        REGIONS,
+        "service, 3 regions, 4,096 public viewers via X-Forwarded-For",
+        config=three_regions,
+        headers=geo_forwarded_for,
+        at_least_of=(FORWARDED, 0.95),
+    ),
+)

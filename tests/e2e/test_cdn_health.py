@@ -1,0 +1,187 @@
+"""CDN health across real server processes: one prober per cluster elected through Redis,
+every worker of every instance routing by what it publishes, probes never in the way."""
+
+import os
+import signal
+import statistics
+import time
+import uuid
+from collections.abc import Iterator
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from loadtest.fake_cdn import FakeCdn
+from loadtest.support import ServerProcess, forget_sequence
+from tests.conftest import ADMIN_TOKEN
+
+pytestmark = pytest.mark.e2e
+
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+CLOSE = {"Connection": "close"}  # a new connection per request spreads them over workers
+VIDEO = "http://s1.origin-cluster/video/1488/xcg2djHckad.m3u8"
+INTERVAL, TIMEOUT, FALL, RISE = 0.5, 0.25, 2, 2
+FAST = {
+    "enabled": True,
+    "interval_seconds": INTERVAL,
+    "timeout_seconds": TIMEOUT,
+    "fall": FALL,
+    "rise": RISE,
+}
+LEASE = 1.5
+SLACK = 1.0  # the workers' 0.25 s refresh, plus scheduling on a busy 2-core machine
+
+
+def instance(database_url: str, redis_url: str, key: str, workers: int) -> ServerProcess:
+    return ServerProcess(
+        {
+            "BALANCER_DATABASE_URL": database_url,
+            "BALANCER_REDIS_URL": redis_url,
+            "BALANCER_ADMIN_TOKEN": ADMIN_TOKEN,
+            "BALANCER_SEQUENCE_KEY": key,
+            "BALANCER_CDN_HEALTH_KEY": f"{key}.cdn-health",
+            "BALANCER_CDN_PROBER_LEASE_SECONDS": str(LEASE),
+        },
+        workers=workers,
+    )
+
+
+@pytest.fixture
+def cluster(
+    database_url: str, redis_url: str, initial_config: None
+) -> Iterator[list[ServerProcess]]:
+    """Two instances sharing PostgreSQL and Redis: one with 2 workers, one with 1."""
+    key = f"balancer-e2e:{uuid.uuid4().hex}"
+    servers = [instance(database_url, redis_url, key, 2), instance(database_url, redis_url, key, 1)]
+    for server in servers:
+        server.start()
+    yield servers
+    for server in servers:
+        server.stop()
+    forget_sequence(redis_url, key)
+
+
+@pytest.fixture
+def cdns() -> Iterator[list[FakeCdn]]:
+    servers = [FakeCdn().start() for _ in range(2)]
+    yield servers
+    for server in servers:
+        server.stop()
+
+
+def configure(server: ServerProcess, **values: object) -> int:
+    response = httpx.patch(f"{server.url}/config", json=values, headers=ADMIN)
+    assert response.status_code == 200, response.text
+    version: int = response.json()["version"]
+    return version
+
+
+def workers_view(servers: list[ServerProcess], rounds: int = 12) -> dict[int, dict[str, object]]:
+    """`/ready` of every worker reached, by worker pid."""
+    seen = {}
+    for server in servers:
+        for _ in range(rounds):
+            body = httpx.get(f"{server.url}/ready", headers=CLOSE, timeout=5).json()
+            seen[body["worker"]] = body
+    return seen
+
+
+def wait_for_workers(servers: list[ServerProcess], count: int, version: int) -> None:
+    deadline = time.monotonic() + 5
+    while True:
+        seen = workers_view(servers)
+        if len(seen) >= count and {body["config_version"] for body in seen.values()} == {version}:
+            return
+        assert time.monotonic() < deadline, seen
+
+
+def test_every_worker_of_every_instance_sees_a_stopped_host_leave_and_return_in_time(
+    cluster: list[ServerProcess], cdns: list[FakeCdn]
+) -> None:
+    a, b = cdns
+    version = configure(cluster[0], cdn_hosts=[{"host": a.host}, {"host": b.host}], cdn_health=FAST)
+    wait_for_workers(cluster, 3, version)
+    time.sleep(2 * INTERVAL)
+    b.stop()
+    stopped = time.monotonic()
+    first_down: dict[int, float] = {}
+    limit = FALL * INTERVAL + TIMEOUT + INTERVAL + SLACK
+    while len(first_down) < 3:
+        assert time.monotonic() - stopped < limit, first_down
+        for pid, body in workers_view(cluster, rounds=4).items():
+            if body["cdn_hosts"][b.base_url] == "down":  # type: ignore[index]
+                first_down.setdefault(pid, time.monotonic() - stopped)
+    assert max(first_down.values()) - min(first_down.values()) < 1.0, first_down
+    for _ in range(20):
+        response = httpx.get(f"{cluster[1].url}/", params={"video": VIDEO}, headers=CLOSE)
+        assert urlsplit(response.headers["location"]).netloc != b.host
+    b.start()
+    back = time.monotonic()
+    while not all(
+        body["cdn_hosts"][b.base_url] == "up"  # type: ignore[index]
+        for body in workers_view(cluster, rounds=4).values()
+    ):
+        assert time.monotonic() - back < RISE * INTERVAL + INTERVAL + SLACK
+
+
+def test_one_prober_per_cluster_and_a_survivor_takes_over_when_it_dies(
+    cluster: list[ServerProcess], cdns: list[FakeCdn]
+) -> None:
+    a, b = cdns
+    version = configure(cluster[0], cdn_hosts=[{"host": a.host}, {"host": b.host}], cdn_health=FAST)
+    wait_for_workers(cluster, 3, version)
+    time.sleep(LEASE)
+    probers = [pid for pid, body in workers_view(cluster).items() if body["cdn_prober"]]
+    assert len(probers) == 1, probers
+    hits = a.hits
+    time.sleep(4 * INTERVAL)
+    assert a.hits - hits <= 4 + 1  # one prober's rounds, not one per worker
+
+    os.kill(probers[0], signal.SIGKILL)  # the prober's process dies without a word
+    b.stop()
+    died = time.monotonic()
+    while True:
+        survivors = workers_view([cluster[1]], rounds=2)
+        if all(body["cdn_hosts"][b.base_url] == "down" for body in survivors.values()):  # type: ignore[index]
+            break
+        assert time.monotonic() - died < LEASE + FALL * INTERVAL + TIMEOUT + INTERVAL + SLACK
+    new = [pid for pid, body in workers_view(cluster).items() if body["cdn_prober"]]
+    assert len(new) == 1
+    assert new != probers
+
+
+def test_a_probe_target_that_hangs_does_not_slow_redirects(
+    database_url: str, redis_url: str, initial_config: None
+) -> None:
+    key = f"balancer-e2e:{uuid.uuid4().hex}"
+    server = instance(database_url, redis_url, key, 1)  # its only worker is the prober
+    hanging, up = FakeCdn(hang=True).start(), FakeCdn().start()
+    server.start()
+    try:
+        configure(
+            server,
+            cdn_weight=1,
+            origin_weight=0,
+            cdn_hosts=[{"host": hanging.host}, {"host": up.host}],
+            cdn_health={"enabled": True, "interval_seconds": 1.0, "timeout_seconds": 0.9},
+        )
+        latencies = []
+        with httpx.Client(base_url=server.url) as client:
+            started = time.monotonic()
+            while time.monotonic() - started < 3.0:  # three probe rounds, each hanging 0.9 s
+                sent = time.perf_counter()
+                response = client.get("/", params={"video": VIDEO})
+                latencies.append(time.perf_counter() - sent)
+                assert response.status_code == 301
+        assert hanging.hits >= 2
+        print(
+            f"redirects while probes hang: {len(latencies)}, median "
+            f"{statistics.median(latencies) * 1000:.1f} ms, max {max(latencies) * 1000:.1f} ms"
+        )
+        assert max(latencies) < 0.3  # a probe that blocked the loop would stall one for 0.9 s
+    finally:
+        server.stop()
+        hanging.stop()
+        up.stop()
+        forget_sequence(redis_url, key)

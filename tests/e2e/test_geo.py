@@ -1,0 +1,174 @@
+"""Geo routing on the real server: two workers behind a trusted proxy (the tests, on
+127.0.0.1, send X-Forwarded-For), regions by country (iptocc's bundled data) and network."""
+
+import asyncio
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from loadtest.fake_cdn import FakeCdn
+from loadtest.support import ServerProcess, forget_sequence
+from tests.conftest import ADMIN_TOKEN
+
+pytestmark = pytest.mark.e2e
+
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+CLOSE = {"Connection": "close"}  # a new connection per request spreads them over workers
+VIDEO = "http://s1.origin-cluster/video/1488/xcg2djHckad.m3u8"
+ORIGIN = "s1.origin-cluster"
+# One address per region: DE and US by country, the third by a configured network.
+CLIENTS = {"eu": "85.214.132.117", "us": "8.8.8.8", "lab": "198.51.100.20"}
+FAST = {"enabled": True, "interval_seconds": 0.5, "timeout_seconds": 0.25, "fall": 2, "rise": 2}
+
+
+def start(database_url: str, redis_url: str, trusted: str) -> Iterator[ServerProcess]:
+    key = f"balancer-e2e:{uuid.uuid4().hex}"
+    process = ServerProcess(
+        {
+            "BALANCER_DATABASE_URL": database_url,
+            "BALANCER_REDIS_URL": redis_url,
+            "BALANCER_ADMIN_TOKEN": ADMIN_TOKEN,
+            "BALANCER_SEQUENCE_KEY": f"{key}:sequence",
+            "BALANCER_CDN_HEALTH_KEY": f"{key}:cdn-health",
+            "BALANCER_FORWARDED_ALLOW_IPS": trusted,
+        },
+        workers=2,
+    )
+    process.start()
+    yield process
+    process.stop()
+    forget_sequence(redis_url, key)
+
+
+@pytest.fixture
+def server(database_url: str, redis_url: str, initial_config: None) -> Iterator[ServerProcess]:
+    yield from start(database_url, redis_url, "127.0.0.1")
+
+
+@pytest.fixture
+def cdns() -> Iterator[dict[str, FakeCdn]]:
+    servers = {name: FakeCdn().start() for name in ("default", "eu", "us", "lab")}
+    yield servers
+    for cdn in servers.values():
+        cdn.stop()
+
+
+def configure(server: ServerProcess, cdns: dict[str, FakeCdn]) -> None:
+    body = {
+        "cdn_hosts": [{"host": cdns["default"].host}],
+        "cdn_weight": 4,
+        "origin_weight": 1,
+        "cdn_health": FAST,
+        "regions": [
+            {
+                "name": "eu",
+                "countries": ["DE", "FR"],
+                "cdn_hosts": [{"host": cdns["eu"].host}],
+                "cdn_weight": 1,
+                "origin_weight": 1,
+            },
+            {
+                "name": "us",
+                "countries": ["US"],
+                "cdn_hosts": [{"host": cdns["us"].host}],
+                "cdn_weight": 3,
+                "origin_weight": 1,
+            },
+            {
+                "name": "lab",
+                "networks": ["198.51.100.0/24"],
+                "cdn_hosts": [{"host": cdns["lab"].host}],
+            },
+        ],
+    }
+    response = httpx.patch(f"{server.url}/config", json=body, headers=ADMIN)
+    assert response.status_code == 200, response.text
+    version = response.json()["version"]
+    deadline = time.monotonic() + 3
+    while True:
+        seen = {}
+        for _ in range(12):
+            ready = httpx.get(f"{server.url}/ready", headers=CLOSE).json()
+            seen[ready["worker"]] = ready["config_version"]
+        if len(seen) == 2 and set(seen.values()) == {version}:
+            return
+        assert time.monotonic() < deadline, seen
+
+
+async def hosts_for(server: ServerProcess, client: str, total: int) -> Counter[str]:
+    found: Counter[str] = Counter()
+
+    async def run(http: httpx.AsyncClient, count: int) -> None:
+        for _ in range(count):
+            response = await http.get(
+                "/", params={"video": VIDEO}, headers={**CLOSE, "X-Forwarded-For": client}
+            )
+            assert response.status_code == 301
+            found[urlsplit(response.headers["location"]).netloc] += 1
+
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        await asyncio.gather(*(run(http, total // 4) for _ in range(4)))
+    return found
+
+
+async def test_clients_of_three_regions_land_on_their_pools_with_exact_splits(
+    server: ServerProcess, cdns: dict[str, FakeCdn]
+) -> None:
+    configure(server, cdns)
+    eu = await hosts_for(server, CLIENTS["eu"], 400)
+    us = await hosts_for(server, CLIENTS["us"], 400)
+    lab = await hosts_for(server, CLIENTS["lab"], 400)
+    assert set(eu) == {cdns["eu"].host, ORIGIN}
+    assert abs(eu[ORIGIN] - 200) <= 2  # 1:1; each worker may stand inside a block: one off
+    assert set(us) == {cdns["us"].host, ORIGIN}
+    assert abs(us[ORIGIN] - 100) <= 2  # 3:1
+    assert set(lab) == {cdns["lab"].host, ORIGIN}
+    assert abs(lab[ORIGIN] - 80) <= 2  # no split of its own: the global 4:1
+    japan = await hosts_for(server, "1.0.16.1", 40)  # no region for JP
+    assert set(japan) == {cdns["default"].host, ORIGIN}
+
+
+async def test_viewers_of_a_region_whose_pool_is_down_go_to_the_default_pool(
+    server: ServerProcess, cdns: dict[str, FakeCdn]
+) -> None:
+    configure(server, cdns)
+    cdns["eu"].stop()
+    deadline = time.monotonic() + 6
+    while cdns["eu"].host in await hosts_for(server, CLIENTS["eu"], 24):  # on both workers
+        assert time.monotonic() < deadline, "the region's viewers never left its dead pool"
+        await asyncio.sleep(0.2)
+    settled = await hosts_for(server, CLIENTS["eu"], 200)
+    assert set(settled) == {cdns["default"].host, ORIGIN}
+    assert abs(settled[ORIGIN] - 100) <= 2  # still the region's own 1:1 split
+    us = await hosts_for(server, CLIENTS["us"], 40)
+    assert cdns["us"].host in us  # other regions keep their pools
+    counted: dict[int, dict[str, int]] = {}
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        for _ in range(16):
+            ready = (await http.get("/ready", headers=CLOSE)).json()
+            counted[ready["worker"]] = ready["cdn_fallbacks"]["regions_to_default_pool"]
+    assert len(counted) == 2
+    assert sum(by_region.get("eu", 0) for by_region in counted.values()) >= 200
+    assert all("us" not in by_region for by_region in counted.values())
+
+
+@pytest.fixture
+def distrustful_server(
+    database_url: str, redis_url: str, initial_config: None
+) -> Iterator[ServerProcess]:
+    """Trusts only a proxy that is not us: our X-Forwarded-For is a spoof."""
+    yield from start(database_url, redis_url, "192.0.2.254")
+
+
+async def test_a_spoofed_forwarded_for_from_an_untrusted_peer_is_ignored(
+    distrustful_server: ServerProcess, cdns: dict[str, FakeCdn]
+) -> None:
+    configure(distrustful_server, cdns)
+    spoofed = await hosts_for(distrustful_server, CLIENTS["lab"], 40)
+    assert cdns["lab"].host not in spoofed
+    assert set(spoofed) == {cdns["default"].host, ORIGIN}  # the peer, 127.0.0.1: no region

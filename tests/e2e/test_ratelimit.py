@@ -1,0 +1,196 @@
+"""Rate limits on the real server: two workers, one client spread over both."""
+
+import asyncio
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+
+import httpx
+import pytest
+
+from loadtest.support import ServerProcess, forget_sequence
+from tests.conftest import ADMIN_TOKEN
+
+pytestmark = pytest.mark.e2e
+
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+VIDEO = {"video": "http://s1.origin-cluster/video/1488/xcg2djHckad.m3u8"}
+
+
+def start(database_url: str, redis_url: str, trusted: str) -> Iterator[ServerProcess]:
+    key = f"balancer-e2e:{uuid.uuid4().hex}"
+    process = ServerProcess(
+        {
+            "BALANCER_DATABASE_URL": database_url,
+            "BALANCER_REDIS_URL": redis_url,
+            "BALANCER_ADMIN_TOKEN": ADMIN_TOKEN,
+            "BALANCER_SEQUENCE_KEY": f"{key}:sequence",
+            "BALANCER_RATE_LIMIT_KEY": f"{key}:limits",
+            "BALANCER_FORWARDED_ALLOW_IPS": trusted,
+        },
+        workers=2,
+    )
+    process.start()
+    yield process
+    process.stop()
+    forget_sequence(redis_url, key)
+
+
+@pytest.fixture(scope="module")
+def server(database_url: str, redis_url: str) -> Iterator[ServerProcess]:
+    """Trusts X-Forwarded-For from 127.0.0.1, where the tests connect from (a proxy)."""
+    yield from start(database_url, redis_url, "127.0.0.1")
+
+
+@pytest.fixture(scope="module")
+def distrustful_server(database_url: str, redis_url: str) -> Iterator[ServerProcess]:
+    """Trusts only a proxy that is not us: our X-Forwarded-For is a spoof."""
+    yield from start(database_url, redis_url, "192.0.2.254")
+
+
+@pytest.fixture
+def limits(server: ServerProcess) -> Iterator[list[str]]:
+    """Client ids created by the test, deleted afterwards."""
+    created: list[str] = []
+    yield created
+    for client_id in created:
+        httpx.delete(f"{server.url}/limits/{client_id}", headers=ADMIN)
+
+
+def create(server: ServerProcess, created: list[str], client_id: str, **limit: float) -> None:
+    body = {"client_id": client_id, **limit}
+    response = httpx.post(f"{server.url}/limits", json=body, headers=ADMIN)
+    assert response.status_code == 201, response.text
+    created.append(client_id)
+
+
+@pytest.fixture
+async def connections(server: ServerProcess) -> AsyncIterator[dict[int, list[httpx.AsyncClient]]]:
+    """Keep-alive connections by the worker serving them, at least 3 on each of the two."""
+    by_worker: dict[int, list[httpx.AsyncClient]] = {}
+    opened: list[httpx.AsyncClient] = []
+    try:
+        for _ in range(60):
+            client = httpx.AsyncClient(
+                base_url=server.url, limits=httpx.Limits(max_connections=1), timeout=5
+            )
+            opened.append(client)
+            worker = (await client.get("/ready")).json()["worker"]
+            by_worker.setdefault(worker, []).append(client)
+            if len(by_worker) == 2 and all(len(c) >= 3 for c in by_worker.values()):
+                break
+        assert len(by_worker) == 2, "the kernel gave every connection to one worker"
+        yield by_worker
+    finally:
+        for client in opened:
+            await client.aclose()
+
+
+async def statuses_per_worker(
+    connections: dict[int, list[httpx.AsyncClient]], forwarded_for: str
+) -> dict[int, set[int]]:
+    found: dict[int, set[int]] = {}
+    for worker, clients in connections.items():
+        response = await clients[0].get(
+            "/", params=VIDEO, headers={"X-Forwarded-For": forwarded_for}
+        )
+        found[worker] = {response.status_code}
+    return found
+
+
+async def test_a_new_limit_reaches_both_workers_within_a_second(
+    server: ServerProcess, limits: list[str], connections: dict[int, list[httpx.AsyncClient]]
+) -> None:
+    client_id = "198.51.100.10"
+    assert set().union(*(await statuses_per_worker(connections, client_id)).values()) == {301}
+    create(server, limits, client_id, capacity=0, refill_per_second=1)
+    started = time.monotonic()
+    while time.monotonic() - started < 1.0:
+        seen = await statuses_per_worker(connections, client_id)
+        if all(statuses == {429} for statuses in seen.values()):
+            break
+    assert all(statuses == {429} for statuses in seen.values()), seen
+    assert time.monotonic() - started < 1.0
+
+
+async def test_the_rightmost_untrusted_forwarded_address_is_the_client(
+    server: ServerProcess, limits: list[str]
+) -> None:
+    create(server, limits, "203.0.113.5", capacity=0, refill_per_second=1)
+    await asyncio.sleep(1)
+    async with httpx.AsyncClient(base_url=server.url) as client:
+        # A proxy appended the real peer (203.0.113.5) to what the client claimed.
+        appended = {"X-Forwarded-For": "198.51.100.99, 203.0.113.5"}
+        assert (await client.get("/", params=VIDEO, headers=appended)).status_code == 429
+        # The blocked client claims to be someone else: the proxy still appends its address.
+        spoof = {"X-Forwarded-For": "203.0.113.5, 198.51.100.98"}
+        assert (await client.get("/", params=VIDEO, headers=spoof)).status_code == 301
+        # A chain through another trusted hop: 127.0.0.1 is skipped.
+        hops = {"X-Forwarded-For": "203.0.113.5, 127.0.0.1"}
+        assert (await client.get("/", params=VIDEO, headers=hops)).status_code == 429
+
+
+async def test_a_spoofed_forwarded_for_from_an_untrusted_peer_is_ignored(
+    distrustful_server: ServerProcess,
+) -> None:
+    created = []
+    async with httpx.AsyncClient(base_url=distrustful_server.url) as client:
+        try:
+            for client_id in ("198.51.100.7", "127.0.0.1"):
+                body = {"client_id": client_id, "capacity": 0, "refill_per_second": 1}
+                response = await client.post("/limits", json=body, headers=ADMIN)
+                assert response.status_code == 201
+                created.append(client_id)
+                await asyncio.sleep(1)
+                response = await client.get(
+                    "/", params=VIDEO, headers={"X-Forwarded-For": "198.51.100.7"}
+                )
+                # Blocking the claimed address changes nothing; blocking the peer does.
+                assert response.status_code == (301 if client_id == "198.51.100.7" else 429)
+        finally:
+            for client_id in created:
+                await client.delete(f"/limits/{client_id}", headers=ADMIN)
+
+
+CAPACITY = 20
+REFILL = 20.0
+SECONDS = 10.0
+
+
+@pytest.mark.parametrize("times_the_limit", [2, 20])
+async def test_a_client_over_both_workers_is_held_to_its_limit_within_15_percent(
+    server: ServerProcess,
+    limits: list[str],
+    connections: dict[int, list[httpx.AsyncClient]],
+    times_the_limit: int,
+) -> None:
+    client_id = f"198.51.100.{times_the_limit}"
+    create(server, limits, client_id, capacity=CAPACITY, refill_per_second=REFILL)
+    await asyncio.sleep(1)
+    clients = [client for per_worker in connections.values() for client in per_worker]
+    interval = len(clients) / (REFILL * times_the_limit)
+    statuses: Counter[int] = Counter()
+    by_worker: Counter[int] = Counter()
+    worker_of = {id(c): worker for worker, cs in connections.items() for c in cs}
+    started = time.monotonic()
+
+    async def send(client: httpx.AsyncClient, offset: float) -> None:
+        due = started + offset
+        while due < started + SECONDS:
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
+            response = await client.get("/", params=VIDEO, headers={"X-Forwarded-For": client_id})
+            statuses[response.status_code] += 1
+            if response.status_code == 301:
+                by_worker[worker_of[id(client)]] += 1
+            due += interval
+
+    await asyncio.gather(
+        *(send(client, i * interval / len(clients)) for i, client in enumerate(clients))
+    )
+    elapsed = time.monotonic() - started
+    expected = CAPACITY + REFILL * elapsed
+    assert set(statuses) <= {301, 429}, statuses
+    assert statuses[429] > 0
+    assert len(by_worker) == 2, by_worker  # both workers admitted some of it
+    assert abs(statuses[301] - expected) <= 0.15 * expected, (statuses, expected, by_worker)

@@ -1,0 +1,200 @@
+"""Both workers count on one sequence in Redis: the split is global, not one per process.
+
+A split that is right to within a few requests proves little on its own: two workers
+counting alone, or both degraded, are just as close. These tests read the shared Redis key
+and watch each worker's requests in the order it served them.
+"""
+
+import asyncio
+import math
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+from redis import Redis
+
+from loadtest.support import ServerProcess, forget_sequence
+from tests.conftest import ADMIN_TOKEN
+from tests.e2e.conftest import reset_config
+
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+CLOSE = {"Connection": "close"}
+VIDEO = "http://s1.origin-cluster/video/1488/xcg2djHckad.m3u8"
+WORKERS = 2
+# Small leases, so that a few thousand requests take dozens of them, yet each lasts a
+# worker ~100 ms: leases arrive in time even on a busy machine. With the split BLOCK-1:1, the
+# number n goes to the origin exactly when n % BLOCK == BLOCK - 1, and every lease is a block
+# [k * BLOCK, (k + 1) * BLOCK): the origin answers show where in its block each number lay.
+BLOCK = 100
+
+
+@dataclass
+class SharedServer:
+    process: ServerProcess
+    redis_url: str
+    key: str
+
+    def sequence_value(self) -> int:
+        client = Redis.from_url(self.redis_url)
+        try:
+            return int(client.get(self.key) or 0)
+        finally:
+            client.close()
+
+    async def settled_sequence_value(self) -> int:
+        """The key once the leases the workers fetch in the background have landed."""
+        value = self.sequence_value()
+        for _ in range(50):
+            await asyncio.sleep(0.1)
+            latest = self.sequence_value()
+            if latest == value:
+                return value
+            value = latest
+        raise AssertionError("the sequence key kept moving with no requests")
+
+
+@pytest.fixture(scope="module")
+def shared(database_url: str, redis_url: str) -> Iterator[SharedServer]:
+    key = f"balancer-e2e-shared:{uuid.uuid4().hex}"
+    process = ServerProcess(
+        {
+            "BALANCER_DATABASE_URL": database_url,
+            "BALANCER_REDIS_URL": redis_url,
+            "BALANCER_ADMIN_TOKEN": ADMIN_TOKEN,
+            "BALANCER_SEQUENCE_KEY": key,
+            "BALANCER_SEQUENCE_BLOCK": str(BLOCK),
+            "BALANCER_CDN_HEALTH_KEY": f"{key}.cdn-health",
+        },
+        workers=WORKERS,
+    )
+    process.start()
+    reset_config(process.url)
+    yield SharedServer(process, redis_url, key)
+    process.stop()
+    forget_sequence(redis_url, key)
+
+
+@pytest.fixture
+async def one_in_a_block(shared: SharedServer) -> None:
+    """The split BLOCK-1:1 with no server rules, served by both workers."""
+    async with httpx.AsyncClient(base_url=shared.process.url) as client:
+        response = await client.patch(
+            "/config",
+            json={"cdn_weight": BLOCK - 1, "origin_weight": 1, "server_rules": {}},
+            headers=ADMIN,
+        )
+        assert response.status_code == 200, response.text
+        version = response.json()["version"]
+        for _ in range(200):
+            seen: dict[int, int] = {}
+            for _ in range(40):
+                body = (await client.get("/ready", headers=CLOSE)).json()
+                seen[body["worker"]] = body["config_version"]
+                if len(seen) == WORKERS:
+                    break
+            if len(seen) == WORKERS and set(seen.values()) == {version}:
+                return
+            await asyncio.sleep(0.01)
+    raise AssertionError(f"both workers did not come to version {version}: {seen}")
+
+
+@pytest.fixture
+async def pinned(shared: SharedServer) -> AsyncIterator[dict[int, httpx.AsyncClient]]:
+    """One kept-alive connection to each worker (its pid -> the client).
+
+    A connection stays with the worker that accepted it, so each client's requests are
+    served by one worker, one after another, in the order they are sent.
+    """
+    clients: dict[int, httpx.AsyncClient] = {}
+    async with AsyncExitStack() as stack:
+        for _ in range(100):
+            client = await stack.enter_async_context(
+                httpx.AsyncClient(
+                    base_url=shared.process.url, limits=httpx.Limits(max_connections=1)
+                )
+            )
+            clients.setdefault((await client.get("/ready")).json()["worker"], client)
+            if len(clients) == WORKERS:
+                break
+        assert len(clients) == WORKERS, f"only worker(s) {sorted(clients)} took connections"
+        yield clients
+
+
+async def origin_answers(client: httpx.AsyncClient, count: int) -> list[bool]:
+    answers = []
+    for _ in range(count):
+        response = await client.get("/", params={"video": VIDEO})
+        assert response.status_code == 301, response.text
+        answers.append(response.headers["location"] == VIDEO)
+    return answers
+
+
+async def until_origin(client: httpx.AsyncClient) -> None:
+    """Requests until one goes to the origin: then the worker's block is used up."""
+    for _ in range(3 * BLOCK):
+        if (await origin_answers(client, 1))[0]:
+            return
+    raise AssertionError(f"no origin answer in {3 * BLOCK} requests at {BLOCK - 1}:1")
+
+
+@pytest.mark.usefixtures("one_in_a_block")
+async def test_key_moves_by_the_requests_of_both_workers_under_concurrent_load(
+    shared: SharedServer,
+) -> None:
+    before = await shared.settled_sequence_value()
+    hosts: list[str] = []
+
+    async def run(client: httpx.AsyncClient, count: int) -> None:
+        for _ in range(count):
+            response = await client.get("/", params={"video": VIDEO}, headers=CLOSE)
+            assert response.status_code == 301
+            hosts.append(urlsplit(response.headers["location"]).netloc)
+
+    async with httpx.AsyncClient(base_url=shared.process.url) as client:
+        await asyncio.gather(*(run(client, 500) for _ in range(8)))
+    moved = await shared.settled_sequence_value() - before
+
+    assert len(hosts) == 4000
+    # Each worker holds at most two blocks it has not used up, before and after.
+    assert abs(moved - 4000) <= 2 * WORKERS * BLOCK
+    assert abs(hosts.count("s1.origin-cluster") - 4000 // BLOCK) <= 2 * WORKERS
+
+
+@pytest.mark.usefixtures("one_in_a_block")
+async def test_no_number_is_handed_out_twice_across_workers(
+    shared: SharedServer, pinned: dict[int, httpx.AsyncClient]
+) -> None:
+    """Every number each worker handed out came from a block it leased from the shared key,
+    whole blocks in order, and the key moved by exactly the blocks they started: so each
+    number was leased once, and INCRBY never leases a number twice.
+
+    Per worker, after a request that went to the origin (its block is used up), the i-th
+    next request must go to the origin exactly when i % BLOCK == BLOCK - 1: a number that did
+    not come from a fresh leased block in turn (a worker counting on by itself, or jumping
+    between blocks) moves that phase. A run of whole blocks counted without a lease keeps
+    the phase but not the key: each worker must have taken exactly one lease per BLOCK
+    requests.
+    """
+    clients = list(pinned.values())
+    for client in clients:
+        await until_origin(client)
+    before = await shared.settled_sequence_value()
+
+    per_worker = 10 * BLOCK
+    answers = await asyncio.gather(*(origin_answers(client, per_worker) for client in clients))
+    # The last lease may land late; a number counted locally at the very end shows only in
+    # the requests that follow it.
+    await shared.settled_sequence_value()
+    tails = await asyncio.gather(*(origin_answers(client, BLOCK) for client in clients))
+    moved = await shared.settled_sequence_value() - before
+
+    for worker, main, tail in zip(pinned, answers, tails, strict=True):
+        served = main + tail
+        wrong = [i for i, origin in enumerate(served) if origin != (i % BLOCK == BLOCK - 1)]
+        assert not wrong, f"worker {worker}: numbers out of their block at requests {wrong[:10]}"
+    leases = sum(math.ceil((per_worker + BLOCK) / BLOCK) for _ in clients)
+    assert moved == leases * BLOCK
