@@ -50,13 +50,10 @@ class ConfigSnapshot:
 
     def period(self, sequence: str) -> int:
         """How many consecutive numbers make one round of the split counted on `sequence`
-        ("" is the global split, a server label that server's rule); 1 before a config."""
+        ("" the global split, a server label that server's rule, `region:<name>` that
+        region's); 1 before a config."""
         router = self._router
-        if router is None:
-            return 1
-        config = router.version.config
-        split = config.server_rules.get(sequence, config.split) if sequence else config.split
-        return split.cdn_weight + split.origin_weight
+        return 1 if router is None else router.period(sequence)
 
     def offer(self, version: ConfigVersion) -> bool:
         """Serve `version` if it is newer than the current one; True when it was taken."""

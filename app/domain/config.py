@@ -278,6 +278,19 @@ class Router:
             regions.append(_RegionRoute(region, config.split, rotation))
         self._regions = tuple(regions)
 
+    def period(self, sequence: str) -> int:
+        """How many consecutive numbers make one round of the split counted on `sequence`
+        (a name `redirect` passes to `next_number`)."""
+        split = self._split
+        rule = self._rules.get(sequence)
+        if rule is not None and rule.split is not None:
+            split = rule.split
+        else:
+            for region in self._regions:
+                if region.key == sequence:
+                    split = region.split
+        return split.cdn_weight + split.origin_weight
+
     def _rule_rotation(
         self, config: BalancerConfig, server: str, down_hosts: frozenset[str]
     ) -> Rotation:

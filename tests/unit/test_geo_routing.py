@@ -81,6 +81,29 @@ def test_each_region_split_is_exact_on_a_sequence_of_its_own() -> None:
     assert set(sequence.numbers) == {"region:eu", "region:us", ""}
 
 
+def test_local_counting_keeps_the_period_of_the_split_on_each_region_sequence() -> None:
+    """A worker that counts locally shifts by whole periods of the split on that sequence;
+    the global one would move a region's 3:1 (period 4) against a 2:1 (period 3)."""
+    snapshot = ConfigSnapshot(COUNTRIES.get)  # type: ignore[arg-type]
+    regions = (
+        region("eu", FRA, ["DE"], cdn_weight=3, origin_weight=1),
+        region("asia", NYC, ["JP"], cdn_weight=2, origin_weight=1),
+        region("us", NYC, ["US"]),
+    )
+    cfg = config(split=Split(9, 1), server_rules={"s7": Split(1, 1)}, regions=regions)
+    snapshot.offer(ConfigVersion(1, cfg, datetime(2026, 1, 1, tzinfo=UTC)))
+    periods = {name: snapshot.period(name) for name in ("", "s7", "s8")}
+    periods |= {key: snapshot.period(key) for key in ("region:eu", "region:asia", "region:us")}
+    assert periods == {
+        "": 10,
+        "s7": 2,
+        "s8": 10,  # no rule: the global split
+        "region:eu": 4,
+        "region:asia": 3,
+        "region:us": 10,  # no split of its own: the global one, on its own sequence
+    }
+
+
 def test_a_region_without_a_healthy_host_sends_its_viewers_to_the_default_pool() -> None:
     snapshot = ConfigSnapshot(COUNTRIES.get)  # type: ignore[arg-type]
     snapshot.offer(ConfigVersion(1, config(), datetime(2026, 1, 1, tzinfo=UTC)))
