@@ -84,8 +84,12 @@ def block(path: Path, opening: str) -> list[str]:
 
 
 def validated(text: str) -> None:
-    """Raise ValueError unless `text`, interpolated as compose would, is a valid compose file."""
-    compose = PyOptions(apply_merge=True).from_yaml(interpolate(text, example_env()))
+    """Raise ValueError unless `text`, interpolated as compose would, is a valid compose file.
+
+    The variables are those of a .env made from the example (secrets filled in), never the
+    checkout's own .env: compose refuses the example as shipped, which another test checks.
+    """
+    compose = PyOptions(apply_merge=True).from_yaml(interpolate(text, filled_env()))
     compose.validate()
 
 
