@@ -403,7 +403,7 @@ def mount(service: dict[str, Any], source: Path) -> tuple[str, str]:
     for volume in service["volumes"]:
         parts = volume.split(":")
         if parts[0].startswith(".") and (ROOT / parts[0]).resolve() == source:
-            return parts[1], parts[2] if len(parts) > 2 else "rw"  # noqa: PLR2004
+            return parts[1], parts[2] if len(parts) > 2 else "rw"
     raise AssertionError(f"{source} is not mounted in {service}")
 
 
