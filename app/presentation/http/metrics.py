@@ -141,6 +141,12 @@ def figure_families(figures: Figures) -> Iterator[Metric]:
         "Clients with a rate-limit bucket, summed over the workers.",
         figures.rate_limit_clients,
     )
+    if figures.origin_share is not None:
+        yield _gauge(
+            "balancer_configured_origin_share",
+            "origin_weight / (cdn_weight + origin_weight) of the active configuration.",
+            figures.origin_share,
+        )
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
