@@ -3,7 +3,6 @@ repository's scrape config: deploy/prometheus/prometheus.yml with its Docker DNS
 replaced by the test's addresses and a scrape interval short enough for a test."""
 
 import copy
-import math
 import subprocess
 import time
 from pathlib import Path
@@ -36,6 +35,11 @@ def scrape_config(targets: list[str], interval: float) -> dict[str, Any]:
     assert [entry["names"] for entry in discovery] == [["app"]]
     job["static_configs"] = [{"targets": targets}]
     return config
+
+
+def duration(seconds: float) -> str:
+    """`seconds` as a PromQL duration, to the millisecond Prometheus keeps."""
+    return f"{round(seconds * 1000)}ms"
 
 
 class PrometheusServer:
@@ -113,15 +117,24 @@ class PrometheusServer:
         result: list[dict[str, Any]] = data["result"]
         return result
 
-    def samples(self, expr: str, at: float, window: int) -> dict[str, list[float]]:
-        """Sample timestamps of `expr`[window s] at `at`, by instance."""
-        data = self._get("query", {"query": f"{expr}[{window}s]", "time": f"{at:.3f}"})
+    def samples(self, expr: str, at: float, window: float) -> dict[str, list[float]]:
+        """Sample timestamps of `expr`[window] at `at`, by instance."""
+        data = self._get("query", {"query": f"{expr}[{duration(window)}]", "time": f"{at:.3f}"})
         return {
             series["metric"]["instance"]: [float(t) for t, _ in series["values"]]
             for series in data["result"]
         }
 
-    def rate_bounds(self, at: float, window: int) -> tuple[float, float]:
+    def scraped_window(self, since: float) -> tuple[float, float]:
+        """(end, length) of a window from the first scrape of the first target after `since`
+        to its latest scrape: rate() over exactly that window at exactly that end
+        extrapolates nothing for that target (the samples sit on the window's ends)."""
+        now = time.time()
+        stamps = self.samples("up", now, now - since + 1)[self.targets[0]]
+        first = min(t for t in stamps if t > since)
+        return stamps[-1], stamps[-1] - first
+
+    def rate_bounds(self, at: float, window: float) -> tuple[float, float]:
         """What rate() over `(at - window, at]` gives per request a counter counted in that
         window, when the counter is flat near both ends: between 1/window (no extrapolation)
         and 1/(the shortest span a target was sampled over), since Prometheus extrapolates
@@ -137,8 +150,7 @@ class PrometheusServer:
         deadline = time.monotonic() + timeout
         while True:
             now = time.time()
-            window = max(1, math.ceil(now - start))
-            seen = self.samples("up", now, window)
+            seen = self.samples("up", now, now - start + 1)
             fresh = {
                 instance: [t for t in stamps if t > start] for instance, stamps in seen.items()
             }

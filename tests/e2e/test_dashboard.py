@@ -11,7 +11,6 @@ window, must return data and figures that match what the clients saw.
 """
 
 import asyncio
-import math
 import statistics
 import time
 import uuid
@@ -30,7 +29,7 @@ from loadtest.stack import Stack, find_nginx
 from loadtest.support import ServerProcess, forget_sequence, free_port
 from tests.conftest import ADMIN_TOKEN
 from tests.e2e.conftest import reset_config
-from tests.e2e.prometheus import PrometheusServer
+from tests.e2e.prometheus import PrometheusServer, duration
 from tests.grafana import Query, annotation_queries, panel_queries, panels
 from tests.proxy import CuttableProxy
 from tests.tools import require_tool
@@ -80,20 +79,18 @@ class Run:
     cdn_up: str
     cdn_down: str
     traffic: Traffic
-    start: float  # the measured window: (start, end]
-    end: float
+    start: float  # the measured traffic was sent after this
+    end: float  # the measured window is [end - window, end], on the first target's scrapes
+    window: float
     changed_at: float  # the one config change inside the window
     version_before: int
     version: int
     cut_at: float = 0.0  # Redis cut
     degraded_at: float = 0.0  # Prometheus saw a degraded worker
+    errors_at: float = 0.0  # a few scrapes later, Redis still cut
 
-    @property
-    def window(self) -> int:
-        return math.ceil(self.end - self.start)
-
-    def query(self, query: Query, at: float, window: int) -> list[dict[str, Any]]:
-        return self.prometheus.query(query.rendered(f"{window}s"), at)
+    def query(self, query: Query, at: float, window: float) -> list[dict[str, Any]]:
+        return self.prometheus.query(query.rendered(duration(window)), at)
 
     def agrees(self, rate: float, count: float, at: float | None = None) -> bool:
         """`rate` is what rate() over the window makes of `count` requests sent in it."""
@@ -259,13 +256,15 @@ async def run(
         await asyncio.sleep(FLUSH)
         await asyncio.to_thread(prometheus.wait_for_scrapes, 2)
         start = time.time()
-        await asyncio.to_thread(prometheus.wait_for_scrapes, 1)
+        # Two scrapes: each target then has one between `start` and the traffic.
+        await asyncio.to_thread(prometheus.wait_for_scrapes, 2)
         changed_at = time.time()
         changed = await asyncio.to_thread(patch, front, down_servers=["s42"])
         traffic = Traffic()
         await drive(front, traffic, 12, timed=True)
         await asyncio.sleep(FLUSH)
         await asyncio.to_thread(prometheus.wait_for_scrapes, 2)
+        end, window = await asyncio.to_thread(prometheus.scraped_window, start)
         result = Run(
             topology=topology,
             prometheus=prometheus,
@@ -274,7 +273,8 @@ async def run(
             cdn_down=dead,
             traffic=traffic,
             start=start,
-            end=time.time(),
+            end=end,
+            window=window,
             changed_at=changed_at,
             version_before=version,
             version=changed,
@@ -289,6 +289,12 @@ async def run(
                 result.degraded_at = now
                 break
             assert now - result.cut_at < 30, "no worker went degraded with Redis cut"
+        # Counted errors show as a rate from the second scrape of their series on.
+        for _ in range(3):
+            await drive(front, Traffic(), 1)
+            await asyncio.sleep(FLUSH)
+            await asyncio.to_thread(prometheus.wait_for_scrapes, 1)
+        result.errors_at = time.time()
         await proxy.restore()
         yield result
     finally:
@@ -415,7 +421,7 @@ def test_panel_figures_agree_with_the_traffic_sent(run: Run, title: str) -> None
 def test_every_panel_query_draws_a_graph_over_the_window(run: Run, query: Query) -> None:
     """As Grafana asks for a graph: a range query, step = scrape interval, $__rate_interval
     four scrapes."""
-    until = run.degraded_at if query.panel in AFTER_CUT else run.end
+    until = run.errors_at if query.panel in AFTER_CUT else run.end
     series = run.prometheus.query_range(query.rendered(RATE_INTERVAL), run.start, until, INTERVAL)
     assert series, f"{query.panel} {query.ref}: no data"
     assert all(s["values"] for s in series)
@@ -430,8 +436,8 @@ def test_degraded_mode_shows_the_worker_that_lost_redis(run: Run) -> None:
 
 def test_backend_errors_show_redis_failing_while_it_is_cut(run: Run) -> None:
     (query,) = [q for q in panel_queries() if q.panel == "PostgreSQL and Redis errors"]
-    window = math.ceil(run.degraded_at - run.cut_at) + 2
-    shown = run.query(query, run.degraded_at, window)
+    window = run.errors_at - run.cut_at + 2
+    shown = run.query(query, run.errors_at, window)
     redis = [s for s in shown if s["metric"]["backend"] == "redis" and float(s["value"][1]) > 0]
     assert redis, shown
 
