@@ -27,6 +27,7 @@ ENV_EXAMPLE = ROOT / ".env.example"
 NGINX_DIR = ROOT / "deploy" / "nginx"
 PROMETHEUS_CONFIG = ROOT / "deploy" / "prometheus" / "prometheus.yml"
 GRAFANA_DIR = ROOT / "deploy" / "grafana"
+METRICS_SECRET = "/run/secrets/metrics-token"
 # ${NAME}, ${NAME:-default}, ${NAME-default}, ${NAME:?error}, ${NAME?error}
 VARIABLE = re.compile(r"\$\{(\w+)(?:(:?[-?])([^}]*))?\}")
 SECRETS = ("POSTGRES_PASSWORD", "REDIS_PASSWORD", "BALANCER_ADMIN_TOKEN", "GRAFANA_ADMIN_PASSWORD")
@@ -463,6 +464,19 @@ def test_prometheus_scrapes_every_app_replica_directly_and_never_nginx(
     assert "monitoring" not in services["nginx"]["networks"]
 
 
+def test_prometheus_sends_the_metrics_token_the_app_asks_for(
+    compose: dict[str, Any], services: dict[str, Any]
+) -> None:
+    (job,) = scrape_jobs().values()
+    assert job["authorization"] == {"type": "Bearer", "credentials_file": METRICS_SECRET}
+    (secret,) = services["prometheus"]["secrets"]
+    assert f"/run/secrets/{secret}" == METRICS_SECRET  # compose's default target
+    variable = compose["secrets"][secret]["environment"]
+    assert services["app"]["environment"]["BALANCER_METRICS_TOKEN"] == f"${{{variable}:-}}"
+    # Unset, the token is empty and /metrics stays open, as the app's default.
+    assert interpolate(services["app"]["environment"]["BALANCER_METRICS_TOKEN"], filled_env()) == ""
+
+
 def test_grafana_provisions_the_prometheus_datasource_and_the_dashboard(
     services: dict[str, Any],
 ) -> None:
@@ -504,10 +518,15 @@ def test_grafana_has_no_sign_up_no_anonymous_access_and_no_calls_home(
 
 
 @pytest.mark.e2e
-def test_promtool_accepts_the_prometheus_config() -> None:
+def test_promtool_accepts_the_prometheus_config(tmp_path: Path) -> None:
     promtool = require_tool("promtool", install="apt-get install prometheus")
+    # promtool wants the token file to exist: only the container has compose's secret.
+    token = tmp_path / "metrics-token"
+    token.write_text(secrets.token_urlsafe(32))
+    config = tmp_path / "prometheus.yml"
+    config.write_text(PROMETHEUS_CONFIG.read_text().replace(METRICS_SECRET, str(token)))
     result = subprocess.run(
-        [promtool, "check", "config", str(PROMETHEUS_CONFIG)],
+        [promtool, "check", "config", str(config)],
         capture_output=True,
         text=True,
         check=False,

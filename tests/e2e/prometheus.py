@@ -16,13 +16,15 @@ from loadtest.support import free_port
 ROOT = Path(__file__).resolve().parents[2]
 SCRAPE_CONFIG = ROOT / "deploy" / "prometheus" / "prometheus.yml"
 JOB = "balancer"
+SECRET_FILE = "/run/secrets/metrics-token"  # compose's metrics-token secret
 
 
-def scrape_config(targets: list[str], interval: float) -> dict[str, Any]:
+def scrape_config(targets: list[str], interval: float, token_file: Path) -> dict[str, Any]:
     """The repository's config, scraping `targets` ("host:port") every `interval` seconds.
 
     Only what Docker provides is replaced: the `dns_sd_configs` naming the compose service
-    `app` become static targets. Everything else (job, path, timeouts, relabelling) is kept.
+    `app` become static targets, and the metrics-token secret compose mounts is `token_file`.
+    Everything else (job, path, timeouts, authorization type) is kept.
     """
     config: dict[str, Any] = copy.deepcopy(yaml.safe_load(SCRAPE_CONFIG.read_text()))
     every = f"{round(interval * 1000)}ms"
@@ -34,6 +36,8 @@ def scrape_config(targets: list[str], interval: float) -> dict[str, Any]:
     discovery = job.pop("dns_sd_configs")
     assert [entry["names"] for entry in discovery] == [["app"]]
     job["static_configs"] = [{"targets": targets}]
+    assert job["authorization"]["credentials_file"] == SECRET_FILE
+    job["authorization"]["credentials_file"] = str(token_file)
     return config
 
 
@@ -45,8 +49,11 @@ def duration(seconds: float) -> str:
 class PrometheusServer:
     """`prometheus` on a free loopback port, its data and log under `workdir`."""
 
-    def __init__(self, binary: str, workdir: Path, targets: list[str], interval: float) -> None:
+    def __init__(
+        self, binary: str, workdir: Path, targets: list[str], interval: float, token: str
+    ) -> None:
         self.binary = binary
+        self.token = token
         self.workdir = workdir
         self.targets = targets
         self.interval = interval
@@ -57,7 +64,9 @@ class PrometheusServer:
     def start(self, timeout: float = 30) -> "PrometheusServer":
         self.workdir.mkdir(parents=True, exist_ok=True)
         config = self.workdir / "prometheus.yml"
-        config.write_text(yaml.safe_dump(scrape_config(self.targets, self.interval)))
+        token_file = self.workdir / "metrics-token"
+        token_file.write_text(self.token)
+        config.write_text(yaml.safe_dump(scrape_config(self.targets, self.interval, token_file)))
         with self.log.open("wb") as log:
             self._process = subprocess.Popen(
                 [

@@ -11,6 +11,7 @@ window, must return data and figures that match what the clients saw.
 """
 
 import asyncio
+import secrets
 import statistics
 import time
 import uuid
@@ -35,6 +36,7 @@ from tests.proxy import CuttableProxy
 from tests.tools import require_tool
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+METRICS_TOKEN = secrets.token_urlsafe(32)
 INTERVAL = 1.0  # Prometheus's scrape interval here
 FLUSH = 1.2  # workers write their figures for /metrics once a second
 # Grafana's $__rate_interval for range queries: max(4 x scrape interval, step + scrape).
@@ -209,6 +211,8 @@ async def run(
         "BALANCER_CDN_HEALTH_KEY": f"{key}.cdn-health",
         # Short leases, so a worker needs Redis soon after it is cut.
         "BALANCER_SEQUENCE_BLOCK": "20",
+        # /metrics behind a token, as compose runs it when one is set: Prometheus sends it.
+        "BALANCER_METRICS_TOKEN": METRICS_TOKEN,
     }
     server: ServerProcess | Stack
     if topology == "service":
@@ -242,6 +246,7 @@ async def run(
         workdir / "prometheus",
         [urlsplit(url).netloc for url in instance_urls],  # each instance, not nginx
         INTERVAL,
+        METRICS_TOKEN,
     )
     try:
         version = await asyncio.to_thread(configure, front, cdn.host, dead)
@@ -250,9 +255,11 @@ async def run(
             "every worker on the new config, with the dead CDN host down",
         )
         await asyncio.to_thread(prometheus.start)
-        # Every series the panels read exists before the window opens, so each counts from
-        # a sample taken before the measured traffic.
-        await drive(front, Traffic(), 1)
+        # Every series the panels read exists on every instance before the window opens, so
+        # each counts from a sample taken before the measured traffic: sent to each instance
+        # itself (through nginx, one instance could get all of a kind).
+        for url in instance_urls:
+            await drive(url, Traffic(), 1)
         await asyncio.sleep(FLUSH)
         await asyncio.to_thread(prometheus.wait_for_scrapes, 2)
         start = time.time()
