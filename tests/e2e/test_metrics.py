@@ -156,6 +156,7 @@ def test_a_killed_workers_counts_stay_in_the_total(instances: list[Instance]) ->
     live = {dict(labels)["worker"] for labels in scrape(instance.url)["process_cpu_seconds_total"]}
     assert str(victim) not in live
     assert len(live) == 2
+    assert scrape(instance.url)["balancer_workers"][()] == 2
 
 
 def test_stats_add_up_every_instance_sharing_redis(instances: list[Instance]) -> None:

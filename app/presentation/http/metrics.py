@@ -136,6 +136,7 @@ def figure_families(figures: Figures) -> Iterator[Metric]:
     for host, up in sorted(figures.cdn_up.items()):
         cdn_up.add_metric([host], int(up))
     yield cdn_up
+    yield _gauge("balancer_workers", "Worker processes whose figures are live.", figures.workers)
     yield _gauge(
         "balancer_rate_limit_clients",
         "Clients with a rate-limit bucket, summed over the workers.",
