@@ -103,6 +103,7 @@ class Figures:
     cdn_up: dict[str, bool] = field(default_factory=dict)  # CDN host -> up
     rate_limit_clients: int = 0
     origin_share: float | None = None  # the configured global split's origin share
+    workers: int = 0  # merged: how many of the merged workers are live
 
     @property
     def total(self) -> int:
@@ -127,6 +128,7 @@ def merge(figures: Iterable[Figures]) -> Figures:
         if not one.live:
             continue
         live_seen = True
+        merged.workers += 1
         merged.config_version = max(merged.config_version, one.config_version)
         merged.sequence_degraded |= one.sequence_degraded
         for host, up in one.cdn_up.items():

@@ -199,3 +199,21 @@ async def test_nothing_is_counted_while_metrics_are_off(
     assert metrics.status_code == 200
     assert samples(metrics.text, "balancer_redirects_total") == {}
     assert samples(metrics.text, "balancer_config_version")[()] >= 1
+
+
+async def test_openapi_documents_metrics_stats_and_their_problems(
+    client: httpx.AsyncClient,
+) -> None:
+    paths = (await client.get("/openapi.json")).json()["paths"]
+
+    assert "text/plain" in next(iter(paths["/metrics"]["get"]["responses"]["200"]["content"]))
+    stats = paths["/stats"]["get"]["responses"]
+    reset = paths["/stats/reset"]["post"]["responses"]
+    for responses in (stats, reset):
+        for status in ("401", "403", "404", "503"):
+            assert "application/problem+json" in responses[status]["content"]
+    assert "204" in reset
+    schema = (await client.get("/openapi.json")).json()["components"]["schemas"]["StatsBody"]
+    assert {"scope", "since", "total", "by_region", "achieved_origin_share"} <= set(
+        schema["properties"]
+    )

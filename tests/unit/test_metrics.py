@@ -102,6 +102,7 @@ def test_merge_keeps_a_dead_workers_counters_but_not_its_gauges() -> None:
     assert merged.sequence_degraded is False
     assert merged.cdn_up == {"a": True}
     assert merged.rate_limit_clients == 7
+    assert merged.workers == 2
     assert merged.started == 101.0
 
 

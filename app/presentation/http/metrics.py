@@ -136,6 +136,7 @@ def figure_families(figures: Figures) -> Iterator[Metric]:
     for host, up in sorted(figures.cdn_up.items()):
         cdn_up.add_metric([host], int(up))
     yield cdn_up
+    yield _gauge("balancer_workers", "Worker processes whose figures are live.", figures.workers)
     yield _gauge(
         "balancer_rate_limit_clients",
         "Clients with a rate-limit bucket, summed over the workers.",
@@ -180,10 +181,12 @@ def metrics_router(token: AdminAuth | None) -> APIRouter:
 
     @router.get(
         "/metrics",
+        summary="Prometheus metrics of every worker of this instance",
         dependencies=dependencies,
         response_class=Response,
         responses={
             200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}},
+            # Only while BALANCER_METRICS_TOKEN is set.
             **dict.fromkeys((401, 403), PROBLEM_RESPONSE),
         },
     )
@@ -201,7 +204,12 @@ def stats_router(auth: AdminAuth) -> APIRouter:
     router = APIRouter(prefix="/stats", tags=["metrics"], route_class=DishkaRoute)
     errors: dict[int | str, dict[str, Any]] = dict.fromkeys((401, 403, 404, 503), PROBLEM_RESPONSE)
 
-    @router.get("", dependencies=[Depends(auth)], responses=errors)
+    @router.get(
+        "",
+        summary="Counts since the last reset, whole cluster",
+        dependencies=[Depends(auth)],
+        responses=errors,
+    )
     async def stats(get: FromDishka[GetStats]) -> StatsBody:
         """Counts since the last reset across every worker of every instance (flushed to
         Redis at most once a second, so up to a second behind). While Redis cannot be
@@ -223,7 +231,13 @@ def stats_router(auth: AdminAuth) -> APIRouter:
             note=report.note,
         )
 
-    @router.post("/reset", dependencies=[Depends(auth)], status_code=204, responses=errors)
+    @router.post(
+        "/reset",
+        summary="Start the counts again from zero",
+        dependencies=[Depends(auth)],
+        status_code=204,
+        responses=errors,
+    )
     async def reset(reset: FromDishka[ResetStats]) -> Response:
         """Start the cluster's counts from zero now (503 while Redis is unreachable)."""
         await reset()
