@@ -102,21 +102,20 @@ def label_names(expr: str) -> set[str]:
 def metrics_reference() -> dict[str, set[str]]:
     """README's metrics reference: metric name -> its label names.
 
-    Read from the table rows of the section headed "Metrics reference": the first cell holds
-    the name in backticks (a `process_*` row covers the standard process metrics), the second
-    the labels in backticks.
+    The table headed `| metric | labels | meaning |`: the first cell holds the name in
+    backticks (`process_*` stands for the standard process metrics), the second the label
+    names in backticks, with example values in parentheses after them.
     """
-    text = README.read_text()
-    found = re.search(r"^(#+) Metrics reference\s*$(.*?)(?=^#{1,3} )", text, re.M | re.S)
-    assert found is not None, "README.md has no 'Metrics reference' section"
+    lines = README.read_text().splitlines()
+    header = [i for i, line in enumerate(lines) if line.startswith("| metric | labels |")]
+    assert len(header) == 1, "README.md needs one metrics reference table (| metric | labels |)"
     reference: dict[str, set[str]] = {}
-    for row in found.group(2).splitlines():
+    for row in lines[header[0] + 2 :]:
+        if not row.startswith("|"):
+            break
         cells = [cell.strip() for cell in row.strip().strip("|").split("|")]
-        if len(cells) < 2 or not cells[0].startswith("`"):
-            continue
-        labels = set(re.findall(r"`(\w+)(?:=[^`]*)?`", cells[1]))
-        for name in re.findall(r"`([a-z_:][\w:*]*)", cells[0]):
-            reference[name] = labels
+        names = re.sub(r"\([^)]*\)", "", cells[1])
+        reference[cells[0].strip("`")] = set(re.findall(r"`(\w+)`", names))
     return reference
 
 
