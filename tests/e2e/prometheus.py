@@ -1,44 +1,16 @@
 """A real Prometheus (the Debian package's binary) scraping servers started by a test, with the
-repository's scrape config: deploy/prometheus/prometheus.yml with its Docker DNS discovery
-replaced by the test's addresses and a scrape interval short enough for a test."""
+repository's scrape config (loadtest.stack.prometheus_config: deploy/prometheus/prometheus.yml
+with its Docker DNS discovery replaced by the test's addresses), and its HTTP API."""
 
-import copy
 import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
-import yaml
 
+from loadtest.stack import prometheus_config
 from loadtest.support import free_port
-
-ROOT = Path(__file__).resolve().parents[2]
-SCRAPE_CONFIG = ROOT / "deploy" / "prometheus" / "prometheus.yml"
-JOB = "balancer"
-SECRET_FILE = "/run/secrets/metrics-token"  # compose's metrics-token secret
-
-
-def scrape_config(targets: list[str], interval: float, token_file: Path) -> dict[str, Any]:
-    """The repository's config, scraping `targets` ("host:port") every `interval` seconds.
-
-    Only what Docker provides is replaced: the `dns_sd_configs` naming the compose service
-    `app` become static targets, and the metrics-token secret compose mounts is `token_file`.
-    Everything else (job, path, timeouts, authorization type) is kept.
-    """
-    config: dict[str, Any] = copy.deepcopy(yaml.safe_load(SCRAPE_CONFIG.read_text()))
-    every = f"{round(interval * 1000)}ms"
-    config["global"]["scrape_interval"] = every
-    config["global"]["evaluation_interval"] = every
-    config["global"]["scrape_timeout"] = every
-    (job,) = config["scrape_configs"]
-    assert job["job_name"] == JOB
-    discovery = job.pop("dns_sd_configs")
-    assert [entry["names"] for entry in discovery] == [["app"]]
-    job["static_configs"] = [{"targets": targets}]
-    assert job["authorization"]["credentials_file"] == SECRET_FILE
-    job["authorization"]["credentials_file"] = str(token_file)
-    return config
 
 
 def duration(seconds: float) -> str:
@@ -46,63 +18,13 @@ def duration(seconds: float) -> str:
     return f"{round(seconds * 1000)}ms"
 
 
-class PrometheusServer:
-    """`prometheus` on a free loopback port, its data and log under `workdir`."""
+class PrometheusApi:
+    """Prometheus's HTTP API at `url`, which scrapes `targets` every `interval` seconds."""
 
-    def __init__(
-        self, binary: str, workdir: Path, targets: list[str], interval: float, token: str
-    ) -> None:
-        self.binary = binary
-        self.token = token
-        self.workdir = workdir
+    def __init__(self, url: str, targets: list[str], interval: float) -> None:
+        self.url = url
         self.targets = targets
         self.interval = interval
-        self.url = f"http://127.0.0.1:{free_port()}"
-        self.log = workdir / "prometheus.log"
-        self._process: subprocess.Popen[bytes] | None = None
-
-    def start(self, timeout: float = 30) -> "PrometheusServer":
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        config = self.workdir / "prometheus.yml"
-        token_file = self.workdir / "metrics-token"
-        token_file.write_text(self.token)
-        config.write_text(yaml.safe_dump(scrape_config(self.targets, self.interval, token_file)))
-        with self.log.open("wb") as log:
-            self._process = subprocess.Popen(
-                [
-                    self.binary,
-                    f"--config.file={config}",
-                    f"--storage.tsdb.path={self.workdir / 'data'}",
-                    f"--web.listen-address={self.url.removeprefix('http://')}",
-                    "--storage.tsdb.retention.time=1h",
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + timeout
-        while True:
-            if self._process.poll() is not None:
-                raise RuntimeError(f"prometheus exited: {self.log.read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{self.url}/-/ready", timeout=1).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"prometheus did not become ready; see {self.log}")
-            time.sleep(0.1)
-
-    def stop(self) -> None:
-        process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
 
     def _get(self, path: str, params: dict[str, str]) -> Any:
         response = httpx.get(f"{self.url}/api/v1/{path}", params=params, timeout=10)
@@ -169,5 +91,62 @@ class PrometheusServer:
                     self.targets, "1"
                 ), ups
                 return
-            assert time.monotonic() < deadline, f"targets not scraped: {fresh}; see {self.log}"
+            assert time.monotonic() < deadline, f"targets not scraped: {fresh}"
             time.sleep(self.interval / 4)
+
+
+class PrometheusServer(PrometheusApi):
+    """`prometheus` on a free loopback port, its data and log under `workdir`."""
+
+    def __init__(
+        self, binary: str, workdir: Path, targets: list[str], interval: float, token: str
+    ) -> None:
+        super().__init__(f"http://127.0.0.1:{free_port()}", targets, interval)
+        self.binary = binary
+        self.token = token
+        self.workdir = workdir
+        self.log = workdir / "prometheus.log"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 30) -> "PrometheusServer":
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        config = self.workdir / "prometheus.yml"
+        token_file = self.workdir / "metrics-token"
+        token_file.write_text(self.token)
+        config.write_text(prometheus_config(self.targets, self.interval, token_file))
+        with self.log.open("wb") as log:
+            self._process = subprocess.Popen(
+                [
+                    self.binary,
+                    f"--config.file={config}",
+                    f"--storage.tsdb.path={self.workdir / 'data'}",
+                    f"--web.listen-address={self.url.removeprefix('http://')}",
+                    "--storage.tsdb.retention.time=1h",
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + timeout
+        while True:
+            if self._process.poll() is not None:
+                raise RuntimeError(f"prometheus exited: {self.log.read_text()[-2000:]}")
+            try:
+                if httpx.get(f"{self.url}/-/ready", timeout=1).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"prometheus did not become ready; see {self.log}")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()

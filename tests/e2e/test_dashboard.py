@@ -1,8 +1,9 @@
 """Every query of the Grafana dashboard, evaluated by a real Prometheus that scrapes real
 servers with the repository's scrape config, agrees with the traffic the test sent.
 
-Two topologies: one instance of 2 workers (one target whose /metrics covers both), and
-`make stack` (two instances behind nginx: Prometheus scrapes each instance, never nginx).
+Two topologies: one instance of 2 workers (one target whose /metrics covers both) with a
+Prometheus of the test's, and `make stack` (two instances behind nginx) with the Prometheus
+it starts itself, which scrapes each instance, never nginx.
 The test sends known traffic: redirects to a CDN pool with one healthy and one dead host,
 origin redirects, fallbacks (a server whose own pool is dead), rejections of three codes and
 429s from a client with a limit; it changes the config once, then cuts Redis until a worker
@@ -30,7 +31,7 @@ from loadtest.stack import Stack, find_nginx
 from loadtest.support import ServerProcess, forget_sequence, free_port
 from tests.conftest import ADMIN_TOKEN
 from tests.e2e.conftest import reset_config
-from tests.e2e.prometheus import PrometheusServer, duration
+from tests.e2e.prometheus import PrometheusApi, PrometheusServer, duration
 from tests.grafana import Query, annotation_queries, panel_queries, panels
 from tests.proxy import CuttableProxy
 from tests.tools import require_tool
@@ -76,7 +77,7 @@ class Traffic:
 @dataclass
 class Run:
     topology: str
-    prometheus: PrometheusServer
+    prometheus: PrometheusApi
     instances: list[str]
     cdn_up: str
     cdn_down: str
@@ -215,6 +216,7 @@ async def run(
         "BALANCER_METRICS_TOKEN": METRICS_TOKEN,
     }
     server: ServerProcess | Stack
+    prometheus: PrometheusApi
     if topology == "service":
         server = ServerProcess(
             {
@@ -226,6 +228,13 @@ async def run(
             workers=2,
         )
         front, instance_urls = server.url, [server.url]
+        prometheus = PrometheusServer(
+            prometheus_binary,
+            workdir / "prometheus",
+            [urlsplit(server.url).netloc],
+            INTERVAL,
+            METRICS_TOKEN,
+        )
     else:
         nginx = require_tool("nginx", install="apt-get install nginx-light", locate=find_nginx)
         server = Stack(
@@ -236,25 +245,26 @@ async def run(
             workdir=workdir / "stack",
             port=free_port(),
             settings=settings,
+            # make stack's own Prometheus: each instance scraped, never nginx.
+            prometheus=prometheus_binary,
+            prometheus_port=free_port(),
+            scrape_interval=INTERVAL,
         )
         front, instance_urls = server.front_url, server.instance_urls
+        assert server.prometheus_url is not None
+        targets = [urlsplit(url).netloc for url in instance_urls]
+        prometheus = PrometheusApi(server.prometheus_url, targets, INTERVAL)
     await asyncio.to_thread(server.start)  # the proxy runs on this loop meanwhile
     cdn = FakeCdn().start()
     dead = f"127.0.0.1:{free_port()}"
-    prometheus = PrometheusServer(
-        prometheus_binary,
-        workdir / "prometheus",
-        [urlsplit(url).netloc for url in instance_urls],  # each instance, not nginx
-        INTERVAL,
-        METRICS_TOKEN,
-    )
     try:
         version = await asyncio.to_thread(configure, front, cdn.host, dead)
         await eventually(
             lambda: workers_settled(instance_urls, 2, version, f"http://{dead}"),
             "every worker on the new config, with the dead CDN host down",
         )
-        await asyncio.to_thread(prometheus.start)
+        if isinstance(prometheus, PrometheusServer):
+            await asyncio.to_thread(prometheus.start)
         # Every series the panels read exists on every instance before the window opens, so
         # each counts from a sample taken before the measured traffic: sent to each instance
         # itself (through nginx, one instance could get all of a kind).
@@ -305,7 +315,8 @@ async def run(
         await proxy.restore()
         yield result
     finally:
-        prometheus.stop()
+        if isinstance(prometheus, PrometheusServer):
+            prometheus.stop()
         await proxy.restore()
         await asyncio.to_thread(unconfigure, front)
         await asyncio.to_thread(server.stop)
