@@ -460,6 +460,10 @@ def test_prometheus_scrapes_every_app_replica_directly_and_never_nginx(
     # The replicas are reachable from Prometheus on a network nginx is not the way into.
     shared = set(prometheus["networks"]) & set(services["app"]["networks"])
     assert shared == {"monitoring"}
+    on_monitoring = {
+        name for name, service in services.items() if "monitoring" in service["networks"]
+    }
+    assert on_monitoring == {"app", "prometheus"}
     assert not set(prometheus["networks"]) & set(services["nginx"]["networks"])
     assert "monitoring" not in services["nginx"]["networks"]
 
@@ -493,6 +497,7 @@ def test_grafana_provisions_the_prometheus_datasource_and_the_dashboard(
     assert datasource["url"] == "http://prometheus:9090"
     assert [port.rsplit(":", 1)[1] for port in services["prometheus"]["ports"]] == ["9090"]
     assert set(grafana["networks"]) & set(services["prometheus"]["networks"])
+    assert not set(grafana["networks"]) & set(services["app"]["networks"])
     global_config = yaml.safe_load(PROMETHEUS_CONFIG.read_text())["global"]
     assert datasource["jsonData"]["timeInterval"] == global_config["scrape_interval"]
 
