@@ -94,6 +94,8 @@ class Figures:
     redirects: dict[RedirectKey, int] = field(default_factory=dict)
     rejected: dict[str, int] = field(default_factory=dict)
     fallback: dict[str, int] = field(default_factory=dict)  # region -> origin fallbacks
+    # region -> requests sent to the default pool because the region's had no healthy host
+    region_fallback: dict[str, int] = field(default_factory=dict)
     buckets: list[int] = field(default_factory=lambda: [0] * (len(DURATION_BUCKETS) + 1))
     duration_sum: float = 0.0
     backend_errors: dict[tuple[str, str], int] = field(default_factory=dict)
@@ -122,6 +124,7 @@ def merge(figures: Iterable[Figures]) -> Figures:
         _add(merged.redirects, one.redirects)
         _add(merged.rejected, one.rejected)
         _add(merged.fallback, one.fallback)
+        _add(merged.region_fallback, one.region_fallback)
         _add(merged.backend_errors, one.backend_errors)
         merged.buckets = [a + b for a, b in zip(merged.buckets, one.buckets, strict=True)]
         merged.duration_sum += one.duration_sum

@@ -95,6 +95,7 @@ def _encode(figures: Figures) -> dict[str, Any]:
         "redirects": [[*key, count] for key, count in figures.redirects.items()],
         "rejected": figures.rejected,
         "fallback": figures.fallback,
+        "region_fallback": figures.region_fallback,
         "buckets": figures.buckets,
         "duration_sum": figures.duration_sum,
         "backend_errors": [[*key, count] for key, count in figures.backend_errors.items()],
@@ -116,6 +117,9 @@ def _decode(data: dict[str, Any]) -> Figures:
         },
         rejected={str(code): int(count) for code, count in data["rejected"].items()},
         fallback={str(region): int(count) for region, count in data["fallback"].items()},
+        region_fallback={
+            str(region): int(count) for region, count in data["region_fallback"].items()
+        },
         buckets=[int(count) for count in data["buckets"]],
         duration_sum=float(data["duration_sum"]),
         backend_errors={
@@ -168,6 +172,7 @@ class MetricsFlusher:
             redirects=dict(tally.redirects),
             rejected=dict(tally.rejected),
             fallback=dict(fallbacks.origin_by_region),
+            region_fallback=dict(fallbacks.regions),
             buckets=list(tally.buckets),
             duration_sum=tally.duration_sum,
             backend_errors=dict(self._errors.counts),

@@ -6,7 +6,7 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from loadtest.support import ServerProcess, forget_sequence
 from tests.conftest import ADMIN_TOKEN
 from tests.e2e.conftest import reset_config
+from tests.proxy import CuttableProxy
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 VIDEO = "http://s1.origin-cluster/video/1488/xcg2djHckad.m3u8"
@@ -180,3 +181,83 @@ def test_stats_add_up_every_instance_sharing_redis(instances: list[Instance]) ->
     assert seen_from_first["by_server"] == {"s1": 500}
     # Each instance's /metrics covers its own workers only.
     assert redirects_total(second.url) == 200
+
+
+METRICS_TOKEN = "Hq3vNc8RtZx5LmW2pYb7KdF4sJg9TeU6"
+
+
+@pytest.fixture
+async def behind_proxy(
+    database_url: str, redis_url: str, sequence_key: str
+) -> AsyncIterator[tuple[ServerProcess, CuttableProxy]]:
+    """Two workers whose Redis is behind a proxy the test can cut; /metrics needs a token."""
+    redis = CuttableProxy.for_url(redis_url)
+    await redis.start()
+    process = ServerProcess(
+        {
+            "BALANCER_DATABASE_URL": database_url,
+            "BALANCER_REDIS_URL": redis.proxied(redis_url),
+            "BALANCER_ADMIN_TOKEN": ADMIN_TOKEN,
+            "BALANCER_SEQUENCE_KEY": sequence_key,
+            "BALANCER_CDN_HEALTH_KEY": f"{sequence_key}.cdn-health",
+            "BALANCER_STATS_KEY": f"{sequence_key}.stats",
+            "BALANCER_METRICS_TOKEN": METRICS_TOKEN,
+        },
+        workers=2,
+    )
+    await asyncio.to_thread(process.start)  # the proxy runs on this loop meanwhile
+    await asyncio.to_thread(reset_config, process.url)
+    yield process, redis
+    await asyncio.to_thread(process.stop)
+    await redis.close()
+
+
+async def test_with_redis_down_stats_cover_both_workers_of_this_instance_and_say_so(
+    behind_proxy: tuple[ServerProcess, CuttableProxy],
+) -> None:
+    process, redis = behind_proxy
+    async with httpx.AsyncClient(base_url=process.url, headers={"Connection": "close"}) as http:
+        await drive(process.url, 300)
+        await redis.cut()
+        await drive(process.url, 100)
+        bodies = []
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            response = await http.get("/stats", headers=ADMIN)
+            assert response.status_code == 200, response.text
+            bodies.append(response.json())
+            if len(bodies) >= 10 and all(body["total"] == 400 for body in bodies[-10:]):
+                break
+            await asyncio.sleep(0.1)
+        reset = await http.post("/stats/reset", headers=ADMIN)
+        await redis.restore()
+        back = None
+        for _ in range(100):
+            back = (await http.get("/stats", headers=ADMIN)).json()
+            if back["scope"] == "cluster" and back["total"] == 400:
+                break
+            await asyncio.sleep(0.1)
+
+    # Ten answers in a row, from either worker, count both workers' redirects.
+    assert [body["total"] for body in bodies[-10:]] == [400] * 10
+    assert {body["scope"] for body in bodies[-10:]} == {"instance"}
+    assert "this instance only" in bodies[-1]["note"]
+    assert reset.status_code == 503
+    assert back is not None
+    assert (back["scope"], back["total"]) == ("cluster", 400)  # the kept counts arrive
+
+
+async def test_metrics_need_the_metrics_token_when_one_is_set(
+    behind_proxy: tuple[ServerProcess, CuttableProxy],
+) -> None:
+    process, _ = behind_proxy
+    async with httpx.AsyncClient(base_url=process.url) as http:
+        missing = await http.get("/metrics")
+        admin = await http.get("/metrics", headers=ADMIN)
+        right = await http.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+
+    assert missing.status_code == 401
+    assert missing.headers["www-authenticate"] == "Bearer"
+    assert admin.status_code == 403
+    assert right.status_code == 200
+    assert "balancer_config_version" in right.text

@@ -144,6 +144,7 @@ def test_worker_figures_survive_the_file_round_trip(tmp_path: Path) -> None:
         sequence_degraded=True,
         cdn_up={"cdn.example.com": False},
         fallback={"eu": 2},
+        region_fallback={"us": 5},
         backend_errors={("redis", "TimeoutError"): 3},
         origin_share=0.1,
     )

@@ -91,6 +91,16 @@ def figure_families(figures: Figures) -> Iterator[Metric]:
         fallback.add_metric([region], count)
     yield fallback
 
+    to_default = CounterMetricFamily(
+        "balancer_region_fallback",
+        "Redirects of a region's viewers served from the default pool because the region's "
+        "pool had no healthy CDN host.",
+        labels=["region"],
+    )
+    for region, count in sorted(figures.region_fallback.items()):
+        to_default.add_metric([region], count)
+    yield to_default
+
     rejected = CounterMetricFamily(
         "balancer_rejected",
         "Problem answers of the redirect path, by problem code.",
