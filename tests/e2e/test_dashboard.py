@@ -32,9 +32,10 @@ from loadtest.support import ServerProcess, forget_sequence, free_port
 from tests.conftest import ADMIN_TOKEN
 from tests.e2e.conftest import reset_config
 from tests.e2e.prometheus import PrometheusApi, PrometheusServer, duration
+from tests.e2e.test_stack import can_bind
 from tests.grafana import Query, annotation_queries, panel_queries, panels
 from tests.proxy import CuttableProxy
-from tests.tools import require_tool
+from tests.tools import require, require_tool
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 METRICS_TOKEN = secrets.token_urlsafe(32)
@@ -202,6 +203,7 @@ async def run(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[Run]:
     prometheus_binary = require_tool("prometheus", install="apt-get install prometheus")
+    require(can_bind(LIMITED), f"the local address {LIMITED}", "a Linux loopback")
     topology: str = request.param
     workdir: Path = tmp_path_factory.mktemp(f"dashboard-{topology}")
     key = f"balancer-dashboard:{uuid.uuid4().hex}"
