@@ -160,6 +160,7 @@ class MetricsFlusher:
         self._started = time.time()
         self._flushed: dict[str, int] = {}  # stats fields as of the last store flush
         self._store_down = False
+        self._file_failed = False
         self._task: asyncio.Task[None] | None = None
 
     def gather(self) -> Figures:
@@ -183,7 +184,8 @@ class MetricsFlusher:
             version = snapshot.version
             config = version.config
             figures.config_version = version.version
-            down = snapshot.down_hosts
+            # Routed around: what the router does, so nothing while health checks are off.
+            down = snapshot.down_hosts if config.cdn_health.enabled else frozenset()
             figures.cdn_up = {cdn_host(url): url not in down for url in config.probe_targets()}
             split = config.split
             figures.origin_share = split.origin_weight / (split.cdn_weight + split.origin_weight)
@@ -191,7 +193,14 @@ class MetricsFlusher:
 
     async def flush(self) -> None:
         figures = self.gather()
-        self._files.write(figures)
+        try:
+            self._files.write(figures)
+        except OSError as error:  # /metrics misses this worker until it works again
+            if not self._file_failed:
+                log.warning("metrics_write_failed", error=str(error))
+            self._file_failed = True
+        else:
+            self._file_failed = False
         fields = stats_fields(figures)
         delta = {
             name: count - self._flushed.get(name, 0)

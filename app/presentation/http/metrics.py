@@ -146,18 +146,18 @@ def figure_families(figures: Figures) -> Iterator[Metric]:
     for host, up in sorted(figures.cdn_up.items()):
         cdn_up.add_metric([host], int(up))
     yield cdn_up
+    if figures.origin_share is not None:
+        yield _gauge(
+            "balancer_configured_origin_share",
+            "The origin's share of the global split now (origin_weight / both weights).",
+            figures.origin_share,
+        )
     yield _gauge("balancer_workers", "Worker processes whose figures are live.", figures.workers)
     yield _gauge(
         "balancer_rate_limit_clients",
         "Clients with a rate-limit bucket, summed over the workers.",
         figures.rate_limit_clients,
     )
-    if figures.origin_share is not None:
-        yield _gauge(
-            "balancer_configured_origin_share",
-            "origin_weight / (cdn_weight + origin_weight) of the active configuration.",
-            figures.origin_share,
-        )
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
