@@ -63,10 +63,10 @@ loadtest: install ## Locust web UI on 127.0.0.1:8089 against BALANCER_URL (defau
 loadtest-headless: install ## fixed Locust scenario; CSV and HTML report in loadtest/results/
 	$(BIN)/python -m loadtest.headless
 
-stack: install ## two instances behind a local nginx, without Docker (the compose topology)
+stack: install ## two instances behind a local nginx (+ Prometheus if installed), without Docker
 	$(BIN)/python -m loadtest.stack
 
-up: ## docker compose: postgres, redis, migrate, 2 app replicas, nginx, locust
+up: ## docker compose: postgres, redis, migrate, 2 app replicas, nginx, locust, prometheus, grafana
 	docker compose up -d --build
 
 down: ## stop the compose stack

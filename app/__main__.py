@@ -3,7 +3,9 @@
 import argparse
 import os
 import secrets
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import uvicorn
@@ -18,6 +20,20 @@ from app.presentation.http.protocol import bounded_httptools
 
 def serve(settings: Settings) -> int:
     """Serve until stopped; the exit status is non-zero when a worker failed to start."""
+    variable = f"{ENV_PREFIX}METRICS_DIR"
+    if settings.metrics_dir:
+        return _serve(settings)
+    # The workers publish their figures in a directory of this instance's own, gone after.
+    directory = tempfile.mkdtemp(prefix="balancer-metrics-")
+    os.environ[variable] = directory
+    try:
+        return _serve(settings)
+    finally:
+        os.environ.pop(variable, None)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _serve(settings: Settings) -> int:
     config = uvicorn.Config(
         "app.main:create_app",
         factory=True,

@@ -126,6 +126,11 @@ class Settings:
     rate_limit_idle_seconds: float = 60.0
     # A MaxMind DB country file (GeoLite2-Country, DB-IP lite); empty: iptocc's bundled data.
     geoip_database: str = ""
+    metrics: bool = True  # count redirects for /metrics and /stats
+    metrics_token: tuple[str, ...] = ()  # when set, /metrics requires one of these
+    # Where the instance's workers publish their figures; `serve` picks a fresh one.
+    metrics_dir: str = ""
+    stats_key: str = "balancer:stats"
 
     def __post_init__(self) -> None:
         if not 1 <= self.port <= 65535:
@@ -168,6 +173,8 @@ _retort = Retort(
         loader(P[Settings].database_url, _service_url),
         loader(P[Settings].redis_url, _service_url),
         loader(P[Settings].access_log, _flag),
+        loader(P[Settings].metrics, _flag),
+        loader(P[Settings].metrics_token, _tokens),
         loader(P[Settings].geoip_database, _geoip_file),
     ],
 )

@@ -1,5 +1,5 @@
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 
 import asyncpg
@@ -34,14 +34,24 @@ from app.application.limits import (
     ReloadLimits,
     ReplaceLimit,
 )
+from app.application.metrics import (
+    GetStats,
+    ReadInstanceFigures,
+    ResetStats,
+    StatsStore,
+    Tally,
+    WorkerFigures,
+)
 from app.application.ports import ConfigRepository, CountryLookup, HealthCheck, SequenceSource
 from app.application.redirect import ExplainRoute, RedirectVideo
 from app.application.snapshot import ConfigSnapshot
 from app.config import Settings
 from app.domain.ratelimit import ClientLimiter
+from app.infrastructure.backend_errors import backend_errors
 from app.infrastructure.geoip import BundledCountries, MaxMindCountries
 from app.infrastructure.health import PostgresHealth, RedisHealth
 from app.infrastructure.http.probe import HttpProbe
+from app.infrastructure.metrics import FileFigures, MetricsFlusher, metrics_directory
 from app.infrastructure.postgres.config_repository import PostgresConfigRepository
 from app.infrastructure.postgres.limits_repository import PostgresLimitRepository
 from app.infrastructure.postgres.listener import ConfigWatcher
@@ -49,6 +59,7 @@ from app.infrastructure.postgres.pool import create_pool
 from app.infrastructure.redis.cdn_health import CdnHealthMonitor, RedisHealthBoard, instance_id
 from app.infrastructure.redis.ratelimit import RateLimitHealth, RedisLimitSettler
 from app.infrastructure.redis.sequence import RedisLeasedSequence
+from app.infrastructure.redis.stats import RedisStats
 
 
 class InfrastructureProvider(Provider):
@@ -167,6 +178,30 @@ class InfrastructureProvider(Provider):
 
     rate_limit_health = provide(RateLimitHealth)
 
+    @provide(provides=AnyOf[FileFigures, WorkerFigures])
+    def worker_figures(self, settings: Settings) -> Iterator[FileFigures]:
+        with metrics_directory(settings.metrics_dir) as directory:
+            yield FileFigures(directory)
+
+    @provide(provides=AnyOf[RedisStats, StatsStore])
+    def stats_store(self, redis: Redis, settings: Settings) -> RedisStats:
+        return RedisStats(redis, key=settings.stats_key, timeout=settings.redis_timeout_seconds)
+
+    @provide
+    async def metrics_flusher(  # noqa: PLR0917 - every source of a figure
+        self,
+        tally: Tally,
+        snapshot: ConfigSnapshot,
+        sequence: RedisLeasedSequence,
+        limiter: ClientLimiter,
+        files: FileFigures,
+        store: RedisStats,
+    ) -> AsyncIterator[MetricsFlusher]:
+        flusher = MetricsFlusher(tally, snapshot, sequence, limiter, backend_errors, files, store)
+        await flusher.start()
+        yield flusher
+        await flusher.stop()
+
     @provide
     async def countries(self, settings: Settings) -> AsyncIterator[CountryLookup]:
         if not settings.geoip_database:
@@ -180,6 +215,7 @@ class InfrastructureProvider(Provider):
 
 class ApplicationProvider(Provider):
     scope = Scope.APP
+    settings = from_context(provides=Settings)
 
     @provide
     def snapshot(self, countries: CountryLookup) -> ConfigSnapshot:
@@ -189,6 +225,21 @@ class ApplicationProvider(Provider):
         return snapshot
 
     cdn_health_view = provide(CdnHealthView)
+    tally = provide(Tally)
+
+    @provide
+    def get_stats(
+        self,
+        store: StatsStore,
+        workers: WorkerFigures,
+        snapshot: ConfigSnapshot,
+        settings: Settings,
+    ) -> GetStats:
+        return GetStats(store, workers, snapshot, enabled=settings.metrics)
+
+    @provide
+    def reset_stats(self, store: StatsStore, settings: Settings) -> ResetStats:
+        return ResetStats(store, enabled=settings.metrics)
 
     @provide
     def limiter(self, settings: Settings, snapshot: ConfigSnapshot) -> ClientLimiter:
@@ -203,6 +254,7 @@ class ApplicationProvider(Provider):
     use_cases = provide_all(
         RedirectVideo,
         ExplainRoute,
+        ReadInstanceFigures,
         GetConfig,
         ReloadConfig,
         UpdateConfig,

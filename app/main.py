@@ -10,16 +10,18 @@ from fastapi_offline import FastAPIOffline
 
 from app.application.config import ReloadConfig
 from app.application.limits import ReloadLimits
+from app.application.metrics import Tally
 from app.application.redirect import RedirectVideo
 from app.application.snapshot import ConfigSnapshot
 from app.config import Settings, load_settings
 from app.domain.ratelimit import ClientLimiter
 from app.infrastructure.logging import configure_logging
+from app.infrastructure.metrics import MetricsFlusher
 from app.infrastructure.postgres.listener import ConfigWatcher
 from app.infrastructure.redis.cdn_health import CdnHealthMonitor
 from app.infrastructure.redis.ratelimit import RedisLimitSettler
 from app.ioc import providers
-from app.presentation.http import balance, cdn, config, health, limits, route
+from app.presentation.http import balance, cdn, config, health, limits, metrics, route
 from app.presentation.http.auth import AdminAuth
 from app.presentation.http.console import mount_console
 from app.presentation.http.context import RequestContext
@@ -50,10 +52,12 @@ def create_app(settings: Settings | None = None) -> RedirectFront:
             await container.get(ConfigWatcher)
             await container.get(CdnHealthMonitor)
             await container.get(RedisLimitSettler)
+            await container.get(MetricsFlusher)
             front.bind(
                 await container.get(RedirectVideo),
                 await container.get(ClientLimiter),
                 await container.get(ConfigSnapshot),
+                await container.get(Tally) if settings.metrics else None,
             )
         except BaseException:
             log.exception("startup_failed")
@@ -82,6 +86,9 @@ def create_app(settings: Settings | None = None) -> RedirectFront:
     api.include_router(route.route_router(auth))
     api.include_router(cdn.cdn_router(auth))
     api.include_router(limits.limits_router(auth))
+    metrics_token = AdminAuth(settings.metrics_token) if settings.metrics_token else None
+    api.include_router(metrics.metrics_router(metrics_token))
+    api.include_router(metrics.stats_router(auth))
     install_error_handlers(api)
     document_redirect(api)
     mount_docs(api)

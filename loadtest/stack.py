@@ -2,8 +2,10 @@
 
 PostgreSQL and Redis (BALANCER_DATABASE_URL / BALANCER_REDIS_URL, or embedded servers under
 the data folder), the migrations, two `python -m app serve` instances of one worker each on
-their own ports, and a local nginx in front of them on 127.0.0.1:8000 (BALANCER_PORT or
---port), rendered from deploy/nginx/stack.conf.template. Ctrl-C stops everything.
+their own ports, a local nginx in front of them on 127.0.0.1:8000 (BALANCER_PORT or
+--port), rendered from deploy/nginx/stack.conf.template, and, where `prometheus` is
+installed, Prometheus on 127.0.0.1:9090 scraping each instance with the repository's scrape
+config (deploy/prometheus/prometheus.yml). Ctrl-C stops everything.
 """
 
 import argparse
@@ -23,12 +25,16 @@ from pathlib import Path
 from string import Template
 from types import FrameType, TracebackType
 
+import yaml
+
 from app.embedded import EmbeddedServices
 from app.infrastructure.postgres.migrations import migrate
 from loadtest.support import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 NGINX_DIR = ROOT / "deploy" / "nginx"
+SCRAPE_CONFIG = ROOT / "deploy" / "prometheus" / "prometheus.yml"
+COMPOSE_BEARER_FILE = "/run/secrets/metrics-token"  # where compose mounts BALANCER_METRICS_TOKEN
 ENV_PREFIX = "BALANCER_"
 # Debian keeps nginx in /usr/sbin, which a normal user's PATH often leaves out.
 NGINX_SEARCH = ("/usr/sbin", "/usr/local/sbin")
@@ -38,6 +44,12 @@ Install it, then run `make stack` again:
   Debian/Ubuntu: sudo apt-get install nginx-light   (or the package nginx)
   macOS:         brew install nginx
 (`make run` serves a single instance without nginx.)"""
+
+
+PROMETHEUS_MISSING = (
+    "not started (not installed, or --no-prometheus); "
+    "apt-get install prometheus to have it scrape the instances"
+)
 
 
 class StackError(RuntimeError):
@@ -83,6 +95,31 @@ def render_nginx_config(prefix: Path, listen: str, upstreams: list[str]) -> str:
         servers=servers,
         proxy_conf=NGINX_DIR / "proxy.conf",
     )
+
+
+def prometheus_config(targets: list[str], interval: float, token_file: Path) -> str:
+    """deploy/prometheus/prometheus.yml for instances at `targets` ("host:port"), scraped
+    every `interval` seconds. Only what Docker provides is replaced: the DNS discovery of the
+    compose service `app` becomes the static targets, and the metrics-token secret compose
+    mounts becomes `token_file`. Everything else (job, path, authorization) is kept."""
+    config = yaml.safe_load(SCRAPE_CONFIG.read_text())
+    every = f"{round(interval * 1000)}ms"
+    config["global"].update(
+        scrape_interval=every,
+        evaluation_interval=every,
+        scrape_timeout=f"{round(min(interval, 5) * 1000)}ms",
+    )
+    (job,) = config["scrape_configs"]
+    discovery = job.pop("dns_sd_configs")
+    if [entry["names"] for entry in discovery] != [["app"]]:
+        raise StackError(f"{SCRAPE_CONFIG}: expected DNS discovery of `app`, got {discovery}")
+    job["static_configs"] = [{"targets": targets}]
+    if job["authorization"]["credentials_file"] != COMPOSE_BEARER_FILE:
+        raise StackError(
+            f"{SCRAPE_CONFIG}: the bearer token is not read from {COMPOSE_BEARER_FILE}"
+        )
+    job["authorization"]["credentials_file"] = str(token_file)
+    return str(yaml.safe_dump(config, sort_keys=False))
 
 
 def _answers(url: str) -> bool:
@@ -161,8 +198,13 @@ class Stack:
         port: int = 8000,
         instances: int = 2,
         settings: Mapping[str, str] | None = None,
+        prometheus: str | None = None,
+        prometheus_port: int = 9090,
+        scrape_interval: float = 15,
     ) -> None:
         self._nginx = nginx
+        self._prometheus = prometheus
+        self._scrape_interval = scrape_interval
         self._workdir = workdir.resolve()
         self._host = host
         self._port = port
@@ -181,6 +223,7 @@ class Stack:
         self._children: list[_Child] = []
         self.front_url = f"http://{host}:{port}"
         self.instance_urls = [f"http://127.0.0.1:{port}" for port in self._ports]
+        self.prometheus_url = f"http://{host}:{prometheus_port}" if prometheus is not None else None
 
     @property
     def nginx_dir(self) -> Path:
@@ -219,6 +262,9 @@ class Stack:
                 self._wait(child, f"{url}/ready", deadline)
             nginx = self._start_nginx()
             self._wait(nginx, f"{self.front_url}/health", deadline)
+            if self.prometheus_url is not None:
+                prometheus = self._start_prometheus(self.prometheus_url)
+                self._wait(prometheus, f"{self.prometheus_url}/-/ready", deadline)
         except BaseException:
             self.stop()
             raise
@@ -235,6 +281,27 @@ class Stack:
             raise StackError(f"nginx rejected {config}:\n{check.stderr}")
         command = [*base, "-g", f"daemon off; pid {prefix / 'nginx.pid'};"]
         child = _Child("nginx", command, prefix / "nginx.out", os.environ)
+        self._children.append(child)
+        return child
+
+    def _start_prometheus(self, url: str) -> _Child:
+        """Prometheus scraping each instance (never nginx), as compose's does each replica."""
+        assert self._prometheus is not None
+        folder = self._workdir / "prometheus"
+        folder.mkdir(parents=True, exist_ok=True)
+        token_file = folder / "metrics-token"
+        token_file.write_text(self._environ.get(f"{ENV_PREFIX}METRICS_TOKEN", ""))
+        token_file.chmod(0o600)
+        config = folder / "prometheus.yml"
+        targets = [f"127.0.0.1:{port}" for port in self._ports]
+        config.write_text(prometheus_config(targets, self._scrape_interval, token_file))
+        command = [
+            self._prometheus,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={folder / 'data'}",
+            f"--web.listen-address={url.removeprefix('http://')}",
+        ]
+        child = _Child("prometheus", command, folder / "prometheus.log", os.environ)
         self._children.append(child)
         return child
 
@@ -291,6 +358,10 @@ def _announce(stack: Stack, token: str) -> None:
     ):
         print(f"  instance {number}: {url} (pid {pids[f'instance {number}']}, log {log})")
     print(f"  nginx logs: {stack.nginx_dir}")
+    if stack.prometheus_url is not None:
+        print(f"Prometheus (scraping each instance): {stack.prometheus_url}")
+    else:
+        print(f"Prometheus: {PROMETHEUS_MISSING}")
     print(f"Admin token: {token}")
     print(
         f"Try:  curl -i '{stack.front_url}/?video=http://s1.origin-cluster/video/1488/x.m3u8'\n"
@@ -315,6 +386,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         help="nginx's port (BALANCER_PORT, else 8000)",
     )
     parser.add_argument("--instances", type=int, default=2)
+    parser.add_argument(
+        "--prometheus-port", type=int, default=9090, help="Prometheus's port (9090)"
+    )
+    parser.add_argument(
+        "--no-prometheus", action="store_true", help="do not start Prometheus even if installed"
+    )
     parser.add_argument("--data-dir", type=Path, default=ROOT / ".data" / "stack")
     return parser.parse_args(argv)
 
@@ -349,6 +426,8 @@ def main(argv: list[str] | None = None) -> int:
                 port=args.port,
                 instances=args.instances,
                 settings=_settings_from_environment(),
+                prometheus=None if args.no_prometheus else shutil.which("prometheus"),
+                prometheus_port=args.prometheus_port,
             )
             resources.enter_context(stack)
             _announce(stack, token)

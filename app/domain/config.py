@@ -168,16 +168,19 @@ class Redirect(NamedTuple):
     server: str
     config_version: int
     region: str = DEFAULT_REGION  # the viewer's region
+    cdn: str = ""  # the CDN host's base URL, "" for the origin
 
 
 class FallbackCount:
-    """Requests of this worker that found no healthy CDN host: sent to the origin, or refused;
-    and by region, requests sent to the default pool because the region's had none."""
+    """Requests of this worker that found no healthy CDN host: sent to the origin (in all,
+    and by the viewer's region), or refused; and by region, requests sent to the default
+    pool because the region's had none."""
 
-    __slots__ = ("origin", "refused", "regions")
+    __slots__ = ("origin", "origin_by_region", "refused", "regions")
 
     def __init__(self) -> None:
         self.origin = 0
+        self.origin_by_region: dict[str, int] = {}
         self.refused = 0
         self.regions: dict[str, int] = {}
 
@@ -332,11 +335,14 @@ class Router:
         if base:
             location = f"{base}/{server}{video.rest}"
         elif target is CDN:
-            target, location = self._without_cdn(video.origin_url)
+            target, location = self._without_cdn(video.origin_url, DEFAULT_REGION)
+            base = ""
         else:
             location = video.origin_url
+            base = ""
         return new_tuple(
-            Redirect, (target, location, self._status, server, self._version, DEFAULT_REGION)
+            Redirect,
+            (target, location, self._status, server, self._version, DEFAULT_REGION, base),
         )
 
     def _redirect_in_region(
@@ -371,6 +377,7 @@ class Router:
         else:
             target = self._split.target(next_number(""))
         name = DEFAULT_REGION if region is None else region.name
+        base: str | None = ""
         if target is CDN:
             base = rotation.next()
             if base:
@@ -383,10 +390,13 @@ class Router:
                     self._retry_after,
                 )
             else:
-                target, location = self._without_cdn(video.origin_url)
+                target, location = self._without_cdn(video.origin_url, name)
+                base = ""
         else:
             location = video.origin_url
-        return new_tuple(Redirect, (target, location, self._status, server, self._version, name))
+        return new_tuple(
+            Redirect, (target, location, self._status, server, self._version, name, base)
+        )
 
     def explain(
         self,
@@ -437,9 +447,11 @@ class Router:
             server=server,
         )
 
-    def _without_cdn(self, origin_url: str) -> tuple[Target, str]:
+    def _without_cdn(self, origin_url: str, region: str) -> tuple[Target, str]:
         if self._fallback:
-            self._fallbacks.origin += 1
+            fallbacks = self._fallbacks
+            fallbacks.origin += 1
+            fallbacks.origin_by_region[region] = fallbacks.origin_by_region.get(region, 0) + 1
             return ORIGIN, origin_url
         self._fallbacks.refused += 1
         raise NoHealthyTarget(

@@ -161,6 +161,7 @@ def start_servers(
             "BALANCER_REDIS_URL": redis_url,
             "BALANCER_SEQUENCE_KEY": sequence_key,
             "BALANCER_CDN_HEALTH_KEY": f"{sequence_key}.cdn-health",
+            "BALANCER_STATS_KEY": f"{sequence_key}.stats",
         }
         servers.append((service_server(variant, core, backing, workdir), variant))
     for server, _ in servers:
@@ -197,7 +198,7 @@ def _load_rounds(
             )
             rounds.append(asdict(result))
             print(
-                f"round {round_no}/{options.rounds}  {server.name:<16} {result.rps:>9,.0f} rps"
+                f"round {round_no}/{options.rounds}  {server.name:<20} {result.rps:>9,.0f} rps"
                 f"  p50 {result.p50_ms:5.2f} ms  p99 {result.p99_ms:5.2f} ms"
                 f"  {result.server_cpu_us_per_request:5.1f} CPU µs/req"
                 f"  (other processes: {result.other_cpu_percent:3.0f}% of a core)",

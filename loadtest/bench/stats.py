@@ -78,6 +78,8 @@ def checks(report: dict[str, Any]) -> list[dict[str, Any]]:
         if described.get("at_least_of"):
             other, least = described["at_least_of"]
             share = ratios[f"{target}_to_{other}"]["median"]
+            if share is None:  # the other variant was not run (--variants)
+                continue
             found.append(
                 _check(f"{target} >= {least:.0%} of {other} rps", f"{share:.0%}", share >= least)
             )

@@ -13,6 +13,8 @@ from loadtest.fake_cdn import FakeCdn
 SERVICE = "service"
 SERVICE_2W = "service-2w"
 SERVICE_POOL = "service-pool"
+# The same service with counting off: what /metrics and /stats cost on the redirect path.
+METRICS_OFF = "service-metrics-off"
 
 
 def pool_of_three(cleanup: ExitStack) -> Mapping[str, Any]:
@@ -100,7 +102,8 @@ def three_regions(cleanup: ExitStack) -> Mapping[str, Any]:
 
 
 VARIANTS: tuple[Variant, ...] = (
-    Variant(SERVICE, "service, default config"),
+    Variant(SERVICE, "service, default config", at_least_of=(METRICS_OFF, 0.95)),
+    Variant(METRICS_OFF, "service, metrics off", environ={"BALANCER_METRICS": "false"}),
     Variant(SERVICE_2W, "service", workers=2, pinned=False),
     Variant(SERVICE_POOL, "service, pool of 3 with health checks", config=pool_of_three),
     Variant(

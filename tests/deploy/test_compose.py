@@ -25,9 +25,12 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "compose.yaml"
 ENV_EXAMPLE = ROOT / ".env.example"
 NGINX_DIR = ROOT / "deploy" / "nginx"
+PROMETHEUS_CONFIG = ROOT / "deploy" / "prometheus" / "prometheus.yml"
+GRAFANA_DIR = ROOT / "deploy" / "grafana"
+METRICS_SECRET = "/run/secrets/metrics-token"
 # ${NAME}, ${NAME:-default}, ${NAME-default}, ${NAME:?error}, ${NAME?error}
 VARIABLE = re.compile(r"\$\{(\w+)(?:(:?[-?])([^}]*))?\}")
-SECRETS = ("POSTGRES_PASSWORD", "REDIS_PASSWORD", "BALANCER_ADMIN_TOKEN")
+SECRETS = ("POSTGRES_PASSWORD", "REDIS_PASSWORD", "BALANCER_ADMIN_TOKEN", "GRAFANA_ADMIN_PASSWORD")
 
 
 @pytest.fixture(scope="module")
@@ -107,6 +110,8 @@ def test_compose_file_is_valid_by_the_compose_specification() -> None:
         ('"${HTTP_PORT:-8000}:8000"', '"${HTTP_PORT:-8000}:80000"'),
         ("interval: 5s", "interval: 5 parsecs"),
         ("replicas: 2", "replicas: two"),
+        ("  grafana-data:\n", "  grafana-data: 7\n"),
+        ("      - --storage.tsdb.path=/prometheus", "      - storage: /prometheus"),
     ],
 )
 def test_compose_specification_refuses_a_broken_file(original: str, broken: str) -> None:
@@ -117,7 +122,16 @@ def test_compose_specification_refuses_a_broken_file(original: str, broken: str)
 
 
 def test_every_service_of_the_topology_is_defined(services: dict[str, Any]) -> None:
-    assert set(services) == {"postgres", "redis", "migrate", "app", "nginx", "locust"}
+    assert set(services) == {
+        "postgres",
+        "redis",
+        "migrate",
+        "app",
+        "nginx",
+        "locust",
+        "prometheus",
+        "grafana",
+    }
 
 
 def test_postgres_is_checked_with_pg_isready_and_keeps_its_data_in_a_volume(
@@ -215,6 +229,7 @@ def test_compose_stops_when_a_secret_is_missing_from_env(services: dict[str, Any
             *services["postgres"]["environment"].values(),
             *services["redis"]["command"],
             *services["app"]["environment"].values(),
+            *services["grafana"]["environment"].values(),
         ]
         with pytest.raises(AssertionError, match=secret):
             interpolate(" ".join(str(value) for value in values), missing)
@@ -382,3 +397,143 @@ def test_docker_compose_accepts_the_file_with_the_example_env_filled_in(tmp_path
         cwd=ROOT,
     )
     assert result.returncode == 0, result.stderr
+
+
+def mount(service: dict[str, Any], source: Path) -> tuple[str, str]:
+    """(target, mode) of the bind mount of `source` (a repository path) in `service`."""
+    for volume in service["volumes"]:
+        parts = volume.split(":")
+        if parts[0].startswith(".") and (ROOT / parts[0]).resolve() == source:
+            return parts[1], parts[2] if len(parts) > 2 else "rw"
+    raise AssertionError(f"{source} is not mounted in {service}")
+
+
+def scrape_jobs() -> dict[str, dict[str, Any]]:
+    config: dict[str, Any] = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
+    return {job["job_name"]: job for job in config["scrape_configs"]}
+
+
+def test_every_image_is_pinned_to_a_version(services: dict[str, Any]) -> None:
+    for name, service in services.items():
+        image = service["image"]
+        repository, _, tag = image.rpartition(":")
+        assert repository, f"{name}: {image} names no tag"
+        assert tag != "latest", f"{name}: {image}"
+        if name in {"prometheus", "grafana"}:
+            assert re.fullmatch(r"v?\d+\.\d+\.\d+", tag), f"{name}: {image} is not a release"
+
+
+def test_prometheus_and_grafana_listen_on_this_host_only_by_default(
+    services: dict[str, Any],
+) -> None:
+    env = filled_env()
+    assert [interpolate(port, env) for port in services["prometheus"]["ports"]] == [
+        "127.0.0.1:9090:9090"
+    ]
+    assert [interpolate(port, env) for port in services["grafana"]["ports"]] == [
+        "127.0.0.1:3000:3000"
+    ]
+    moved = {**env, "GRAFANA_HOST": "10.0.0.5", "PROMETHEUS_PORT": "19090"}
+    assert interpolate(services["grafana"]["ports"][0], moved) == "10.0.0.5:3000:3000"
+    assert interpolate(services["prometheus"]["ports"][0], moved) == "127.0.0.1:19090:9090"
+
+
+def test_prometheus_scrapes_every_app_replica_directly_and_never_nginx(
+    compose: dict[str, Any], services: dict[str, Any]
+) -> None:
+    prometheus = services["prometheus"]
+    target, mode = mount(prometheus, PROMETHEUS_CONFIG.parent)
+    assert mode == "ro"
+    assert f"--config.file={target}/{PROMETHEUS_CONFIG.name}" in prometheus["command"]
+    volume, data = next(v for v in prometheus["volumes"] if not v.startswith(".")).split(":")
+    assert volume in compose["volumes"]
+    assert f"--storage.tsdb.path={data}" in prometheus["command"]
+
+    (job,) = scrape_jobs().values()
+    assert job.get("metrics_path", "/metrics") == "/metrics"
+    assert "static_configs" not in job
+    (discovery,) = job["dns_sd_configs"]
+    # Docker's DNS answers a service name with every replica's address (A records).
+    assert discovery["names"] == ["app"]
+    assert discovery["type"] == "A"
+    assert str(discovery["port"]) == services["app"]["environment"]["BALANCER_PORT"]
+    # The replicas are reachable from Prometheus on a network nginx is not the way into.
+    shared = set(prometheus["networks"]) & set(services["app"]["networks"])
+    assert shared == {"monitoring"}
+    on_monitoring = {
+        name for name, service in services.items() if "monitoring" in service["networks"]
+    }
+    assert on_monitoring == {"app", "prometheus"}
+    assert not set(prometheus["networks"]) & set(services["nginx"]["networks"])
+    assert "monitoring" not in services["nginx"]["networks"]
+
+
+def test_prometheus_sends_the_metrics_token_the_app_asks_for(
+    compose: dict[str, Any], services: dict[str, Any]
+) -> None:
+    (job,) = scrape_jobs().values()
+    assert job["authorization"] == {"type": "Bearer", "credentials_file": METRICS_SECRET}
+    (secret,) = services["prometheus"]["secrets"]
+    assert f"/run/secrets/{secret}" == METRICS_SECRET  # compose's default target
+    variable = compose["secrets"][secret]["environment"]
+    assert services["app"]["environment"]["BALANCER_METRICS_TOKEN"] == f"${{{variable}:-}}"
+    # Unset, the token is empty and /metrics stays open, as the app's default.
+    assert interpolate(services["app"]["environment"]["BALANCER_METRICS_TOKEN"], filled_env()) == ""
+
+
+def test_grafana_provisions_the_prometheus_datasource_and_the_dashboard(
+    services: dict[str, Any],
+) -> None:
+    grafana = services["grafana"]
+    provisioning, mode = mount(grafana, GRAFANA_DIR / "provisioning")
+    assert (provisioning, mode) == ("/etc/grafana/provisioning", "ro")
+    dashboards, mode = mount(grafana, GRAFANA_DIR / "dashboards")
+    assert mode == "ro"
+
+    (datasource,) = yaml.safe_load(
+        (GRAFANA_DIR / "provisioning" / "datasources" / "prometheus.yml").read_text()
+    )["datasources"]
+    assert datasource["type"] == "prometheus"
+    assert datasource["url"] == "http://prometheus:9090"
+    assert [port.rsplit(":", 1)[1] for port in services["prometheus"]["ports"]] == ["9090"]
+    assert set(grafana["networks"]) & set(services["prometheus"]["networks"])
+    assert not set(grafana["networks"]) & set(services["app"]["networks"])
+    global_config = yaml.safe_load(PROMETHEUS_CONFIG.read_text())["global"]
+    assert datasource["jsonData"]["timeInterval"] == global_config["scrape_interval"]
+
+    (provider,) = yaml.safe_load(
+        (GRAFANA_DIR / "provisioning" / "dashboards" / "balancer.yml").read_text()
+    )["providers"]
+    assert provider["type"] == "file"
+    assert provider["options"]["path"] == dashboards
+    home = grafana["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert Path(home).parent == Path(dashboards)
+    assert (GRAFANA_DIR / "dashboards" / Path(home).name).is_file()
+
+
+def test_grafana_has_no_sign_up_no_anonymous_access_and_no_calls_home(
+    services: dict[str, Any],
+) -> None:
+    environment = services["grafana"]["environment"]
+    assert environment["GF_USERS_ALLOW_SIGN_UP"] == "false"
+    assert environment["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
+    assert environment["GF_ANALYTICS_REPORTING_ENABLED"] == "false"
+    assert environment["GF_ANALYTICS_CHECK_FOR_UPDATES"] == "false"
+    assert "GRAFANA_ADMIN_PASSWORD" in environment["GF_SECURITY_ADMIN_PASSWORD"]
+
+
+@pytest.mark.e2e
+def test_promtool_accepts_the_prometheus_config(tmp_path: Path) -> None:
+    promtool = require_tool("promtool", install="apt-get install prometheus")
+    # promtool wants the token file to exist: only the container has compose's secret.
+    token = tmp_path / "metrics-token"
+    token.write_text(secrets.token_urlsafe(32))
+    config = tmp_path / "prometheus.yml"
+    config.write_text(PROMETHEUS_CONFIG.read_text().replace(METRICS_SECRET, str(token)))
+    result = subprocess.run(
+        [promtool, "check", "config", str(config)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

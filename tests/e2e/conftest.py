@@ -44,6 +44,7 @@ def server(database_url: str, redis_url: str) -> Iterator[ServerProcess]:
             "BALANCER_ADMIN_TOKEN": ADMIN_TOKEN,
             "BALANCER_SEQUENCE_KEY": sequence_key,
             "BALANCER_CDN_HEALTH_KEY": f"{sequence_key}.cdn-health",
+            "BALANCER_STATS_KEY": f"{sequence_key}.stats",
         },
         workers=2,
     )

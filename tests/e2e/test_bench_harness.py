@@ -72,12 +72,20 @@ def test_report_has_both_targets_and_a_chart_when_run_briefly(
     report = json.loads((tmp_path / "bench.json").read_text())
     assert report["generator"]["name"] == "python"
     assert report["generator"]["generator_bound"] is True
-    for target in ("service", "reference", "service-2w", "service-pool", "service-regions"):
+    for target in (
+        "service",
+        "service-metrics-off",
+        "reference",
+        "service-2w",
+        "service-pool",
+        "service-regions",
+    ):
         assert report["medians"][target]["rps"] > 0
         assert report["medians"][target]["non_3xx"] == 0
         assert report["medians"][target]["socket_errors"] == 0
     assert {result["target"] for result in report["rounds"]} == {
         "service",
+        "service-metrics-off",
         "reference",
         "service-2w",
         "service-pool",

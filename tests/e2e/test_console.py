@@ -331,24 +331,27 @@ def test_panels_say_not_available_when_the_server_lacks_an_endpoint(
 def test_now_panel_shows_health_and_live_rates_in_the_documented_shapes(
     server: ServerProcess, console: GuardedPage
 ) -> None:
-    """/stats and /cdn/health as their issues specify them, answered here by the browser's
-    router until the server has them: the panel must render them without a change."""
+    """/stats (as the server answers it while Redis is down) and /cdn/health, answered by
+    the browser's router so the figures are known: the panel renders every part."""
     page = console.page
     started = time.time()
 
     def stats(route: Route) -> None:
         elapsed = time.time() - started
         body = {
+            "scope": "instance",
             "since": "2026-01-01T00:00:00Z",
             "total": int(1000 * elapsed),
             "by_target": {"cdn": int(900 * elapsed), "origin": int(100 * elapsed)},
             "by_server": {"s1": int(1000 * elapsed)},
             "by_cdn_host": {"cdn.example.com": int(900 * elapsed)},
-            "rejected": 3,
+            "by_region": {"eu": int(600 * elapsed), "default": int(400 * elapsed)},
+            "rejected": {"rate-limited": 1, "host-not-allowed": 2},
             "rate_limited": 1,
             "configured_origin_share": 0.1,
             "achieved_origin_share": 0.1,
             "requests_per_second": 1000.0,
+            "note": "this instance only, since it started (Redis: ConnectionError)",
         }
         route.fulfill(status=200, content_type="application/json", body=json.dumps(body))
 
@@ -372,6 +375,10 @@ def test_now_panel_shows_health_and_live_rates_in_the_documented_shapes(
     expect(pool).to_contain_text("down")
     expect(pool).to_contain_text("connect timeout <b>after</b> 2 s")
     expect(page.locator("#now-summary")).to_contain_text("10.0 % to the origin")
+    now_stats = page.locator("#now-stats")
+    expect(now_stats).to_contain_text("this instance only")
+    expect(now_stats).to_contain_text("host-not-allowed")
+    expect(now_stats.locator("table", has_text="By region")).to_contain_text("eu")
     expect(page.locator(".legend")).to_contain_text(re.compile(r"CDN: \d+\.\d req/s"))
     points = page.locator("#now-chart polyline.series-cdn")
     expect(points).to_have_attribute("points", re.compile(r"\d+(\.\d+)?,\d+(\.\d+)? \d"))

@@ -14,9 +14,16 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+import yaml
 
 from loadtest import stack as stack_module
-from loadtest.stack import Stack, find_nginx, render_nginx_config
+from loadtest.stack import (
+    SCRAPE_CONFIG,
+    Stack,
+    find_nginx,
+    prometheus_config,
+    render_nginx_config,
+)
 from loadtest.support import forget_sequence, free_port
 from tests.conftest import ADMIN_TOKEN
 from tests.e2e.conftest import reset_config
@@ -226,3 +233,36 @@ def test_stack_explains_how_to_install_nginx_when_it_is_missing(
     message = capsys.readouterr().err
     assert "apt-get install nginx-light" in message
     assert "brew install nginx" in message
+
+
+def test_stack_prometheus_config_is_the_repositorys_with_the_instances_as_targets(
+    tmp_path: Path,
+) -> None:
+    repository = yaml.safe_load(SCRAPE_CONFIG.read_text())
+    token = tmp_path / "metrics-token"
+    config = yaml.safe_load(prometheus_config(["127.0.0.1:1", "127.0.0.1:2"], 15, token))
+    (job,) = config["scrape_configs"]
+    (original,) = repository["scrape_configs"]
+    expected = {
+        **original,
+        "static_configs": [{"targets": ["127.0.0.1:1", "127.0.0.1:2"]}],
+        "authorization": {**original["authorization"], "credentials_file": str(token)},
+    }
+    del expected["dns_sd_configs"]  # only Docker's DNS knows `app`
+    assert job == expected
+    assert config["global"]["scrape_interval"] == "15000ms"
+
+
+def test_stack_says_how_to_get_prometheus_when_it_is_not_started(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    stack = Stack(
+        nginx="nginx",
+        database_url="postgresql://unused",
+        redis_url="redis://unused",
+        admin_token=ADMIN_TOKEN,
+        workdir=tmp_path,
+    )
+    monkeypatch.setattr(stack, "pids", lambda: {"instance 1": 1, "instance 2": 2})
+    stack_module._announce(stack, ADMIN_TOKEN)
+    assert "apt-get install prometheus" in capsys.readouterr().out

@@ -34,6 +34,7 @@ async def client(
         admin_token=(ADMIN_TOKEN, SECOND_ADMIN_TOKEN),
         sequence_key=sequence_key,
         cdn_health_key=f"{sequence_key}.cdn-health",
+        stats_key=f"{sequence_key}.stats",
         cdn_prober_lease_seconds=1.5,
         log_format="console",
     )

@@ -31,6 +31,17 @@ def test_settings_come_from_balancer_variables_with_defaults() -> None:
     assert settings.max_body_bytes == 16 * 1024
     assert settings.max_header_bytes == 64 * 1024
     assert settings.read_timeout_seconds == 10.0
+    assert settings.metrics is True
+    assert settings.metrics_token == ()
+
+
+def test_metrics_can_be_turned_off_and_put_behind_a_token() -> None:
+    settings = load_settings(
+        {**REQUIRED, "BALANCER_METRICS": "false", "BALANCER_METRICS_TOKEN": ROTATED}
+    )
+
+    assert settings.metrics is False
+    assert settings.metrics_token == (ROTATED,)
 
 
 @pytest.mark.parametrize(
@@ -46,6 +57,8 @@ def test_settings_come_from_balancer_variables_with_defaults() -> None:
         ({**REQUIRED, "BALANCER_MAX_HEADER_BYTES": "100"}, "BALANCER_MAX_HEADER_BYTES"),
         ({**REQUIRED, "BALANCER_READ_TIMEOUT_SECONDS": "0"}, "BALANCER_READ_TIMEOUT_SECONDS"),
         ({**REQUIRED, "BALANCER_KEEP_ALIVE_SECONDS": "0"}, "BALANCER_KEEP_ALIVE_SECONDS"),
+        ({**REQUIRED, "BALANCER_METRICS": "maybe"}, "BALANCER_METRICS: 'maybe' is not a boolean"),
+        ({**REQUIRED, "BALANCER_METRICS_TOKEN": "metrics-token"}, "BALANCER_METRICS_TOKEN"),
     ],
 )
 def test_bad_settings_are_refused_with_the_variable_named(

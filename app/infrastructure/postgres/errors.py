@@ -11,6 +11,7 @@ from app.application.errors import (
     StorageUnavailable,
 )
 from app.domain.errors import BalancerError
+from app.infrastructure.backend_errors import backend_errors
 
 # PostgreSQL could not be reached, went away, or did not answer in time: retry later.
 UNREACHABLE: tuple[type[Exception], ...] = (
@@ -63,4 +64,5 @@ async def storage_errors() -> AsyncIterator[None]:
     try:
         yield
     except DRIVER_ERRORS as error:
+        backend_errors.record("postgres", error)
         raise storage_error(error) from error

@@ -7,6 +7,7 @@ import asyncpg
 import structlog
 
 from app.application.errors import StorageUnavailable
+from app.infrastructure.backend_errors import backend_errors
 from app.infrastructure.postgres.errors import UNREACHABLE
 
 CHANNEL = "balancer_config"
@@ -69,6 +70,7 @@ class ConfigWatcher:
         try:
             await self._listen()
         except Exception as error:  # whatever it is, the background loop retries it
+            backend_errors.record("postgres", error)
             self._set_healthy(False, error)
         self._task = asyncio.create_task(self._run(), name="config-watcher")
 
@@ -87,6 +89,7 @@ class ConfigWatcher:
                     await self._listen()
                 await self._reload()
             except _RECONNECT_ON as error:
+                backend_errors.record("postgres", error)
                 self._set_healthy(False, error)
                 await self._disconnect()
                 await asyncio.sleep(next(delays))

@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 
 from app.application.cdn_health import BoardView, CdnHealthView, HealthBoardUnavailable
 from app.domain.health import HostState
+from app.infrastructure.backend_errors import backend_errors
 from app.infrastructure.redis.sequence import UNREACHABLE
 
 log = structlog.get_logger(__name__)
@@ -72,6 +73,7 @@ class RedisHealthBoard:
                     return True
                 taken = await self._redis.set(self._lease, self.me, nx=True, px=self._lease_ms)
         except UNREACHABLE as error:
+            backend_errors.record("redis", error)
             raise HealthBoardUnavailable(f"Redis: {type(error).__name__}") from error
         return bool(taken)
 
@@ -85,6 +87,7 @@ class RedisHealthBoard:
             async with asyncio.timeout(self._timeout):
                 value = await self._redis.get(self._lease)
         except UNREACHABLE as error:
+            backend_errors.record("redis", error)
             raise HealthBoardUnavailable(f"Redis: {type(error).__name__}") from error
         if value is None:
             return None
@@ -98,6 +101,7 @@ class RedisHealthBoard:
                 pipe.hgetall(self._hosts)
                 round_, raw = await pipe.execute()
         except UNREACHABLE as error:
+            backend_errors.record("redis", error)
             raise HealthBoardUnavailable(f"Redis: {type(error).__name__}") from error
         hosts = {}
         for url, value in raw.items():
@@ -114,6 +118,7 @@ class RedisHealthBoard:
             async with asyncio.timeout(self._timeout):
                 done = await self._publish(keys=[self._lease, self._hosts, self._round], args=args)
         except UNREACHABLE as error:
+            backend_errors.record("redis", error)
             raise HealthBoardUnavailable(f"Redis: {type(error).__name__}") from error
         return bool(done)
 

@@ -6,6 +6,7 @@ import structlog
 from redis.asyncio import Redis
 
 from app.domain.ratelimit import Bucket, ClientLimiter
+from app.infrastructure.backend_errors import backend_errors
 from app.infrastructure.redis.sequence import UNREACHABLE
 
 log = structlog.get_logger(__name__)
@@ -124,6 +125,7 @@ class RedisLimitSettler:
             try:
                 balances = await self._call(chunk)
             except UNREACHABLE as error:
+                backend_errors.record("redis", error)
                 self._failed(loop.time(), error)
                 return
             now = self._limiter.now()

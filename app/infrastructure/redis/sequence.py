@@ -6,6 +6,8 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from app.infrastructure.backend_errors import backend_errors
+
 log = structlog.get_logger(__name__)
 
 UNREACHABLE = (RedisError, OSError, asyncio.TimeoutError)
@@ -106,6 +108,7 @@ class RedisLeasedSequence:
                 try:
                     self._take(counter, await self._lease(counter))
                 except UNREACHABLE as error:
+                    backend_errors.record("redis", error)
                     self._set_degraded(True, error)
             self._prefetch(counter)
 
@@ -186,6 +189,7 @@ class RedisLeasedSequence:
                 try:
                     block = await self._lease(counter)
                 except UNREACHABLE as error:
+                    backend_errors.record("redis", error)
                     self._set_degraded(True, error)
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, _RETRY_MAX_SECONDS)

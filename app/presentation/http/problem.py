@@ -14,6 +14,7 @@ from app.application.errors import (
     VersionNotFound,
 )
 from app.application.limits import LimitExists, LimitNotFound
+from app.application.metrics import MetricsDisabled, StatsUnavailable
 from app.domain.errors import BalancerError, InvalidConfig, InvalidVideoUrl, NoHealthyTarget
 from app.domain.ratelimit import InvalidLimit
 
@@ -37,6 +38,8 @@ STATUS_BY_ERROR: tuple[tuple[type[BalancerError], int, str], ...] = (
     (StorageFailed, 500, "Storage error"),
     (ConfigNotLoaded, 503, "Configuration not loaded"),
     (NoHealthyTarget, 503, "No healthy target"),
+    (MetricsDisabled, 404, "Counting is off"),
+    (StatsUnavailable, 503, "Statistics store unavailable"),
 )
 
 

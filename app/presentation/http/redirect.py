@@ -1,8 +1,10 @@
 from collections.abc import Callable
+from time import perf_counter
 from urllib.parse import unquote_to_bytes
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from app.application.metrics import DURATION_SAMPLE, Tally
 from app.application.redirect import RedirectVideo
 from app.application.snapshot import ConfigSnapshot
 from app.domain.config import ConfigVersion
@@ -101,14 +103,18 @@ class RedirectFront:
         self._limit: Callable[[str], float] | None = None
         # True while the served configuration has regions: the router needs the address.
         self._regional = False
+        # This worker's counts, None while counting is off (BALANCER_METRICS=false).
+        self._tally: Tally | None = None
 
     def bind(
         self,
         redirect: RedirectVideo,
         limiter: ClientLimiter | None = None,
         snapshot: ConfigSnapshot | None = None,
+        tally: Tally | None = None,
     ) -> None:
         self._redirect = redirect
+        self._tally = tally
         if snapshot is not None:
 
             def regional(version: ConfigVersion) -> None:
@@ -125,22 +131,15 @@ class RedirectFront:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] != "/" or self._redirect is None:
-            limit = self._limit
-            if (
-                limit is not None
-                and scope["type"] == "http"
-                and scope["path"] == "/balance"
-                and scope["method"] == "POST"
-            ):
-                wait = limit(client_address(scope))
-                if wait:
-                    await _send_rate_limited(send, wait)
-                    return
-            await self.app(scope, receive, send)
+            await self._elsewhere(scope, receive, send)
             return
+        tally = self._tally
+        if tally is not None:
+            tally.tick = tick = tally.tick + 1
+            start = perf_counter() if tick % DURATION_SAMPLE == 0 else 0.0
         if scope["method"] not in ("GET", "HEAD"):
             document = problem(405, "Method not allowed", "Use GET or HEAD.", "method-not-allowed")
-            await _send_problem(send, document, extra=((b"allow", b"GET, HEAD"),))
+            await self._refuse(send, document, extra=((b"allow", b"GET, HEAD"),))
             return
         limit = self._limit
         if limit is not None or self._regional:
@@ -149,7 +148,7 @@ class RedirectFront:
             if limit is not None:
                 wait = limit(address)
                 if wait:
-                    await _send_rate_limited(send, wait)
+                    await self._rate_limited(send, wait)
                     return
         else:
             address = ""
@@ -158,7 +157,7 @@ class RedirectFront:
         except BalancerError as error:
             seconds = retry_after(error)
             extra = ((b"retry-after", seconds.encode()),) if seconds else ()
-            await _send_problem(send, error_problem(error), extra=extra)
+            await self._refuse(send, error_problem(error), extra=extra)
             return
         await send(
             {
@@ -168,6 +167,48 @@ class RedirectFront:
             }
         )
         await send(_EMPTY_BODY)
+        if tally is not None:
+            # Tally.redirect() inlined for a key seen before (nearly every request): a call
+            # costs more than the update itself.
+            key = (redirect[0], redirect[6], redirect[2], redirect[5], redirect[3])
+            counts = tally.redirects
+            count = counts.get(key)
+            if count is None:
+                tally.redirect(redirect)
+            else:
+                counts[key] = count + 1
+            if start:
+                tally.observe(perf_counter() - start)
+
+    async def _elsewhere(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Not the redirect path: the FastAPI app, after the rate limit for `POST /balance`."""
+        limit = self._limit
+        if (
+            limit is not None
+            and scope["type"] == "http"
+            and scope["path"] == "/balance"
+            and scope["method"] == "POST"
+        ):
+            wait = limit(client_address(scope))
+            if wait:
+                await self._rate_limited(send, wait)
+                return
+        await self.app(scope, receive, send)
+
+    async def _refuse(
+        self,
+        send: Send,
+        document: dict[str, object],
+        extra: tuple[tuple[bytes, bytes], ...] = (),
+    ) -> None:
+        if self._tally is not None:
+            self._tally.reject(str(document["code"]))
+        await _send_problem(send, document, extra)
+
+    async def _rate_limited(self, send: Send, wait: float) -> None:
+        if self._tally is not None:
+            self._tally.reject("rate-limited")
+        await _send_rate_limited(send, wait)
 
 
 async def _send_problem(

@@ -207,16 +207,20 @@ export class NowPanel {
       return;
     }
     const data = stats.data;
+    const instanceOnly = data.scope === "instance";
     const counters = [
-      ["Requests", data.total], ["Rejected (4xx)", data.rejected], ["Rate limited", data.rate_limited],
-      ["Requests/s (cluster)", typeof data.requests_per_second === "number" ? data.requests_per_second.toFixed(1) : data.requests_per_second],
+      ["Requests", data.total], ["Rejected", total(data.rejected)], ["Rate limited", data.rate_limited],
+      [instanceOnly ? "Requests/s (this instance)" : "Requests/s (cluster)", typeof data.requests_per_second === "number" ? data.requests_per_second.toFixed(1) : data.requests_per_second],
       ["Configured origin share", percent(data.configured_origin_share)],
       ["Achieved origin share", percent(data.achieved_origin_share)],
     ];
     replace(target,
+      instanceOnly ? h("p", { class: "alert" }, `Redis is unreachable: these figures are ${data.note || "this instance's only"}.`) : null,
       h("dl", { class: "counters" }, counters.filter(([, value]) => value !== undefined).map(([name, value]) => h("div", {}, h("dt", {}, name), h("dd", {}, text(value))))),
       breakdown("By origin server", data.by_server),
-      breakdown("By CDN host", data.by_cdn_host));
+      breakdown("By CDN host", data.by_cdn_host),
+      breakdown("By region", data.by_region),
+      typeof data.rejected === "object" ? breakdown("Rejected by code", data.rejected) : null);
   }
 }
 

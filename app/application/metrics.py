@@ -1,0 +1,328 @@
+"""What the redirect path did: counted per worker in plain structures, merged per instance
+(every worker's snapshot) and per cluster (the stats store every worker flushes to)."""
+
+import time
+from bisect import bisect_left
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
+
+from app.application.snapshot import ConfigSnapshot
+from app.domain.config import Redirect
+from app.domain.errors import BalancerError
+
+# Time inside the service is tens of microseconds; the buckets reach a slow event loop.
+DURATION_BUCKETS = (
+    0.00001,
+    0.000025,
+    0.00005,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.1,
+)
+# One request in DURATION_SAMPLE is timed: the clock reads and the bucket search stay off
+# the other requests.
+DURATION_SAMPLE = 16
+# Distinct (target, CDN host, status, region, server) keys one worker tracks; beyond it new
+# servers are counted under OTHER_SERVER (a viewer can name any server label).
+MAX_REDIRECT_KEYS = 2000
+OTHER_SERVER = "(other)"
+
+RedirectKey = tuple[str, str, int, str, str]  # target, CDN base URL, status, region, server
+
+
+class StatsUnavailable(BalancerError):
+    """The cluster's stats store (Redis) could not be read or written."""
+
+    code = "stats-unavailable"
+
+
+class MetricsDisabled(BalancerError):
+    """Counting is off in this instance (BALANCER_METRICS=false)."""
+
+    code = "metrics-disabled"
+
+
+class Tally:
+    """One worker's counts since it started. The redirect front writes them, a background
+    task reads them: no lock, one dict update per request."""
+
+    __slots__ = ("buckets", "duration_count", "duration_sum", "redirects", "rejected", "tick")
+
+    def __init__(self) -> None:
+        self.redirects: dict[RedirectKey, int] = {}
+        self.rejected: dict[str, int] = {}
+        self.buckets = [0] * (len(DURATION_BUCKETS) + 1)  # the last one is +Inf
+        self.duration_sum = 0.0
+        self.duration_count = 0
+        self.tick = 0
+
+    def redirect(self, redirect: Redirect) -> None:
+        key = (redirect[0], redirect[6], redirect[2], redirect[5], redirect[3])
+        redirects = self.redirects
+        count = redirects.get(key)
+        if count is not None:
+            redirects[key] = count + 1
+        elif len(redirects) < MAX_REDIRECT_KEYS:
+            redirects[key] = 1
+        else:
+            other = (*key[:4], OTHER_SERVER)
+            redirects[other] = redirects.get(other, 0) + 1
+
+    def reject(self, code: str) -> None:
+        self.rejected[code] = self.rejected.get(code, 0) + 1
+
+    def observe(self, seconds: float) -> None:
+        self.buckets[bisect_left(DURATION_BUCKETS, seconds)] += 1
+        self.duration_sum += seconds
+        self.duration_count += 1
+
+
+@dataclass(slots=True)
+class Figures:
+    """Counts and gauges of one worker (or, merged, of several) at one moment."""
+
+    pid: int = 0
+    started: float = 0.0  # wall clock
+    live: bool = True
+    redirects: dict[RedirectKey, int] = field(default_factory=dict)
+    rejected: dict[str, int] = field(default_factory=dict)
+    fallback: dict[str, int] = field(default_factory=dict)  # region -> origin fallbacks
+    # region -> requests sent to the default pool because the region's had no healthy host
+    region_fallback: dict[str, int] = field(default_factory=dict)
+    buckets: list[int] = field(default_factory=lambda: [0] * (len(DURATION_BUCKETS) + 1))
+    duration_sum: float = 0.0
+    backend_errors: dict[tuple[str, str], int] = field(default_factory=dict)
+    # Gauges: only live workers count.
+    config_version: int = 0
+    sequence_degraded: bool = False
+    cdn_up: dict[str, bool] = field(default_factory=dict)  # CDN host -> up
+    rate_limit_clients: int = 0
+    origin_share: float | None = None  # the configured global split's origin share
+    workers: int = 0  # merged: how many of the merged workers are live
+
+    @property
+    def total(self) -> int:
+        return sum(self.redirects.values())
+
+
+def merge(figures: Iterable[Figures]) -> Figures:
+    """Counters of every worker, dead or alive, summed (a dead worker's counts do not vanish);
+    gauges of the live ones: the newest config version, degraded if any worker is, a CDN
+    host up only if every worker sees it up, rate-limit buckets summed."""
+    merged = Figures(started=0.0)
+    live_seen = False
+    for one in figures:
+        if one.started and (not merged.started or one.started < merged.started):
+            merged.started = one.started
+        _add(merged.redirects, one.redirects)
+        _add(merged.rejected, one.rejected)
+        _add(merged.fallback, one.fallback)
+        _add(merged.region_fallback, one.region_fallback)
+        _add(merged.backend_errors, one.backend_errors)
+        merged.buckets = [a + b for a, b in zip(merged.buckets, one.buckets, strict=True)]
+        merged.duration_sum += one.duration_sum
+        if not one.live:
+            continue
+        live_seen = True
+        merged.workers += 1
+        merged.config_version = max(merged.config_version, one.config_version)
+        merged.sequence_degraded |= one.sequence_degraded
+        for host, up in one.cdn_up.items():
+            merged.cdn_up[host] = merged.cdn_up.get(host, True) and up
+        merged.rate_limit_clients += one.rate_limit_clients
+        if one.origin_share is not None:
+            merged.origin_share = one.origin_share
+    merged.live = live_seen
+    return merged
+
+
+_K = TypeVar("_K")
+
+
+def _add(into: dict[_K, int], counts: Mapping[_K, int]) -> None:
+    for key, count in counts.items():
+        into[key] = into.get(key, 0) + count
+
+
+def stats_fields(figures: Figures) -> dict[str, int]:
+    """The counters `/stats` reports, flat (`target:cdn`, `server:s1`, ...), as the stats
+    store keeps them."""
+    fields: dict[str, int] = {}
+    for (target, cdn, _status, region, server), count in figures.redirects.items():
+        for name in (
+            "total",
+            f"target:{target}",
+            f"server:{server}",
+            f"region:{region}",
+            *((f"cdn_host:{cdn_host(cdn)}",) if cdn else ()),
+        ):
+            fields[name] = fields.get(name, 0) + count
+    for code, count in figures.rejected.items():
+        fields[f"rejected:{code}"] = count
+    return fields
+
+
+def cdn_host(base_url: str) -> str:
+    """`http://cdn1.example.com:8080` -> `cdn1.example.com:8080`: the label for a CDN host."""
+    return base_url.partition("://")[2] or base_url
+
+
+@dataclass(frozen=True, slots=True)
+class StatsCounts:
+    """The stats store's content: counters since `since` (wall clock), and the recent rate."""
+
+    since: float
+    fields: Mapping[str, int]
+    requests_per_second: float | None
+
+
+class StatsStore(Protocol):
+    """Counts of every worker of every instance since the last reset. Raises
+    StatsUnavailable."""
+
+    async def read(self) -> StatsCounts: ...
+
+    async def reset(self) -> None: ...
+
+
+class WorkerFigures(Protocol):
+    """The figures each worker of this instance last published, dead workers included."""
+
+    def read_all(self) -> list[Figures]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class StatsReport:
+    scope: str  # "cluster" (every instance, from the stats store) or "instance"
+    since: float
+    total: int
+    by_target: dict[str, int]
+    by_server: dict[str, int]
+    by_cdn_host: dict[str, int]
+    by_region: dict[str, int]
+    rejected: dict[str, int]
+    rate_limited: int
+    configured_origin_share: float | None
+    achieved_origin_share: float | None
+    requests_per_second: float | None
+    note: str | None = None
+
+
+class ReadInstanceFigures:
+    """Every worker of this instance merged: what `/metrics` exposes."""
+
+    def __init__(self, workers: WorkerFigures) -> None:
+        self._workers = workers
+
+    def __call__(self) -> tuple[Figures, list[Figures]]:
+        """The merged figures, and each worker's own."""
+        each = self._workers.read_all()
+        return merge(each), each
+
+
+class GetStats:
+    """Counts since the last reset across all workers and instances; this instance's own
+    counts (since it started) while the stats store cannot be read."""
+
+    def __init__(
+        self,
+        store: StatsStore,
+        workers: WorkerFigures,
+        snapshot: ConfigSnapshot,
+        enabled: bool,
+    ) -> None:
+        self._store = store
+        self._workers = workers
+        self._snapshot = snapshot
+        self._enabled = enabled
+        self.clock: Callable[[], float] = time.time
+
+    async def __call__(self) -> StatsReport:
+        if not self._enabled:
+            raise MetricsDisabled("Counting is off in this instance (BALANCER_METRICS=false).")
+        share = self._configured_share()
+        try:
+            counts = await self._store.read()
+        except StatsUnavailable as error:
+            merged = merge(self._workers.read_all())
+            elapsed = max(self.clock() - merged.started, 1e-9)
+            fields = stats_fields(merged)
+            return report(
+                scope="instance",
+                since=merged.started,
+                fields=fields,
+                configured_share=share,
+                requests_per_second=fields.get("total", 0) / elapsed,
+                note=f"this instance only, since it started ({error.detail})",
+            )
+        return report(
+            scope="cluster",
+            since=counts.since,
+            fields=counts.fields,
+            configured_share=share,
+            requests_per_second=counts.requests_per_second,
+        )
+
+    def _configured_share(self) -> float | None:
+        if not self._snapshot.loaded:
+            return None
+        split = self._snapshot.version.config.split
+        return split.origin_weight / (split.cdn_weight + split.origin_weight)
+
+
+class ResetStats:
+    """Start the cluster's counts again from zero, now."""
+
+    def __init__(self, store: StatsStore, enabled: bool) -> None:
+        self._store = store
+        self._enabled = enabled
+
+    async def __call__(self) -> None:
+        if not self._enabled:
+            raise MetricsDisabled("Counting is off in this instance (BALANCER_METRICS=false).")
+        await self._store.reset()
+
+
+def report(
+    *,
+    scope: str,
+    since: float,
+    fields: Mapping[str, int],
+    configured_share: float | None,
+    requests_per_second: float | None,
+    note: str | None = None,
+) -> StatsReport:
+    groups: dict[str, dict[str, int]] = {
+        "target": {"cdn": 0, "origin": 0},
+        "server": {},
+        "cdn_host": {},
+        "region": {},
+        "rejected": {},
+    }
+    for name, count in fields.items():
+        group, _, key = name.partition(":")
+        if key and group in groups and count:
+            groups[group][key] = count
+    total = fields.get("total", 0)
+    return StatsReport(
+        scope=scope,
+        since=since,
+        total=total,
+        by_target=groups["target"],
+        by_server=groups["server"],
+        by_cdn_host=groups["cdn_host"],
+        by_region=groups["region"],
+        rejected=groups["rejected"],
+        rate_limited=groups["rejected"].get("rate-limited", 0),
+        configured_origin_share=configured_share,
+        achieved_origin_share=groups["target"]["origin"] / total if total else None,
+        requests_per_second=requests_per_second,
+        note=note,
+    )

@@ -1,0 +1,240 @@
+"""Each worker's figures: gathered from its in-memory counts once a second, written to a
+file of its own in a directory the instance's workers share (read by `/metrics` in
+whichever worker answers), and flushed as deltas to the cluster's stats store."""
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from app.application.metrics import (
+    Figures,
+    StatsUnavailable,
+    Tally,
+    cdn_host,
+    stats_fields,
+)
+from app.application.snapshot import ConfigSnapshot
+from app.domain.ratelimit import ClientLimiter
+from app.infrastructure.backend_errors import BackendErrors
+from app.infrastructure.redis.sequence import RedisLeasedSequence
+from app.infrastructure.redis.stats import RedisStats
+
+log = structlog.get_logger(__name__)
+
+METRICS_DIR_VARIABLE = "BALANCER_METRICS_DIR"
+_PREFIX = "worker-"
+
+
+@contextlib.contextmanager
+def metrics_directory(configured: str) -> Iterator[Path]:
+    """The directory this instance's workers share. The supervisor (`python -m app serve`)
+    creates a fresh one and passes it on; a process started another way gets its own, removed
+    when it stops."""
+    if configured:
+        path = Path(configured)
+        path.mkdir(parents=True, exist_ok=True)
+        yield path
+        return
+    path = Path(tempfile.mkdtemp(prefix="balancer-metrics-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+class FileFigures:
+    """One JSON file per worker pid, replaced atomically; a dead worker's file stays, so
+    its counters do not vanish (its gauges no longer count)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def write(self, figures: Figures) -> None:
+        path = self.directory / f"{_PREFIX}{figures.pid}.json"
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(_encode(figures)))
+        os.replace(temporary, path)
+
+    def read_all(self) -> list[Figures]:
+        everyone = []
+        for path in sorted(self.directory.glob(f"{_PREFIX}*.json")):
+            try:
+                figures = _decode(json.loads(path.read_text()))
+            except (OSError, ValueError, KeyError, TypeError):
+                continue  # removed meanwhile, or not ours
+            figures.live = _alive(figures.pid)
+            everyone.append(figures)
+        return everyone
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _encode(figures: Figures) -> dict[str, Any]:
+    return {
+        "pid": figures.pid,
+        "started": figures.started,
+        "redirects": [[*key, count] for key, count in figures.redirects.items()],
+        "rejected": figures.rejected,
+        "fallback": figures.fallback,
+        "region_fallback": figures.region_fallback,
+        "buckets": figures.buckets,
+        "duration_sum": figures.duration_sum,
+        "backend_errors": [[*key, count] for key, count in figures.backend_errors.items()],
+        "config_version": figures.config_version,
+        "sequence_degraded": figures.sequence_degraded,
+        "cdn_up": figures.cdn_up,
+        "rate_limit_clients": figures.rate_limit_clients,
+        "origin_share": figures.origin_share,
+    }
+
+
+def _decode(data: dict[str, Any]) -> Figures:
+    return Figures(
+        pid=int(data["pid"]),
+        started=float(data["started"]),
+        redirects={
+            (target, cdn, int(status), region, server): int(count)
+            for target, cdn, status, region, server, count in data["redirects"]
+        },
+        rejected={str(code): int(count) for code, count in data["rejected"].items()},
+        fallback={str(region): int(count) for region, count in data["fallback"].items()},
+        region_fallback={
+            str(region): int(count) for region, count in data["region_fallback"].items()
+        },
+        buckets=[int(count) for count in data["buckets"]],
+        duration_sum=float(data["duration_sum"]),
+        backend_errors={
+            (backend, kind): int(count) for backend, kind, count in data["backend_errors"]
+        },
+        config_version=int(data["config_version"]),
+        sequence_degraded=bool(data["sequence_degraded"]),
+        cdn_up={str(host): bool(up) for host, up in data["cdn_up"].items()},
+        rate_limit_clients=int(data["rate_limit_clients"]),
+        origin_share=data["origin_share"],
+    )
+
+
+class MetricsFlusher:
+    """Every `interval` seconds: this worker's figures to its file, and the counts since the
+    last successful flush to the stats store (one pipeline). Nothing on the redirect path
+    waits for it; a failed store flush keeps its delta for the next one."""
+
+    def __init__(  # noqa: PLR0917 - every source of a figure, once
+        self,
+        tally: Tally,
+        snapshot: ConfigSnapshot,
+        sequence: RedisLeasedSequence,
+        limiter: ClientLimiter,
+        errors: BackendErrors,
+        files: FileFigures,
+        store: RedisStats,
+        interval: float = 1.0,
+    ) -> None:
+        self._tally = tally
+        self._snapshot = snapshot
+        self._sequence = sequence
+        self._limiter = limiter
+        self._errors = errors
+        self._files = files
+        self._store = store
+        self._interval = interval
+        self._started = time.time()
+        self._flushed: dict[str, int] = {}  # stats fields as of the last store flush
+        self._store_down = False
+        self._file_failed = False
+        self._task: asyncio.Task[None] | None = None
+
+    def gather(self) -> Figures:
+        tally = self._tally
+        snapshot = self._snapshot
+        fallbacks = snapshot.fallbacks
+        figures = Figures(
+            pid=os.getpid(),
+            started=self._started,
+            redirects=dict(tally.redirects),
+            rejected=dict(tally.rejected),
+            fallback=dict(fallbacks.origin_by_region),
+            region_fallback=dict(fallbacks.regions),
+            buckets=list(tally.buckets),
+            duration_sum=tally.duration_sum,
+            backend_errors=dict(self._errors.counts),
+            sequence_degraded=self._sequence.degraded,
+            rate_limit_clients=self._limiter.tracked,
+        )
+        if snapshot.loaded:
+            version = snapshot.version
+            config = version.config
+            figures.config_version = version.version
+            # Routed around: what the router does, so nothing while health checks are off.
+            down = snapshot.down_hosts if config.cdn_health.enabled else frozenset()
+            figures.cdn_up = {cdn_host(url): url not in down for url in config.probe_targets()}
+            split = config.split
+            figures.origin_share = split.origin_weight / (split.cdn_weight + split.origin_weight)
+        return figures
+
+    async def flush(self) -> None:
+        figures = self.gather()
+        try:
+            self._files.write(figures)
+        except OSError as error:  # /metrics misses this worker until it works again
+            if not self._file_failed:
+                log.warning("metrics_write_failed", error=str(error))
+            self._file_failed = True
+        else:
+            self._file_failed = False
+        fields = stats_fields(figures)
+        delta = {
+            name: count - self._flushed.get(name, 0)
+            for name, count in fields.items()
+            if count != self._flushed.get(name, 0)
+        }
+        if not delta:
+            return
+        try:
+            await self._store.add(delta)
+        except StatsUnavailable as error:
+            if not self._store_down:
+                log.warning("stats_flush_failed", error=error.detail)
+            self._store_down = True
+            return
+        if self._store_down:
+            log.info("stats_flush_resumed")
+        self._store_down = False
+        self._flushed = fields
+
+    async def start(self) -> None:
+        await self.flush()
+        self._task = asyncio.create_task(self._run(), name="metrics-flusher")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.wait([self._task])
+        await self.flush()  # the last counts of a worker that stops cleanly are not lost
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            try:
+                await self.flush()
+            except Exception:  # the flusher must outlive any surprise; counts stay in memory
+                log.exception("metrics_flush_failed")

@@ -1,0 +1,139 @@
+"""A worker's flusher against real Redis and a real directory."""
+
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from redis.asyncio import Redis
+
+from app.application.metrics import Tally
+from app.application.snapshot import ConfigSnapshot
+from app.domain.config import Redirect
+from app.domain.ratelimit import ClientLimiter
+from app.infrastructure.backend_errors import BackendErrors, backend_errors
+from app.infrastructure.metrics import FileFigures, MetricsFlusher
+from app.infrastructure.redis.sequence import RedisLeasedSequence
+from app.infrastructure.redis.stats import RATE_WINDOW_SECONDS, RedisStats
+from tests.proxy import CuttableProxy
+from tests.unit.fakes import version
+
+CDN = "http://cdn.example.com"
+REDIRECT = Redirect("cdn", f"{CDN}/s1/v.m3u8", 301, "s1", 1, "default", CDN)
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[Redis]:
+    client = Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+def flusher_for(redis: Redis, key: str, directory: Path, tally: Tally) -> MetricsFlusher:
+    snapshot = ConfigSnapshot()
+    snapshot.offer(version(3))
+    return MetricsFlusher(
+        tally,
+        snapshot,
+        RedisLeasedSequence(redis, key=key, block=10, timeout=0.3, period=lambda _: 10),
+        ClientLimiter(time.monotonic),
+        BackendErrors(),
+        FileFigures(directory),
+        RedisStats(redis, key=f"{key}.stats", timeout=0.3),
+    )
+
+
+async def test_each_flush_adds_only_what_was_counted_since_the_last_one(
+    redis: Redis, sequence_key: str, tmp_path: Path
+) -> None:
+    tally = Tally()
+    flusher = flusher_for(redis, sequence_key, tmp_path, tally)
+    store = RedisStats(redis, key=f"{sequence_key}.stats", timeout=0.3)
+    for _ in range(5):
+        tally.redirect(REDIRECT)
+    await flusher.flush()
+    await flusher.flush()  # nothing new: nothing added
+    for _ in range(2):
+        tally.redirect(REDIRECT)
+    tally.reject("rate-limited")
+    await flusher.flush()
+
+    counts = await store.read()
+    (written,) = FileFigures(tmp_path).read_all()
+
+    assert counts.fields == {
+        "total": 7,
+        "target:cdn": 7,
+        "server:s1": 7,
+        "region:default": 7,
+        "cdn_host:cdn.example.com": 7,
+        "rejected:rate-limited": 1,
+    }
+    assert written.total == 7
+    assert written.config_version == 3
+    assert written.cdn_up == {"cdn.example.com": True}
+
+
+async def test_the_rate_is_what_was_flushed_over_the_last_seconds(
+    redis: Redis, sequence_key: str
+) -> None:
+    store = RedisStats(redis, key=f"{sequence_key}.stats", timeout=0.3)
+    now = 1_800_000_000.5
+    for age, count in ((1, 40), (2, 60), (RATE_WINDOW_SECONDS + 1, 1000)):
+        store.clock = float(now - age).__float__
+        await store.add({"total": count})
+    store.clock = lambda: now
+    await store.add({"total": 7})  # the current second is not complete: not in the rate
+
+    counts = await store.read()
+
+    assert counts.fields["total"] == 1107
+    assert counts.requests_per_second == 100 / RATE_WINDOW_SECONDS
+
+
+async def test_counts_a_flush_could_not_send_go_with_the_next_one(
+    redis_url: str, sequence_key: str, tmp_path: Path
+) -> None:
+    proxy = CuttableProxy.for_url(redis_url)
+    await proxy.start()
+    through = Redis.from_url(proxy.proxied(redis_url), socket_timeout=0.3)
+    direct = Redis.from_url(redis_url)
+    tally = Tally()
+    flusher = flusher_for(through, sequence_key, tmp_path, tally)
+    errors_before = _redis_errors()
+    store = RedisStats(direct, key=f"{sequence_key}.stats", timeout=0.3)
+    try:
+        tally.redirect(REDIRECT)
+        await flusher.flush()
+        await proxy.cut()
+        for _ in range(3):
+            tally.redirect(REDIRECT)
+        await flusher.flush()
+        during = (await store.read()).fields["total"]
+        await proxy.restore()
+        await flusher.flush()
+        after = (await store.read()).fields["total"]
+    finally:
+        await through.aclose()
+        await direct.aclose()
+        await proxy.close()
+
+    assert (during, after) == (1, 4)
+    assert _redis_errors() > errors_before
+
+
+def _redis_errors() -> int:
+    return sum(count for (backend, _), count in backend_errors.counts.items() if backend == "redis")
+
+
+async def test_a_directory_that_cannot_be_written_does_not_stop_the_redis_flush(
+    redis: Redis, sequence_key: str, tmp_path: Path
+) -> None:
+    tally = Tally()
+    flusher = flusher_for(redis, sequence_key, tmp_path / "gone", tally)
+    tally.redirect(REDIRECT)
+
+    await flusher.flush()
+
+    store = RedisStats(redis, key=f"{sequence_key}.stats", timeout=0.3)
+    assert (await store.read()).fields["total"] == 1

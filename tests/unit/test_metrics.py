@@ -1,0 +1,319 @@
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app.application.metrics import (
+    DURATION_BUCKETS,
+    DURATION_SAMPLE,
+    MAX_REDIRECT_KEYS,
+    OTHER_SERVER,
+    Figures,
+    GetStats,
+    MetricsDisabled,
+    StatsCounts,
+    StatsUnavailable,
+    Tally,
+    merge,
+    stats_fields,
+)
+from app.application.redirect import RedirectVideo
+from app.application.snapshot import ConfigSnapshot
+from app.domain.config import BalancerConfig, Redirect
+from app.domain.health import HealthSettings
+from app.domain.split import Split
+from app.infrastructure.metrics import FileFigures
+from app.presentation.http.metrics import figure_families
+from app.presentation.http.redirect import RedirectFront
+from tests.unit.fakes import CountingSequence, version
+from tests.unit.test_redirect_video import VIDEO, redirect_for
+
+CDN = "http://cdn.example.com"
+
+
+def cdn(server: str = "s1", region: str = "default") -> Redirect:
+    return Redirect("cdn", f"{CDN}/{server}/v.m3u8", 301, server, 1, region, CDN)
+
+
+def origin(server: str = "s1", region: str = "default") -> Redirect:
+    return Redirect("origin", f"http://{server}.origin/v.m3u8", 301, server, 1, region, "")
+
+
+def test_a_tally_counts_redirects_by_target_host_status_region_and_server() -> None:
+    tally = Tally()
+    for redirect in (cdn(), cdn(), origin(), cdn("s2", "eu")):
+        tally.redirect(redirect)
+
+    assert tally.redirects == {
+        ("cdn", CDN, 301, "default", "s1"): 2,
+        ("origin", "", 301, "default", "s1"): 1,
+        ("cdn", CDN, 301, "eu", "s2"): 1,
+    }
+
+
+def test_servers_beyond_the_bound_are_counted_together_not_dropped() -> None:
+    tally = Tally()
+    for number in range(MAX_REDIRECT_KEYS + 50):
+        tally.redirect(cdn(f"s{number}"))
+
+    assert len(tally.redirects) == MAX_REDIRECT_KEYS + 1
+    assert tally.redirects[("cdn", CDN, 301, "default", OTHER_SERVER)] == 50
+    assert sum(tally.redirects.values()) == MAX_REDIRECT_KEYS + 50
+
+
+def test_a_duration_lands_in_the_first_bucket_that_holds_it() -> None:
+    tally = Tally()
+    tally.observe(DURATION_BUCKETS[0])  # a bucket's bound is inclusive (le)
+    tally.observe(DURATION_BUCKETS[2] * 0.9)
+    tally.observe(10.0)
+
+    assert tally.buckets[0] == 1
+    assert tally.buckets[2] == 1
+    assert tally.buckets[-1] == 1
+    assert tally.duration_count == 3
+
+
+def worker(pid: int, redirects: int, *, live: bool = True, **gauges: Any) -> Figures:
+    return Figures(
+        pid=pid,
+        started=100.0 + pid,
+        live=live,
+        redirects={("cdn", CDN, 301, "default", "s1"): redirects},
+        rejected={"rate-limited": pid},
+        buckets=[redirects] + [0] * len(DURATION_BUCKETS),
+        **gauges,
+    )
+
+
+def test_merge_keeps_a_dead_workers_counters_but_not_its_gauges() -> None:
+    merged = merge(
+        [
+            worker(1, 10, config_version=7, rate_limit_clients=3, cdn_up={"a": True}),
+            worker(2, 5, live=False, config_version=9, sequence_degraded=True, cdn_up={"a": False}),
+            worker(3, 1, config_version=6, rate_limit_clients=4, cdn_up={"a": True}),
+        ]
+    )
+
+    assert merged.total == 16
+    assert merged.rejected == {"rate-limited": 6}
+    assert merged.buckets[0] == 16
+    assert merged.config_version == 7
+    assert merged.sequence_degraded is False
+    assert merged.cdn_up == {"a": True}
+    assert merged.rate_limit_clients == 7
+    assert merged.workers == 2
+    assert merged.started == 101.0
+
+
+def test_a_cdn_host_is_up_only_while_every_live_worker_routes_to_it() -> None:
+    merged = merge(
+        [worker(1, 0, cdn_up={"a": True, "b": True}), worker(2, 0, cdn_up={"a": False, "b": True})]
+    )
+
+    assert merged.cdn_up == {"a": False, "b": True}
+
+
+def test_stats_fields_flatten_the_dimensions_of_the_stats_endpoint() -> None:
+    tally = Tally()
+    for redirect in (cdn(), cdn("s2", "eu"), origin()):
+        tally.redirect(redirect)
+    tally.reject("rate-limited")
+
+    fields = stats_fields(Figures(redirects=tally.redirects, rejected=tally.rejected))
+
+    assert fields == {
+        "total": 3,
+        "target:cdn": 2,
+        "target:origin": 1,
+        "server:s1": 2,
+        "server:s2": 1,
+        "region:default": 2,
+        "region:eu": 1,
+        "cdn_host:cdn.example.com": 2,
+        "rejected:rate-limited": 1,
+    }
+
+
+def test_worker_figures_survive_the_file_round_trip(tmp_path: Path) -> None:
+    files = FileFigures(tmp_path)
+    figures = worker(
+        2**22 + 7,  # no such process: read back as dead
+        12,
+        config_version=4,
+        sequence_degraded=True,
+        cdn_up={"cdn.example.com": False},
+        fallback={"eu": 2},
+        region_fallback={"us": 5},
+        backend_errors={("redis", "TimeoutError"): 3},
+        origin_share=0.1,
+    )
+    files.write(figures)
+
+    (read,) = files.read_all()
+
+    figures.live = False
+    assert read == figures
+
+
+def test_prometheus_families_drop_the_server_and_sum_over_it() -> None:
+    figures = Figures(
+        redirects={
+            ("cdn", CDN, 301, "eu", "s1"): 2,
+            ("cdn", CDN, 301, "eu", "s2"): 3,
+            ("origin", "", 301, "eu", "s1"): 1,
+        }
+    )
+
+    families = {family.name: family for family in figure_families(figures)}
+
+    samples = {
+        tuple(sorted(sample.labels.items())): sample.value
+        for sample in families["balancer_redirects"].samples
+        if sample.name == "balancer_redirects_total"
+    }
+    assert samples == {
+        (
+            ("cdn_host", "cdn.example.com"),
+            ("region", "eu"),
+            ("status", "301"),
+            ("target", "cdn"),
+        ): 5,
+        (("cdn_host", ""), ("region", "eu"), ("status", "301"), ("target", "origin")): 1,
+    }
+
+
+class FakeStore:
+    def __init__(self, fields: dict[str, int] | None = None) -> None:
+        self.fields = fields
+
+    async def read(self) -> StatsCounts:
+        if self.fields is None:
+            raise StatsUnavailable("Redis: ConnectionError")
+        return StatsCounts(since=50.0, fields=self.fields, requests_per_second=12.5)
+
+    async def reset(self) -> None:
+        self.fields = {}
+
+
+class FakeWorkers:
+    def __init__(self, *figures: Figures) -> None:
+        self.figures = list(figures)
+
+    def read_all(self) -> list[Figures]:
+        return self.figures
+
+
+def loaded_snapshot() -> ConfigSnapshot:
+    snapshot = ConfigSnapshot()
+    snapshot.offer(version(1))
+    return snapshot
+
+
+def test_stats_report_the_cluster_and_the_shares() -> None:
+    store = FakeStore({"total": 1000, "target:cdn": 900, "target:origin": 100, "server:s1": 1000})
+    get = GetStats(store, FakeWorkers(), loaded_snapshot(), enabled=True)
+
+    report = asyncio.run(get())
+
+    assert report.scope == "cluster"
+    assert report.total == 1000
+    assert report.by_target == {"cdn": 900, "origin": 100}
+    assert report.by_server == {"s1": 1000}
+    assert report.configured_origin_share == 0.1
+    assert report.achieved_origin_share == 0.1
+    assert report.requests_per_second == 12.5
+
+
+def test_stats_fall_back_to_this_instance_when_the_store_is_down() -> None:
+    get = GetStats(
+        FakeStore(None), FakeWorkers(worker(1, 30), worker(2, 10)), loaded_snapshot(), enabled=True
+    )
+    get.clock = lambda: 121.0
+
+    report = asyncio.run(get())
+
+    assert report.scope == "instance"
+    assert report.total == 40
+    assert report.since == 101.0
+    assert report.rate_limited == 3
+    assert report.requests_per_second == 2.0
+    assert report.note is not None
+    assert "ConnectionError" in report.note
+
+
+def test_stats_say_so_when_counting_is_off() -> None:
+    get = GetStats(FakeStore({}), FakeWorkers(), loaded_snapshot(), enabled=False)
+
+    with pytest.raises(MetricsDisabled):
+        asyncio.run(get())
+
+
+async def _nothing() -> dict[str, Any]:
+    return {}
+
+
+def front_with(tally: Tally | None, config: BalancerConfig | None = None) -> RedirectFront:
+    front = RedirectFront(app=None)  # type: ignore[arg-type]
+    redirect, _ = redirect_for(
+        config or BalancerConfig(cdn_host="cdn.example.com", split=Split(9, 1))
+    )
+    front.bind(redirect, tally=tally)
+    return front
+
+
+def request(query: str, method: str = "GET") -> dict[str, Any]:
+    return {"type": "http", "path": "/", "method": method, "query_string": query.encode()}
+
+
+async def _drop(_: Any) -> None:
+    return None
+
+
+def test_the_front_counts_every_redirect_and_every_refusal_by_code() -> None:
+    tally = Tally()
+    front = front_with(tally)
+
+    async def drive() -> None:
+        for _ in range(10 * DURATION_SAMPLE):
+            await front(request(f"video={VIDEO}"), _nothing, _drop)
+        await front(request("video=http://elsewhere.example/v.m3u8"), _nothing, _drop)
+        await front(request(f"video={VIDEO}", "POST"), _nothing, _drop)
+
+    asyncio.run(drive())
+
+    assert sum(tally.redirects.values()) == 10 * DURATION_SAMPLE
+    assert tally.redirects[("cdn", CDN, 301, "default", "s1")] == 9 * DURATION_SAMPLE
+    assert tally.rejected == {"host-not-allowed": 1, "method-not-allowed": 1}
+    assert tally.duration_count == 10  # one redirect in DURATION_SAMPLE is timed
+
+
+def test_the_front_counts_origin_fallbacks_by_region_when_no_cdn_host_is_up() -> None:
+    config = BalancerConfig(
+        cdn_host="cdn.example.com", split=Split(1, 0), cdn_health=HealthSettings(enabled=True)
+    )
+    snapshot = ConfigSnapshot()
+    snapshot.offer(version(1, config))
+    snapshot.mark_down(frozenset({CDN}))
+
+    tally = Tally()
+    front = RedirectFront(app=None)  # type: ignore[arg-type]
+    front.bind(RedirectVideo(snapshot, CountingSequence()), tally=tally)
+
+    async def drive() -> None:
+        for _ in range(3):
+            await front(request(f"video={VIDEO}"), _nothing, _drop)
+
+    asyncio.run(drive())
+
+    assert tally.redirects == {("origin", "", 301, "default", "s1"): 3}
+    assert snapshot.fallbacks.origin_by_region == {"default": 3}
+
+
+def test_the_front_counts_nothing_while_counting_is_off() -> None:
+    front = front_with(None)
+
+    async def drive() -> None:
+        await front(request(f"video={VIDEO}"), _nothing, _drop)
+
+    asyncio.run(drive())  # nothing to look at: no tally, and no error either
