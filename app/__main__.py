@@ -8,12 +8,12 @@ from pathlib import Path
 
 import uvicorn
 from uvicorn.config import STARTUP_FAILURE
-from uvicorn.supervisors import Multiprocess
 
 from app.config import ENV_PREFIX, Settings, SettingsError, load_settings
 from app.infrastructure.logging import configure_logging
 from app.infrastructure.postgres.migrations import migrate
 from app.presentation.http.protocol import bounded_httptools
+from app.presentation.http.server import BalancerServer, Supervisor
 
 
 def serve(settings: Settings) -> int:
@@ -34,16 +34,16 @@ def serve(settings: Settings) -> int:
         server_header=False,
         proxy_headers=True,
         forwarded_allow_ips=settings.forwarded_allow_ips,
-        timeout_graceful_shutdown=10,
+        timeout_graceful_shutdown=settings.shutdown_timeout_seconds,
         timeout_keep_alive=settings.keep_alive_seconds,
     )
     if config.workers == 1:
-        server = uvicorn.Server(config)
-        server.run()
+        server = BalancerServer(config)
+        server.run()  # exits with STARTUP_FAILURE when the app gave up starting
         return 0 if server.started else STARTUP_FAILURE
     # uvicorn.run() stops every worker when one fails to start and then returns as if all had
     # gone well: the status tells systemd, compose or Kubernetes that the start failed.
-    supervisor = Multiprocess(config, sockets=[config.bind_socket()])
+    supervisor = Supervisor(config, sockets=[config.bind_socket()])
     supervisor.run()
     failed = any(process.exitcode == STARTUP_FAILURE for process in supervisor.processes)
     return STARTUP_FAILURE if failed else 0

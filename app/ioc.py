@@ -24,7 +24,7 @@ from app.application.config import (
     SetServerRule,
     UpdateConfig,
 )
-from app.application.health import CheckReadiness
+from app.application.health import CheckReadiness, Lifecycle
 from app.application.limits import (
     CreateLimit,
     DeleteLimit,
@@ -180,6 +180,7 @@ class InfrastructureProvider(Provider):
 
 class ApplicationProvider(Provider):
     scope = Scope.APP
+    lifecycle = from_context(provides=Lifecycle)
 
     @provide
     def snapshot(self, countries: CountryLookup) -> ConfigSnapshot:
