@@ -92,17 +92,19 @@ async def connect_to(port: int, pid: int, attempts: int = 200) -> Connection:
     raise AssertionError(f"no connection reached worker {pid}")
 
 
-async def workers(port: int, count: int = 2, attempts: int = 200) -> set[int]:
-    """The pids of the workers answering on `port` (new connections until `count` seen)."""
+async def workers(port: int, count: int = 2, timeout: float = REPLACED_WITHIN) -> set[int]:
+    """The pids of the workers answering on `port`: new connections until `count` are seen
+    (a worker still starting accepts nothing) or `timeout` ends."""
     seen: set[int] = set()
-    for _ in range(attempts):
+    deadline = time.monotonic() + timeout
+    while len(seen) < count and time.monotonic() < deadline:
         connection = Connection(port)
-        await connection.open()
         with contextlib.suppress(OSError, asyncio.IncompleteReadError, ValueError):
+            await connection.open()
             seen.add(await worker_of(connection))
         await connection.close()
-        if len(seen) >= count:
-            break
+        if len(seen) < count:
+            await asyncio.sleep(0.02)
     return seen
 
 
@@ -134,6 +136,8 @@ class Load:
                     self.failures.append((pid, f"{status} {body[:200]!r}"))
                 else:
                     self.ok[pid] = self.ok.get(pid, 0) + 1
+                if pid == 0:  # one request only: the next connection learns its worker
+                    await connection.close()
             except (OSError, asyncio.IncompleteReadError) as error:
                 self.failures.append((pid, repr(error)))
                 await connection.close()
@@ -240,7 +244,7 @@ async def test_sigterm_drains_a_worker_under_load_and_no_request_fails(
         await wait_for(stopped, 15, "the drained worker did not exit")
 
         async def replaced() -> bool:
-            return len((await workers(service.port, 2, attempts=20)) - {target}) == 2
+            return len((await workers(service.port, 3, timeout=1)) - {target}) == 2
 
         await wait_for(replaced, REPLACED_WITHIN, "uvicorn's supervisor did not replace it")
         await asyncio.sleep(0.5)
@@ -264,7 +268,7 @@ async def test_sigkill_leaves_the_other_worker_unharmed_and_the_worker_is_replac
         killed_at = load.total
 
         async def replaced() -> bool:
-            return len((await workers(service.port, 2, attempts=20)) - {target}) == 2
+            return len((await workers(service.port, 3, timeout=1)) - {target}) == 2
 
         await wait_for(replaced, REPLACED_WITHIN, "uvicorn's supervisor did not replace it")
         await asyncio.sleep(1)
