@@ -25,6 +25,7 @@ from app.infrastructure.postgres.errors import UNREACHABLE
 from app.infrastructure.postgres.listener import ConfigWatcher
 from app.infrastructure.redis.cdn_health import CdnHealthMonitor
 from app.infrastructure.redis.ratelimit import RedisLimitSettler
+from app.infrastructure.redis.sequence import RedisLeasedSequence
 from app.ioc import providers
 from app.presentation.http import balance, cdn, config, health, limits, route
 from app.presentation.http.auth import AdminAuth
@@ -105,12 +106,13 @@ class Startup:
         self._lifecycle = lifecycle
         self._timeout = settings.startup_timeout_seconds
         self._where = service_address(settings.database_url)
+        self._redis_where = service_address(settings.redis_url)
 
     @asynccontextmanager
     async def __call__(self, front: RedirectFront) -> AsyncIterator[None]:
         waiting: asyncio.Task[None] | None = None
         try:
-            self._serve(await self._start(front))
+            await self._serve(await self._start(front))
         except _RETRIED as error:
             waiting = asyncio.create_task(self._retry(front, error), name="start-up")
         except BaseException:
@@ -139,9 +141,16 @@ class Startup:
         )
         return loaded.version
 
-    def _serve(self, version: int) -> None:
+    async def _serve(self, version: int) -> None:
         self._lifecycle.phase, self._lifecycle.waiting_for = Lifecycle.SERVING, ""
         log.info("serving", config_version=version)
+        if (await self._container.get(RedisLeasedSequence)).degraded:
+            # Not waited for: redirects flow on local counting meanwhile (see the README).
+            log.warning(
+                "startup_without_redis",
+                address=self._redis_where,
+                serving="counting locally; leases retried in the background, at most 2 s apart",
+            )
         # Everything allocated so far lives as long as the worker: keep the collector from
         # walking it again and again while requests allocate.
         gc.freeze()
@@ -181,7 +190,7 @@ class Startup:
                 log.exception("startup_failed")
                 self._lifecycle.phase = Lifecycle.FAILED
                 return
-            self._serve(version)
+            await self._serve(version)
             return
 
 

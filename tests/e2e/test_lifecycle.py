@@ -383,3 +383,38 @@ async def test_start_waits_for_postgres_with_ready_503_then_serves(
     assert "next_attempt_in_seconds=" in waiting[0]
     assert "gives_up_in_seconds=" in waiting[0]
     assert "Traceback" not in log, log[-3000:]
+
+
+async def test_start_without_redis_serves_degraded_and_says_where_redis_is(
+    database_url: str, redis_url: str, sequence_key: str, tmp_path: Path
+) -> None:
+    redis = CuttableProxy.for_url(redis_url)
+    await redis.start()
+    await redis.cut()
+    server = ServerProcess(
+        {
+            "BALANCER_DATABASE_URL": database_url,
+            "BALANCER_REDIS_URL": redis.proxied(redis_url),
+            "BALANCER_SEQUENCE_KEY": sequence_key,
+            "BALANCER_CDN_HEALTH_KEY": f"{sequence_key}.cdn-health",
+        },
+        workers=1,
+        log_file=tmp_path / "server.log",
+    )
+    try:
+        await asyncio.to_thread(server.start, 90)
+        connection = Connection(server.port)
+        await connection.open()
+        status, _, body = await connection.request("/ready")
+        assert status == 200
+        assert json.loads(body)["status"] == "degraded"
+        status, _, _ = await connection.request(VIDEO)
+        assert status == 301
+        await connection.close()
+    finally:
+        await asyncio.to_thread(server.stop)
+        await redis.close()
+    log = (tmp_path / "server.log").read_text()
+    lines = [line for line in log.splitlines() if "startup_without_redis" in line]
+    assert lines, log[-3000:]
+    assert f"127.0.0.1:{redis.listen_port}" in lines[0]

@@ -31,6 +31,9 @@ def test_settings_come_from_balancer_variables_with_defaults() -> None:
     assert settings.max_body_bytes == 16 * 1024
     assert settings.max_header_bytes == 64 * 1024
     assert settings.read_timeout_seconds == 10.0
+    assert settings.startup_timeout_seconds == 60.0
+    assert settings.drain_seconds == 5.0
+    assert settings.shutdown_timeout_seconds == 10
 
 
 @pytest.mark.parametrize(
@@ -46,6 +49,10 @@ def test_settings_come_from_balancer_variables_with_defaults() -> None:
         ({**REQUIRED, "BALANCER_MAX_HEADER_BYTES": "100"}, "BALANCER_MAX_HEADER_BYTES"),
         ({**REQUIRED, "BALANCER_READ_TIMEOUT_SECONDS": "0"}, "BALANCER_READ_TIMEOUT_SECONDS"),
         ({**REQUIRED, "BALANCER_KEEP_ALIVE_SECONDS": "0"}, "BALANCER_KEEP_ALIVE_SECONDS"),
+        ({**REQUIRED, "BALANCER_STARTUP_TIMEOUT_SECONDS": "-1"}, "STARTUP_TIMEOUT"),
+        ({**REQUIRED, "BALANCER_DRAIN_SECONDS": "-0.5"}, "BALANCER_DRAIN_SECONDS"),
+        ({**REQUIRED, "BALANCER_SHUTDOWN_TIMEOUT_SECONDS": "0"}, "SHUTDOWN_TIMEOUT"),
+        ({**REQUIRED, "BALANCER_SHUTDOWN_TIMEOUT_SECONDS": "1.5"}, "SHUTDOWN_TIMEOUT"),
     ],
 )
 def test_bad_settings_are_refused_with_the_variable_named(
