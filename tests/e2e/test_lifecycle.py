@@ -272,12 +272,13 @@ async def test_sigkill_leaves_the_other_worker_unharmed_and_the_worker_is_replac
     async with load.running():
         await asyncio.sleep(1)
         os.kill(target, signal.SIGKILL)
-        killed_at = load.total
+        killed_at, killed = load.total, time.monotonic()
 
         async def replaced() -> bool:
             return len((await workers(service.port, 3, timeout=1)) - {target}) == 2
 
         await wait_for(replaced, REPLACED_WITHIN, "uvicorn's supervisor did not replace it")
+        print(f"SIGKILL: a replacement served /ready {time.monotonic() - killed:.1f} s later")
         await asyncio.sleep(1)
         after = load.total - killed_at
 
@@ -365,6 +366,7 @@ async def test_start_waits_for_postgres_with_ready_503_then_serves(
         await postgres.restore()
         restored = time.monotonic()
         await started
+        print(f"start-up: ready {time.monotonic() - restored:.1f} s after PostgreSQL returned")
         assert time.monotonic() - restored < 8, "5 s between attempts at most"
         connection = Connection(server.port)
         await connection.open()
