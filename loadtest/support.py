@@ -93,6 +93,8 @@ class ServerProcess:
         self._environ = {
             **{k: v for k, v in os.environ.items() if not k.startswith("BALANCER_")},
             "BALANCER_LOG_FORMAT": "console",
+            # No load balancer to wait for: stop at once unless a test asks for a drain.
+            "BALANCER_DRAIN_SECONDS": "0",
             **environ,
             "BALANCER_HOST": "127.0.0.1",
             "BALANCER_PORT": str(self.port),
