@@ -6,16 +6,23 @@ import secrets
 import shutil
 import sys
 import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
+import structlog
 import uvicorn
 from uvicorn.config import STARTUP_FAILURE
-from uvicorn.supervisors import Multiprocess
 
 from app.config import ENV_PREFIX, Settings, SettingsError, load_settings
 from app.infrastructure.logging import configure_logging
 from app.infrastructure.postgres.migrations import migrate
 from app.presentation.http.protocol import bounded_httptools
+from app.presentation.http.server import BalancerServer, Supervisor
+
+log = structlog.get_logger("app")
 
 
 def serve(settings: Settings) -> int:
@@ -50,45 +57,92 @@ def _serve(settings: Settings) -> int:
         server_header=False,
         proxy_headers=True,
         forwarded_allow_ips=settings.forwarded_allow_ips,
-        timeout_graceful_shutdown=10,
+        timeout_graceful_shutdown=settings.shutdown_timeout_seconds,
         timeout_keep_alive=settings.keep_alive_seconds,
     )
     if config.workers == 1:
-        server = uvicorn.Server(config)
-        server.run()
+        server = BalancerServer(config)
+        server.run()  # exits with STARTUP_FAILURE when the app gave up starting
         return 0 if server.started else STARTUP_FAILURE
     # uvicorn.run() stops every worker when one fails to start and then returns as if all had
     # gone well: the status tells systemd, compose or Kubernetes that the start failed.
-    supervisor = Multiprocess(config, sockets=[config.bind_socket()])
+    supervisor = Supervisor(config, sockets=[config.bind_socket()])
     supervisor.run()
     failed = any(process.exitcode == STARTUP_FAILURE for process in supervisor.processes)
     return STARTUP_FAILURE if failed else 0
 
 
 def run_with_embedded_services(data_dir: Path) -> int:
-    """Serve; with no database or Redis URL set, start embedded servers for them first."""
+    """Serve for people at a terminal: console logs, embedded servers when no database or
+    Redis URL is set (their own logs go to files under `data_dir`), and a banner once the
+    service answers."""
     from app.embedded import EmbeddedServices
 
     token_file = data_dir / "admin-token"
-    if not os.environ.get(f"{ENV_PREFIX}ADMIN_TOKEN"):
+    generated = not os.environ.get(f"{ENV_PREFIX}ADMIN_TOKEN")
+    if generated:
         data_dir.mkdir(parents=True, exist_ok=True)
         if not token_file.exists():
             token_file.write_text(secrets.token_urlsafe(32))
             token_file.chmod(0o600)
         os.environ[f"{ENV_PREFIX}ADMIN_TOKEN"] = token_file.read_text().strip()
-        print(f"Admin token (kept in {token_file}): {os.environ[f'{ENV_PREFIX}ADMIN_TOKEN']}")
+    # The operator's own token is not ours to show; the one generated here is.
+    token = (
+        f"{os.environ[f'{ENV_PREFIX}ADMIN_TOKEN']}  (kept in {token_file})"
+        if generated
+        else f"the one in {ENV_PREFIX}ADMIN_TOKEN"
+    )
 
     needs_services = not (
         os.environ.get(f"{ENV_PREFIX}DATABASE_URL") and os.environ.get(f"{ENV_PREFIX}REDIS_URL")
     )
     if not needs_services:
-        return serve(load_settings())
+        settings = load_settings()
+        announce_when_ready(settings, token)
+        return serve(settings)
     with EmbeddedServices(data_dir) as services:
         os.environ.setdefault(f"{ENV_PREFIX}DATABASE_URL", services.database_url)
         os.environ.setdefault(f"{ENV_PREFIX}REDIS_URL", services.redis_url)
         migrate(os.environ[f"{ENV_PREFIX}DATABASE_URL"])
-        print(f"Embedded PostgreSQL and Redis under {data_dir}")
-        return serve(load_settings())
+        log.info("embedded_services_started", data_dir=str(data_dir), logs=services.log_files)
+        settings = load_settings()
+        announce_when_ready(settings, token)
+        return serve(settings)
+
+
+def announce_when_ready(settings: Settings, token: str) -> None:
+    """Log the banner once a worker answers `/ready` with 200 (from a daemon thread: the
+    supervisor holds the main one)."""
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host  # noqa: S104
+    base = f"http://{host}:{settings.port}"
+
+    def wait_and_announce() -> None:
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/ready", timeout=1) as response:  # noqa: S310
+                    if response.status == 200:
+                        break
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.2)
+        log.info(
+            "\n".join(
+                [
+                    "The balancer is ready",
+                    f"  redirect       {base}/?video={EXAMPLE_VIDEO}",
+                    f"  API docs       {base}/docs",
+                    f"  admin console  {base}/admin",
+                    f"  metrics        {base}/metrics",
+                    f"  admin token    {token}",
+                    "  stop           Ctrl-C (workers finish their requests first)",
+                ]
+            )
+        )
+
+    threading.Thread(target=wait_and_announce, name="banner", daemon=True).start()
+
+
+EXAMPLE_VIDEO = "http://s1.origin-cluster/video/1488/xcg2djHckad.m3u8"
 
 
 def _database_url() -> str:
@@ -107,7 +161,13 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("migrate", help="apply the migrations to BALANCER_DATABASE_URL")
     args = parser.parse_args(argv)
 
-    configure_logging(level="info", json=False)
+    if args.command == "run":
+        os.environ.setdefault(f"{ENV_PREFIX}LOG_FORMAT", "console")
+    level = os.environ.get(f"{ENV_PREFIX}LOG_LEVEL", "info").lower()
+    configure_logging(
+        level=level if level in ("debug", "info", "warning", "error") else "info",
+        json=os.environ.get(f"{ENV_PREFIX}LOG_FORMAT", "json") != "console",
+    )
     try:
         if args.command == "serve":
             return serve(load_settings())

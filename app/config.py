@@ -131,6 +131,12 @@ class Settings:
     # Where the instance's workers publish their figures; `serve` picks a fresh one.
     metrics_dir: str = ""
     stats_key: str = "balancer:stats"
+    # PostgreSQL unreachable at start-up: retry this long, then exit (status 3).
+    startup_timeout_seconds: float = 60.0
+    # On SIGTERM: /ready answers 503 but requests are served this long (the load balancer
+    # stops sending), then the listener closes and in-flight requests get the shutdown timeout.
+    drain_seconds: float = 5.0
+    shutdown_timeout_seconds: int = 10
 
     def __post_init__(self) -> None:
         if not 1 <= self.port <= 65535:
@@ -157,6 +163,15 @@ class Settings:
             raise SettingsError("BALANCER_RATE_LIMIT_MAX_CLIENTS must be from 2 to 100000000")
         if self.rate_limit_idle_seconds <= 0:
             raise SettingsError("BALANCER_RATE_LIMIT_IDLE_SECONDS must be positive")
+        self._check_lifecycle()
+
+    def _check_lifecycle(self) -> None:
+        if self.startup_timeout_seconds < 0:
+            raise SettingsError("BALANCER_STARTUP_TIMEOUT_SECONDS must be 0 or more")
+        if not 0 <= self.drain_seconds <= 600:
+            raise SettingsError("BALANCER_DRAIN_SECONDS must be from 0 to 600")
+        if not 1 <= self.shutdown_timeout_seconds <= 600:
+            raise SettingsError("BALANCER_SHUTDOWN_TIMEOUT_SECONDS must be from 1 to 600")
 
 
 def _geoip_file(raw: str) -> str:

@@ -5,8 +5,10 @@ run under a local data folder and listen on Unix sockets only, so they never cla
 servers already on the machine.
 """
 
+import logging
 import subprocess
 import time
+import warnings
 from pathlib import Path
 from types import TracebackType
 
@@ -20,6 +22,7 @@ class EmbeddedServices:
         self._redis: subprocess.Popen[bytes] | None = None
         self.database_url = ""
         self.redis_url = ""
+        self.log_files: list[str] = []
 
     def __enter__(self) -> "EmbeddedServices":
         self.start()
@@ -35,8 +38,18 @@ class EmbeddedServices:
 
     def start(self) -> None:
         self._data_dir.mkdir(parents=True, exist_ok=True)
+        # Their chatter goes to files under the data folder, not the terminal.
+        chatter = logging.getLogger("pgserver")
+        chatter.handlers[:] = [logging.FileHandler(self._data_dir / "pgserver.log")]
+        chatter.propagate = False
+        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
         self._start_postgres()
         self._start_redis()
+        self.log_files = [
+            str(self._data_dir / "postgres" / "log"),
+            str(self._data_dir / "pgserver.log"),
+            str(self._data_dir / "redis" / "redis.log"),
+        ]
 
     def _start_postgres(self) -> None:
         import pgserver  # only development needs it

@@ -24,7 +24,7 @@ from app.application.config import (
     SetServerRule,
     UpdateConfig,
 )
-from app.application.health import CheckReadiness
+from app.application.health import CheckReadiness, Lifecycle
 from app.application.limits import (
     CreateLimit,
     DeleteLimit,
@@ -216,6 +216,7 @@ class InfrastructureProvider(Provider):
 class ApplicationProvider(Provider):
     scope = Scope.APP
     settings = from_context(provides=Settings)
+    lifecycle = from_context(provides=Lifecycle)
 
     @provide
     def snapshot(self, countries: CountryLookup) -> ConfigSnapshot:

@@ -81,27 +81,47 @@ def forget_sequence(redis_url: str, key: str) -> None:
 class ServerProcess:
     """`python -m app serve` in a child process on 127.0.0.1, as it runs in production.
 
-    `environ` adds to the parent's environment with its `BALANCER_*` variables removed.
+    `environ` adds to the parent's environment with its `BALANCER_*` variables removed;
+    `log_file`, when given, takes the server's output (the terminal's otherwise).
     """
 
-    def __init__(self, environ: Mapping[str, str], *, workers: int) -> None:
+    def __init__(
+        self, environ: Mapping[str, str], *, workers: int, log_file: Path | None = None
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._environ = {
             **{k: v for k, v in os.environ.items() if not k.startswith("BALANCER_")},
             "BALANCER_LOG_FORMAT": "console",
+            # No load balancer to wait for: stop at once unless a test asks for a drain.
+            "BALANCER_DRAIN_SECONDS": "0",
             **environ,
             "BALANCER_HOST": "127.0.0.1",
             "BALANCER_PORT": str(self.port),
             "BALANCER_WORKERS": str(workers),
         }
         self._process: subprocess.Popen[bytes] | None = None
+        self.log_file = log_file
+
+    @property
+    def process(self) -> "subprocess.Popen[bytes]":
+        assert self._process is not None, "not started"
+        return self._process
 
     def start(self, timeout: float = 30) -> None:
         """Start the server and return once `/ready` answers 200."""
-        self._process = subprocess.Popen(
-            [sys.executable, "-m", "app", "serve"], cwd=ROOT, env=self._environ
-        )
+        output = self.log_file.open("ab") if self.log_file is not None else None
+        try:
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "app", "serve"],
+                cwd=ROOT,
+                env=self._environ,
+                stdout=output,
+                stderr=subprocess.STDOUT if output is not None else None,
+            )
+        finally:
+            if output is not None:
+                output.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._process.poll() is not None:

@@ -6,6 +6,29 @@ from app.application.ports import HealthCheck
 from app.application.snapshot import ConfigSnapshot
 
 
+class Lifecycle:
+    """Where this worker process is in its life; `/ready` reads it before anything else.
+
+    `starting`: no configuration yet (PostgreSQL not reached); `waiting_for` says what it
+    waits for. `serving`: redirects flow. `draining`: told to stop, still serving until the
+    listener closes, so the load balancer takes it out first. `failed`: gave up starting.
+    """
+
+    STARTING = "starting"
+    SERVING = "serving"
+    DRAINING = "draining"
+    FAILED = "failed"
+
+    def __init__(self, *, drain_seconds: float = 0.0) -> None:
+        self.phase = self.STARTING
+        self.waiting_for = ""
+        self.drain_seconds = drain_seconds
+
+    @property
+    def serving(self) -> bool:
+        return self.phase == self.SERVING
+
+
 @dataclass(frozen=True, slots=True)
 class Readiness:
     """`can_serve`: redirects flow. `problems`: dependencies that are down (serving degraded)."""

@@ -48,6 +48,7 @@ def configure_logging(*, level: str, json: bool, access_log: bool = False) -> No
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]
+    logging.captureWarnings(True)  # Python's warnings too, as `py.warnings` events
     root.setLevel(level.upper())
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         uvicorn_logger = logging.getLogger(name)

@@ -155,6 +155,7 @@ def service_server(
         "BALANCER_WORKERS": str(variant.workers),
         "BALANCER_ACCESS_LOG": "false",
         "BALANCER_LOG_FORMAT": "console",
+        "BALANCER_DRAIN_SECONDS": "0",  # no load balancer to wait for between rounds
         "BALANCER_FORWARDED_ALLOW_IPS": FORWARDED_ALLOW_IPS,
         "BALANCER_ADMIN_TOKEN": secrets.token_urlsafe(24),
         **variant.environ,

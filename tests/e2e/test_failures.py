@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import httpx
 import pytest
 from redis.asyncio import Redis
+from uvicorn.config import STARTUP_FAILURE
 
 from loadtest.support import ROOT, ServerProcess, free_port
 from tests.conftest import ADMIN_TOKEN
@@ -160,7 +161,7 @@ async def test_postgres_down_keeps_redirects_and_reads_but_refuses_writes_clearl
 
 
 @pytest.mark.parametrize("workers", [1, 2])
-def test_server_refuses_to_start_when_postgres_is_down(redis_url: str, workers: int) -> None:
+def test_server_gives_up_starting_when_postgres_stays_down(redis_url: str, workers: int) -> None:
     closed = free_port()  # nothing listens there
     environ = {
         **{k: v for k, v in os.environ.items() if not k.startswith("BALANCER_")},
@@ -170,6 +171,7 @@ def test_server_refuses_to_start_when_postgres_is_down(redis_url: str, workers: 
         "BALANCER_PORT": str(free_port()),
         "BALANCER_WORKERS": str(workers),
         "BALANCER_LOG_FORMAT": "console",
+        "BALANCER_STARTUP_TIMEOUT_SECONDS": "2",
     }
     result = subprocess.run(
         [sys.executable, "-m", "app", "serve"],
@@ -181,6 +183,8 @@ def test_server_refuses_to_start_when_postgres_is_down(redis_url: str, workers: 
         check=False,
     )
 
-    assert result.returncode != 0, result.stderr
+    assert result.returncode == STARTUP_FAILURE, result.stderr
+    assert result.stderr.count("startup_waiting") >= 1, result.stderr
     assert result.stderr.count("startup_failed") >= 1, result.stderr
     assert "ConnectionRefusedError" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -42,6 +42,9 @@ def test_metrics_can_be_turned_off_and_put_behind_a_token() -> None:
 
     assert settings.metrics is False
     assert settings.metrics_token == (ROTATED,)
+    assert settings.startup_timeout_seconds == 60.0
+    assert settings.drain_seconds == 5.0
+    assert settings.shutdown_timeout_seconds == 10
 
 
 @pytest.mark.parametrize(
@@ -59,6 +62,10 @@ def test_metrics_can_be_turned_off_and_put_behind_a_token() -> None:
         ({**REQUIRED, "BALANCER_KEEP_ALIVE_SECONDS": "0"}, "BALANCER_KEEP_ALIVE_SECONDS"),
         ({**REQUIRED, "BALANCER_METRICS": "maybe"}, "BALANCER_METRICS: 'maybe' is not a boolean"),
         ({**REQUIRED, "BALANCER_METRICS_TOKEN": "metrics-token"}, "BALANCER_METRICS_TOKEN"),
+        ({**REQUIRED, "BALANCER_STARTUP_TIMEOUT_SECONDS": "-1"}, "STARTUP_TIMEOUT"),
+        ({**REQUIRED, "BALANCER_DRAIN_SECONDS": "-0.5"}, "BALANCER_DRAIN_SECONDS"),
+        ({**REQUIRED, "BALANCER_SHUTDOWN_TIMEOUT_SECONDS": "0"}, "SHUTDOWN_TIMEOUT"),
+        ({**REQUIRED, "BALANCER_SHUTDOWN_TIMEOUT_SECONDS": "1.5"}, "SHUTDOWN_TIMEOUT"),
     ],
 )
 def test_bad_settings_are_refused_with_the_variable_named(

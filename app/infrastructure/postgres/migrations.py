@@ -4,6 +4,10 @@ import sys
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+import structlog
+
+log = structlog.get_logger(__name__)
+
 MIGRATIONS_DIR = Path(__file__).resolve().parents[3] / "db" / "migrations"
 _LOCAL_HOSTS = ("", "localhost", "127.0.0.1", "::1")
 
@@ -35,8 +39,10 @@ def dbmate_binary() -> str:
 
 
 def migrate(database_url: str, *command: str) -> None:
-    """Run dbmate (`up` by default) against `database_url`; raises CalledProcessError."""
-    subprocess.run(  # noqa: S603 - our own binary and arguments
+    """Run dbmate (`up` by default) against `database_url`; raises CalledProcessError.
+
+    dbmate's output is logged line by line (`dbmate` events), not written to the terminal."""
+    result = subprocess.run(  # noqa: S603 - our own binary and arguments
         [
             dbmate_binary(),
             "--url",
@@ -49,5 +55,14 @@ def migrate(database_url: str, *command: str) -> None:
             "30s",
             *(command or ("up",)),
         ],
-        check=True,
+        capture_output=True,
+        text=True,
+        check=False,
     )
+    for line in result.stdout.splitlines():
+        if line.strip():
+            log.info("dbmate", output=line.strip())
+    for line in result.stderr.splitlines():
+        if line.strip():
+            log.error("dbmate", output=line.strip())
+    result.check_returncode()

@@ -1,11 +1,13 @@
+import os
 from typing import Any
 
+from dishka import AsyncContainer
 from dishka.integrations.fastapi import DishkaRoute, FromDishka
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from app.application.cdn_health import GetCdnHealth
-from app.application.health import CheckReadiness
+from app.application.health import CheckReadiness, Lifecycle
 
 router = APIRouter(tags=["health"], route_class=DishkaRoute)
 
@@ -16,13 +18,25 @@ async def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/ready", responses={503: {"description": "No configuration loaded yet."}})
-async def ready(
-    check: FromDishka[CheckReadiness], cdn_health: FromDishka[GetCdnHealth]
-) -> JSONResponse:
+@router.get(
+    "/ready",
+    responses={503: {"description": "Starting (no configuration yet), draining or stopping."}},
+)
+async def ready(request: Request, lifecycle: FromDishka[Lifecycle]) -> JSONResponse:
     """200 while this worker can redirect (`status` says `degraded` when PostgreSQL or Redis
     is down and it serves from memory, or its view of CDN health is stale), 503 while it
-    cannot. `cdn_hosts` is each CDN host's state as this worker routes by it."""
+    cannot or is shutting down: `status` is `starting` (with `waiting_for`), `draining`
+    (told to stop: still serving for a moment, take it out of rotation) or `failed`.
+    `cdn_hosts` is each CDN host's state as this worker routes by it."""
+    if not lifecycle.serving:
+        state: dict[str, Any] = {"status": lifecycle.phase, "worker": os.getpid()}
+        if lifecycle.waiting_for:
+            state["waiting_for"] = lifecycle.waiting_for
+        return JSONResponse(state, status_code=503)
+    # Resolved here, not as parameters: before start-up completes they cannot be built.
+    container: AsyncContainer = request.state.dishka_container
+    check = await container.get(CheckReadiness)
+    cdn_health = await container.get(GetCdnHealth)
     readiness = await check()
     body: dict[str, Any] = {
         "status": readiness.status,

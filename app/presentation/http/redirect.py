@@ -4,6 +4,7 @@ from urllib.parse import unquote_to_bytes
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from app.application.health import Lifecycle
 from app.application.metrics import DURATION_SAMPLE, Tally
 from app.application.redirect import RedirectVideo
 from app.application.snapshot import ConfigSnapshot
@@ -33,6 +34,12 @@ _RATE_LIMITED_HEADERS = (
     _NO_STORE,
 )
 _RATE_LIMITED_BODY = {"type": "http.response.body", "body": _RATE_LIMITED}
+# Before start-up completes only these answer; everything else needs the configuration.
+_OPEN_WHILE_STARTING = ("/health", "/ready", "/docs", "/redoc", "/openapi.json")
+_OPEN_PREFIXES_WHILE_STARTING = ("/static-offline-docs/", "/admin")
+_STARTING = problem(
+    503, "Starting", "This worker has not loaded its configuration yet; retry.", "starting"
+)
 
 
 def video_param(query: bytes) -> str:
@@ -95,8 +102,9 @@ class RedirectFront:
     few microseconds this way instead of a hundred.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, lifecycle: Lifecycle | None = None) -> None:
         self.app = app
+        self.lifecycle = lifecycle or Lifecycle()
         self._redirect: RedirectVideo | None = None
         # The limiter's check while any limit is configured, else None: with limits off the
         # redirect path pays one attribute test.
@@ -181,7 +189,13 @@ class RedirectFront:
                 tally.observe(perf_counter() - start)
 
     async def _elsewhere(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Not the redirect path: the FastAPI app, after the rate limit for `POST /balance`."""
+        """Not the redirect path: the FastAPI app, after the rate limit for `POST /balance`.
+
+        Until the worker has started, only health, docs and the console are served.
+        """
+        if self._redirect is None and scope["type"] == "http" and _needs_start(scope["path"]):
+            await _send_problem(send, _STARTING, extra=((b"retry-after", b"1"),))
+            return
         limit = self._limit
         if (
             limit is not None
@@ -209,6 +223,10 @@ class RedirectFront:
         if self._tally is not None:
             self._tally.reject("rate-limited")
         await _send_rate_limited(send, wait)
+
+
+def _needs_start(path: str) -> bool:
+    return path not in _OPEN_WHILE_STARTING and not path.startswith(_OPEN_PREFIXES_WHILE_STARTING)
 
 
 async def _send_problem(
