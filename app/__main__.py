@@ -18,6 +18,7 @@ from uvicorn.config import STARTUP_FAILURE
 
 from app.config import ENV_PREFIX, Settings, SettingsError, load_settings
 from app.infrastructure.logging import configure_logging
+from app.infrastructure.metrics import clear_metrics_directory
 from app.infrastructure.postgres.migrations import migrate
 from app.presentation.http.protocol import bounded_httptools
 from app.presentation.http.server import BalancerServer, Supervisor
@@ -29,6 +30,9 @@ def serve(settings: Settings) -> int:
     """Serve until stopped; the exit status is non-zero when a worker failed to start."""
     variable = f"{ENV_PREFIX}METRICS_DIR"
     if settings.metrics_dir:
+        chosen = Path(settings.metrics_dir)
+        chosen.mkdir(parents=True, exist_ok=True)
+        clear_metrics_directory(chosen)
         return _serve(settings)
     # The workers publish their figures in a directory of this instance's own, gone after.
     directory = tempfile.mkdtemp(prefix="balancer-metrics-")

@@ -51,6 +51,12 @@ def metrics_directory(configured: str) -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
+def clear_metrics_directory(path: Path) -> None:
+    """Forget a previous run's workers (whose pids the system may have handed out again)."""
+    for stale in path.glob(f"{_PREFIX}*"):
+        stale.unlink(missing_ok=True)
+
+
 class FileFigures:
     """One JSON file per worker pid, replaced atomically; a dead worker's file stays, so
     its counters do not vanish (its gauges no longer count)."""

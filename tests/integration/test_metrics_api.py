@@ -110,11 +110,21 @@ async def test_stats_and_reset_need_the_admin_token(client: httpx.AsyncClient) -
     assert (await client.get("/stats", headers=wrong)).status_code == 403
 
 
+async def metrics_when(client: httpx.AsyncClient, total: int) -> httpx.Response:
+    """`/metrics` once it shows `total` redirects (workers write their figures each second)."""
+    for _ in range(100):
+        response = await client.get("/metrics")
+        found = samples(response.text, "balancer_redirects_total")
+        if sum(found.values()) == total:
+            return response
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"/metrics never showed {total} redirects")
+
+
 async def test_metrics_are_open_without_a_metrics_token(client: httpx.AsyncClient) -> None:
     await redirects(client, 10)
-    await asyncio.sleep(1.2)
 
-    response = await client.get("/metrics")
+    response = await metrics_when(client, 10)
 
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
@@ -167,9 +177,11 @@ async def test_stats_answer_for_this_instance_only_while_redis_is_down(
             await stats_when(client, 12)
             await proxy.cut()
             await redirects(client, 8)
-            await asyncio.sleep(1.2)  # a flush to the worker's file, not to Redis
-
-            response = await client.get("/stats", headers=ADMIN)
+            for _ in range(100):  # until a flush reaches the worker's file, not Redis
+                response = await client.get("/stats", headers=ADMIN)
+                if response.json()["total"] == 20:
+                    break
+                await asyncio.sleep(0.1)
             reset = await client.post("/stats/reset", headers=ADMIN)
             await proxy.restore()
             recovered = await stats_when(client, 20)  # the outage's counts arrive late

@@ -1,4 +1,5 @@
 import asyncio
+import os
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from app.application.snapshot import ConfigSnapshot
 from app.domain.config import BalancerConfig, Redirect
 from app.domain.health import HealthSettings
 from app.domain.split import Split
-from app.infrastructure.metrics import FileFigures
+from app.infrastructure.metrics import FileFigures, clear_metrics_directory
 from app.presentation.http.metrics import figure_families
 from app.presentation.http.redirect import RedirectFront
 from tests.unit.fakes import CountingSequence, version
@@ -154,6 +155,17 @@ def test_worker_figures_survive_the_file_round_trip(tmp_path: Path) -> None:
 
     figures.live = False
     assert read == figures
+
+
+def test_a_previous_runs_worker_files_are_cleared_and_nothing_else(tmp_path: Path) -> None:
+    FileFigures(tmp_path).write(worker(os.getpid(), 3))
+    (tmp_path / "worker-1.tmp").write_text("")
+    (tmp_path / "notes.txt").write_text("kept")
+
+    clear_metrics_directory(tmp_path)
+
+    assert FileFigures(tmp_path).read_all() == []
+    assert [path.name for path in tmp_path.iterdir()] == ["notes.txt"]
 
 
 def test_prometheus_families_drop_the_server_and_sum_over_it() -> None:
