@@ -137,6 +137,13 @@ def test_patch_through_nginx_reaches_both_instances_within_a_second(stack: Stack
     assert urlsplit(location).netloc in (cdn_host, "s1.origin-cluster")
 
 
+def test_metrics_are_served_to_the_scraper_but_not_through_nginx(stack: Stack) -> None:
+    assert httpx.get(f"{stack.front_url}/metrics").status_code == 404
+    direct = httpx.get(f"{stack.instance_urls[0]}/metrics")
+    assert direct.status_code == 200
+    assert "balancer_redirects_total" in direct.text
+
+
 def test_nginx_answers_with_a_request_id_of_its_own(stack: Stack) -> None:
     first = httpx.get(f"{stack.front_url}/health").headers["x-request-id"]
     second = httpx.get(f"{stack.front_url}/health").headers["x-request-id"]
