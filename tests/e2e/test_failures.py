@@ -34,8 +34,10 @@ from tests.proxy import CuttableProxy
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 VIDEO = "http://s1.origin-cluster/video/1488/xcg2djHckad.m3u8"
-# Small leases, so an outage outlasts the numbers a worker holds after a few requests.
-BLOCK = 50
+# Small leases, so an outage outlasts the numbers a worker holds after a few hundred
+# requests; not smaller, so that a block lasts far longer than a lease takes on a busy machine
+# (a lease later than a block lasts is a local run, which would shift the pattern checked).
+BLOCK = 250
 # The load of the tests under load: fixed, well below what two workers serve on a shared core.
 RATE = 500
 WORKERS = 2
@@ -194,10 +196,13 @@ def sent_between(answers: Sequence[Answer], start: float, end: float) -> list[An
     return [answer for answer in answers if start <= answer.sent < end]
 
 
+def origin_share(answers: Sequence[Answer]) -> float:
+    return sum(answer.location == VIDEO for answer in answers) / len(answers)
+
+
 def split_error(answers: Sequence[Answer]) -> float:
     """How far the achieved origin share is from the configured one, relative to it."""
-    origin = sum(answer.location == VIDEO for answer in answers)
-    return abs(origin / len(answers) - ORIGIN_SHARE) / ORIGIN_SHARE
+    return abs(origin_share(answers) - ORIGIN_SHARE) / ORIGIN_SHARE
 
 
 async def ready_checks(client: httpx.AsyncClient) -> dict[str, str]:
@@ -242,7 +247,7 @@ async def test_split_stays_exact_through_a_redis_outage_and_leases_resume_after(
     before = await stack.sequence_value()
 
     await stack.redis.cut()
-    # 3,000 redirects against the 2 blocks (100 numbers) the worker held: all but those
+    # 3,000 redirects against the 2 blocks (500 numbers) the worker held: all but those
     # are counted locally, on and on from where the leases stopped.
     outage = await origin_pattern(stack.client, 3000)
     ready = (await stack.client.get("/ready")).json()
@@ -261,14 +266,14 @@ async def test_split_stays_exact_through_a_redis_outage_and_leases_resume_after(
     await stack.redis.restore()
     await eventually_ok(stack.client, "redis")  # ok once a lease succeeded, not on a ping
     after_outage = await stack.sequence_value()
-    recovered = await origin_pattern(stack.client, 1000)
+    recovered = await origin_pattern(stack.client, 2000)
     await asyncio.sleep(0.3)  # the lease fetched in the background lands
 
     # Numbers from the leases after `before + shift`, not the local count going on.
     assert origins_at(recovered, (9 - shift) % 10)
-    # Every one of the 1,000 came from a lease again: the key moved by them, give or take the
+    # Every one of the 2,000 came from a lease again: the key moved by them, give or take the
     # blocks the worker held (leased before `after_outage`, or fetched ahead at the end).
-    assert abs(await stack.sequence_value() - after_outage - 1000) <= 2 * BLOCK
+    assert abs(await stack.sequence_value() - after_outage - 2000) <= 2 * BLOCK
 
 
 @pytest.mark.parametrize("workers", [1, 2])
@@ -337,11 +342,11 @@ async def test_redirects_never_fail_and_the_split_holds_when_redis_is_killed_und
         f"{len(outage)} during the outage; degraded after "
         f"{max(degraded.values()) - killed:.2f} s, leases again "
         f"{max(resumed.values()) - back:.2f} s after Redis was back; split error "
-        f"{error:.3%} (origin share {1 - error:.4f} of configured); {leased} numbers leased "
-        f"since, {len(after_resume)} requests after every worker resumed"
+        f"{error:.3%} (origin share {origin_share(answers):.5f} for {ORIGIN_SHARE}); "
+        f"{leased} numbers leased since, {len(after_resume)} requests after every worker resumed"
     )
     assert len(workers) == WORKERS
-    assert len(answers) >= 8000  # several thousand
+    assert len(answers) >= 6000  # several thousand (about 9,000 at the full rate)
     assert not failed(answers), timeline(answers, load.started, killed=killed, back=back)
     for worker in workers:  # each ran out of leased numbers and counted locally
         assert sum(answer.worker == worker for answer in outage) > 2 * LOAD_BLOCK
