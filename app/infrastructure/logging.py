@@ -27,7 +27,11 @@ def configure_logging(*, level: str, json: bool, access_log: bool = False) -> No
     renderer: structlog.types.Processor = (
         structlog.processors.JSONRenderer()
         if json
-        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        # Plain tracebacks: rich's, with every frame's locals, took 1-2 s of the event loop
+        # per PostgreSQL error (redirects stalled) and printed whatever the frames held.
+        else structlog.dev.ConsoleRenderer(
+            colors=sys.stderr.isatty(), exception_formatter=structlog.dev.plain_traceback
+        )
     )
     structlog.configure(
         processors=[
