@@ -24,7 +24,7 @@ from pathlib import Path
 from tempfile import TemporaryDirectory
 
 from app.infrastructure.postgres.migrations import migrate
-from loadtest.support import ROOT, ServerProcess, backing_services, forget_sequence
+from loadtest.support import ROOT, ServerProcess, backing_services, forget_keys, redis_keys
 
 LOCUSTFILE = ROOT / "loadtest" / "locustfile.py"
 RESULTS = ROOT / "loadtest" / "results"
@@ -89,10 +89,8 @@ def own_balancer(workers: int) -> Iterator[tuple[str, str]]:
                 "BALANCER_DATABASE_URL": database_url,
                 "BALANCER_REDIS_URL": redis_url,
                 "BALANCER_ADMIN_TOKEN": token,
-                # a key of its own: the split this run sees is not mixed with anyone else's
-                "BALANCER_SEQUENCE_KEY": sequence_key,
-                "BALANCER_CDN_HEALTH_KEY": f"{sequence_key}.cdn-health",
-                "BALANCER_RATE_LIMIT_KEY": f"{sequence_key}:limits",
+                # keys of its own: the split this run sees is not mixed with anyone else's
+                **redis_keys(sequence_key),
                 "BALANCER_LOG_LEVEL": "warning",
             },
             workers=workers,
@@ -103,7 +101,7 @@ def own_balancer(workers: int) -> Iterator[tuple[str, str]]:
             yield server.url, token
         finally:
             server.stop()
-            forget_sequence(redis_url, sequence_key)
+            forget_keys(redis_url, sequence_key)
 
 
 def run_locust(args: argparse.Namespace, host: str, environ: Mapping[str, str]) -> int:

@@ -65,15 +65,27 @@ def scratch_database(database_url: str) -> Iterator[str]:
         asyncio.run(execute(f'DROP DATABASE "{name}" WITH (FORCE)'))
 
 
-def forget_sequence(redis_url: str, key: str) -> None:
-    """Drop a run's sequences (`key` and its per-server `key:*`) from a Redis that outlives it."""
+def redis_keys(prefix: str) -> dict[str, str]:
+    """Every Redis key setting of the service under `prefix`: the sequence is `prefix` itself
+    (its per-server counters `prefix:<server>`), the others `prefix.<name>`. A fresh prefix
+    shares no key with any other run, and `forget_keys` removes all that the run wrote."""
+    return {
+        "BALANCER_SEQUENCE_KEY": prefix,
+        "BALANCER_CDN_HEALTH_KEY": f"{prefix}.cdn-health",
+        "BALANCER_RATE_LIMIT_KEY": f"{prefix}.ratelimit",
+        "BALANCER_STATS_KEY": f"{prefix}.stats",
+    }
+
+
+def forget_keys(redis_url: str, prefix: str) -> None:
+    """Drop a run's keys (all under `prefix`, see `redis_keys`) from a Redis that outlives it."""
     client = Redis.from_url(redis_url)
     try:
-        keys = list(client.scan_iter(f"{key}*"))
+        keys = list(client.scan_iter(f"{prefix}*"))
         if keys:
             client.delete(*keys)
     except RedisError as error:
-        print(f"warning: could not remove the sequence key {key}: {error}", file=sys.stderr)
+        print(f"warning: could not remove the keys {prefix}*: {error}", file=sys.stderr)
     finally:
         client.close()
 

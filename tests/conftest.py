@@ -14,10 +14,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
-from redis.asyncio import Redis
 
 from app.embedded import EmbeddedServices
 from app.infrastructure.postgres.migrations import migrate
+from loadtest.support import forget_keys
 
 ADMIN_TOKEN = "Vq7rYk2LmXw9PbT4nZc6HdJ3sGf8EaR5"
 
@@ -89,14 +89,8 @@ async def initial_config(database_url: str) -> AsyncIterator[None]:
 
 
 @pytest.fixture
-async def sequence_key(redis_url: str) -> AsyncIterator[str]:
-    """A Redis key prefix of this test's own, removed afterwards."""
+def sequence_key(redis_url: str) -> Iterator[str]:
+    """A Redis key prefix of this test's own, its keys removed afterwards."""
     key = f"balancer-test:{uuid.uuid4().hex}"
     yield key
-    client = Redis.from_url(redis_url)
-    try:
-        keys = [found async for found in client.scan_iter(f"{key}*")]
-        if keys:
-            await client.delete(*keys)
-    finally:
-        await client.aclose()
+    forget_keys(redis_url, key)

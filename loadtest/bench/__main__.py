@@ -43,7 +43,7 @@ from loadtest.bench.servers import (
 )
 from loadtest.bench.stats import summarise
 from loadtest.bench.variants import VARIANTS
-from loadtest.support import backing_services, forget_sequence, scratch_database
+from loadtest.support import backing_services, forget_keys, redis_keys, scratch_database
 
 DEFAULT_OUTPUT = ROOT / "loadtest" / "results"
 
@@ -152,16 +152,14 @@ def start_servers(
     servers: list[tuple[Server, Variant | None]] = [(reference_server(core, workdir), None)]
     for variant in variants:
         sequence_key = f"balancer-bench:{uuid.uuid4().hex}"
-        cleanup.callback(forget_sequence, redis_url, sequence_key)
+        cleanup.callback(forget_keys, redis_url, sequence_key)
         own_database = database_url
         if variant.config is not None:
             own_database = cleanup.enter_context(scratch_database(database_url))
         backing = {
             "BALANCER_DATABASE_URL": own_database,
             "BALANCER_REDIS_URL": redis_url,
-            "BALANCER_SEQUENCE_KEY": sequence_key,
-            "BALANCER_CDN_HEALTH_KEY": f"{sequence_key}.cdn-health",
-            "BALANCER_STATS_KEY": f"{sequence_key}.stats",
+            **redis_keys(sequence_key),
         }
         servers.append((service_server(variant, core, backing, workdir), variant))
     for server, _ in servers:

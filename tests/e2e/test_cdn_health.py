@@ -1,11 +1,11 @@
 """CDN health across real server processes: one prober per cluster elected through Redis,
 every worker of every instance routing by what it publishes, probes never in the way."""
 
+import contextlib
 import os
 import signal
 import statistics
 import time
-import uuid
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
@@ -13,8 +13,9 @@ import httpx
 import pytest
 
 from loadtest.fake_cdn import FakeCdn
-from loadtest.support import ServerProcess, forget_sequence
+from loadtest.support import ServerProcess
 from tests.conftest import ADMIN_TOKEN
+from tests.e2e.servers import key_prefix, running_server
 
 pytestmark = pytest.mark.e2e
 
@@ -33,33 +34,25 @@ LEASE = 1.5
 SLACK = 1.0  # the workers' 0.25 s refresh, plus scheduling on a busy 2-core machine
 
 
-def instance(database_url: str, redis_url: str, key: str, workers: int) -> ServerProcess:
-    return ServerProcess(
-        {
-            "BALANCER_DATABASE_URL": database_url,
-            "BALANCER_REDIS_URL": redis_url,
-            "BALANCER_ADMIN_TOKEN": ADMIN_TOKEN,
-            "BALANCER_SEQUENCE_KEY": key,
-            "BALANCER_CDN_HEALTH_KEY": f"{key}.cdn-health",
-            "BALANCER_CDN_PROBER_LEASE_SECONDS": str(LEASE),
-        },
-        workers=workers,
-    )
-
-
 @pytest.fixture
 def cluster(
     database_url: str, redis_url: str, initial_config: None
 ) -> Iterator[list[ServerProcess]]:
     """Two instances sharing PostgreSQL and Redis: one with 2 workers, one with 1."""
-    key = f"balancer-e2e:{uuid.uuid4().hex}"
-    servers = [instance(database_url, redis_url, key, 2), instance(database_url, redis_url, key, 1)]
-    for server in servers:
-        server.start()
-    yield servers
-    for server in servers:
-        server.stop()
-    forget_sequence(redis_url, key)
+    with contextlib.ExitStack() as stack:
+        prefix = stack.enter_context(key_prefix(redis_url))
+        yield [
+            stack.enter_context(
+                running_server(
+                    database_url,
+                    redis_url,
+                    workers=workers,
+                    prefix=prefix,
+                    cdn_prober_lease_seconds=LEASE,
+                )
+            )
+            for workers in (2, 1)
+        ]
 
 
 @pytest.fixture
@@ -154,34 +147,33 @@ def test_one_prober_per_cluster_and_a_survivor_takes_over_when_it_dies(
 def test_a_probe_target_that_hangs_does_not_slow_redirects(
     database_url: str, redis_url: str, initial_config: None
 ) -> None:
-    key = f"balancer-e2e:{uuid.uuid4().hex}"
-    server = instance(database_url, redis_url, key, 1)  # its only worker is the prober
     hanging, up = FakeCdn(hang=True).start(), FakeCdn().start()
-    server.start()
     try:
-        configure(
-            server,
-            cdn_weight=1,
-            origin_weight=0,
-            cdn_hosts=[{"host": hanging.host}, {"host": up.host}],
-            cdn_health={"enabled": True, "interval_seconds": 1.0, "timeout_seconds": 0.9},
-        )
-        latencies = []
-        with httpx.Client(base_url=server.url) as client:
-            started = time.monotonic()
-            while time.monotonic() - started < 3.0:  # three probe rounds, each hanging 0.9 s
-                sent = time.perf_counter()
-                response = client.get("/", params={"video": VIDEO})
-                latencies.append(time.perf_counter() - sent)
-                assert response.status_code == 301
-        assert hanging.hits >= 2
-        print(
-            f"redirects while probes hang: {len(latencies)}, median "
-            f"{statistics.median(latencies) * 1000:.1f} ms, max {max(latencies) * 1000:.1f} ms"
-        )
-        assert max(latencies) < 0.3  # a probe that blocked the loop would stall one for 0.9 s
+        # its only worker is the prober
+        with running_server(
+            database_url, redis_url, workers=1, cdn_prober_lease_seconds=LEASE
+        ) as server:
+            configure(
+                server,
+                cdn_weight=1,
+                origin_weight=0,
+                cdn_hosts=[{"host": hanging.host}, {"host": up.host}],
+                cdn_health={"enabled": True, "interval_seconds": 1.0, "timeout_seconds": 0.9},
+            )
+            latencies = []
+            with httpx.Client(base_url=server.url) as client:
+                started = time.monotonic()
+                while time.monotonic() - started < 3.0:  # three probe rounds, each hanging 0.9 s
+                    sent = time.perf_counter()
+                    response = client.get("/", params={"video": VIDEO})
+                    latencies.append(time.perf_counter() - sent)
+                    assert response.status_code == 301
+            assert hanging.hits >= 2
+            print(
+                f"redirects while probes hang: {len(latencies)}, median "
+                f"{statistics.median(latencies) * 1000:.1f} ms, max {max(latencies) * 1000:.1f} ms"
+            )
+            assert max(latencies) < 0.3  # a probe that blocked the loop would stall one for 0.9 s
     finally:
-        server.stop()
         hanging.stop()
         up.stop()
-        forget_sequence(redis_url, key)

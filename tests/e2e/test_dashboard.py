@@ -15,7 +15,6 @@ import asyncio
 import secrets
 import statistics
 import time
-import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -28,10 +27,10 @@ import pytest
 
 from loadtest.fake_cdn import FakeCdn
 from loadtest.stack import Stack, find_nginx
-from loadtest.support import ServerProcess, forget_sequence, free_port
+from loadtest.support import ServerProcess, forget_keys, free_port, redis_keys
 from tests.conftest import ADMIN_TOKEN
-from tests.e2e.conftest import reset_config
 from tests.e2e.prometheus import PrometheusApi, PrometheusServer, duration
+from tests.e2e.servers import fresh_prefix, reset_config
 from tests.e2e.test_stack import can_bind
 from tests.grafana import Query, annotation_queries, panel_queries, panels
 from tests.proxy import CuttableProxy
@@ -206,12 +205,11 @@ async def run(
     require(can_bind(LIMITED), f"the local address {LIMITED}", "a Linux loopback")
     topology: str = request.param
     workdir: Path = tmp_path_factory.mktemp(f"dashboard-{topology}")
-    key = f"balancer-dashboard:{uuid.uuid4().hex}"
+    key = fresh_prefix("balancer-dashboard")
     proxy = CuttableProxy.for_url(redis_url)
     await proxy.start()
     settings = {
-        "BALANCER_SEQUENCE_KEY": key,
-        "BALANCER_CDN_HEALTH_KEY": f"{key}.cdn-health",
+        **redis_keys(key),
         # Short leases, so a worker needs Redis soon after it is cut.
         "BALANCER_SEQUENCE_BLOCK": "20",
         # /metrics behind a token, as compose runs it when one is set: Prometheus sends it.
@@ -324,7 +322,7 @@ async def run(
         await asyncio.to_thread(server.stop)
         cdn.stop()
         await proxy.close()
-        forget_sequence(redis_url, key)
+        forget_keys(redis_url, key)
 
 
 def by(label: str, results: list[dict[str, Any]]) -> dict[str, float]:

@@ -13,7 +13,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +28,7 @@ from uvicorn.config import STARTUP_FAILURE
 from loadtest.steady import Answer, SteadyLoad
 from loadtest.support import ROOT, ServerProcess, free_port
 from tests.conftest import ADMIN_TOKEN
-from tests.e2e.conftest import reset_config
+from tests.e2e.servers import behind_redis_proxy, fresh_prefix, reset_config, running_server
 from tests.private_services import PrivatePostgres, PrivateRedis
 from tests.proxy import CuttableProxy
 
@@ -68,26 +67,18 @@ async def sequence_value(redis_url: str, key: str, add: int = 0) -> int:
 
 @pytest.fixture
 async def stack(database_url: str, redis_url: str, sequence_key: str) -> AsyncIterator[Stack]:
-    redis = CuttableProxy.for_url(redis_url)
-    await redis.start()
-    server = ServerProcess(
-        {
-            "BALANCER_DATABASE_URL": database_url,
-            "BALANCER_REDIS_URL": redis.proxied(redis_url),
-            "BALANCER_ADMIN_TOKEN": ADMIN_TOKEN,
-            "BALANCER_SEQUENCE_KEY": sequence_key,
-            "BALANCER_SEQUENCE_BLOCK": str(BLOCK),
-            "BALANCER_CDN_HEALTH_KEY": f"{sequence_key}.cdn-health",
-            "BALANCER_RESYNC_SECONDS": "0.5",
-        },
-        workers=1,
-    )
-    await asyncio.to_thread(server.start)  # the proxy runs on this loop meanwhile
-    await asyncio.to_thread(reset_config, server.url)
-    async with httpx.AsyncClient(base_url=server.url) as client:
+    async with (
+        behind_redis_proxy(
+            database_url,
+            redis_url,
+            sequence_key,
+            workers=1,
+            sequence_block=BLOCK,
+            resync_seconds=0.5,
+        ) as (server, redis),
+        httpx.AsyncClient(base_url=server.url) as client,
+    ):
         yield Stack(client, redis, sequence_key, redis_url)
-    await asyncio.to_thread(server.stop)
-    await redis.close()
 
 
 @dataclass
@@ -133,25 +124,17 @@ def balancer(private: Private) -> Iterator[Balancer]:
     """Two workers on the private servers (up again if a test before stopped in an outage)."""
     private.postgres.start()
     private.redis.start()
-    sequence_key = f"balancer-faults:{uuid.uuid4().hex}"
-    server = ServerProcess(
-        {
-            "BALANCER_DATABASE_URL": private.postgres.url,
-            "BALANCER_REDIS_URL": private.redis.url,
-            "BALANCER_ADMIN_TOKEN": ADMIN_TOKEN,
-            "BALANCER_SEQUENCE_KEY": sequence_key,
-            "BALANCER_SEQUENCE_BLOCK": str(LOAD_BLOCK),
-            "BALANCER_CDN_HEALTH_KEY": f"{sequence_key}.cdn-health",
-            "BALANCER_LOG_FORMAT": "json",
-        },
+    sequence_key = fresh_prefix("balancer-faults")
+    with running_server(
+        private.postgres.url,
+        private.redis.url,
         workers=WORKERS,
-    )
-    server.start()
-    try:
+        prefix=sequence_key,  # in the private Redis, gone with it
+        sequence_block=LOAD_BLOCK,
+        log_format="json",
+    ) as server:
         reset_config(server.url)
         yield Balancer(server, sequence_key)
-    finally:
-        server.stop()
 
 
 async def every_worker(

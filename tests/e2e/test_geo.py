@@ -3,7 +3,6 @@
 
 import asyncio
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from urllib.parse import urlsplit
@@ -12,8 +11,9 @@ import httpx
 import pytest
 
 from loadtest.fake_cdn import FakeCdn
-from loadtest.support import ServerProcess, forget_sequence
+from loadtest.support import ServerProcess
 from tests.conftest import ADMIN_TOKEN
+from tests.e2e.servers import running_server
 
 pytestmark = pytest.mark.e2e
 
@@ -37,28 +37,12 @@ FRESH_KEY_SLACK = 2 * WORKERS - 1
 FAST = {"enabled": True, "interval_seconds": 0.5, "timeout_seconds": 0.25, "fall": 2, "rise": 2}
 
 
-def start(database_url: str, redis_url: str, trusted: str) -> Iterator[ServerProcess]:
-    key = f"balancer-e2e:{uuid.uuid4().hex}"
-    process = ServerProcess(
-        {
-            "BALANCER_DATABASE_URL": database_url,
-            "BALANCER_REDIS_URL": redis_url,
-            "BALANCER_ADMIN_TOKEN": ADMIN_TOKEN,
-            "BALANCER_SEQUENCE_KEY": f"{key}:sequence",
-            "BALANCER_CDN_HEALTH_KEY": f"{key}:cdn-health",
-            "BALANCER_FORWARDED_ALLOW_IPS": trusted,
-        },
-        workers=WORKERS,
-    )
-    process.start()
-    yield process
-    process.stop()
-    forget_sequence(redis_url, key)
-
-
 @pytest.fixture
 def server(database_url: str, redis_url: str, initial_config: None) -> Iterator[ServerProcess]:
-    yield from start(database_url, redis_url, "127.0.0.1")
+    with running_server(
+        database_url, redis_url, workers=WORKERS, forwarded_allow_ips="127.0.0.1"
+    ) as process:
+        yield process
 
 
 @pytest.fixture
@@ -212,7 +196,10 @@ def distrustful_server(
     database_url: str, redis_url: str, initial_config: None
 ) -> Iterator[ServerProcess]:
     """Trusts only a proxy that is not us: our X-Forwarded-For is a spoof."""
-    yield from start(database_url, redis_url, "192.0.2.254")
+    with running_server(
+        database_url, redis_url, workers=WORKERS, forwarded_allow_ips="192.0.2.254"
+    ) as process:
+        yield process
 
 
 async def test_a_spoofed_forwarded_for_from_an_untrusted_peer_is_ignored(

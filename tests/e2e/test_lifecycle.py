@@ -8,16 +8,14 @@ import json
 import os
 import signal
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from loadtest.support import ServerProcess, forget_sequence
-from tests.conftest import ADMIN_TOKEN
-from tests.e2e.conftest import reset_config
+from loadtest.support import ServerProcess
+from tests.e2e.servers import reset_config, running_server, server_environ
 from tests.proxy import CuttableProxy
 
 VIDEO = "/?video=http://s1.origin-cluster/video/1488/xcg2djHckad.m3u8"
@@ -185,24 +183,16 @@ async def wait_for(condition: Callable[[], Awaitable[bool]], timeout: float, wha
 def service(
     database_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerProcess]:
-    sequence_key = f"balancer-e2e:{uuid.uuid4().hex}"
-    process = ServerProcess(
-        {
-            "BALANCER_DATABASE_URL": database_url,
-            "BALANCER_REDIS_URL": redis_url,
-            "BALANCER_ADMIN_TOKEN": ADMIN_TOKEN,
-            "BALANCER_SEQUENCE_KEY": sequence_key,
-            "BALANCER_CDN_HEALTH_KEY": f"{sequence_key}.cdn-health",
-            "BALANCER_DRAIN_SECONDS": str(DRAIN),
-        },
+    with running_server(
+        database_url,
+        redis_url,
         workers=2,
         log_file=tmp_path_factory.mktemp("lifecycle") / "server.log",
-    )
-    process.start(timeout=90)
-    reset_config(process.url)
-    yield process
-    process.stop()
-    forget_sequence(redis_url, sequence_key)
+        timeout=90,
+        drain_seconds=DRAIN,
+    ) as process:
+        reset_config(process.url)
+        yield process
 
 
 async def test_sigterm_drains_a_worker_under_load_and_no_request_fails(
@@ -332,13 +322,9 @@ async def test_start_waits_for_postgres_with_ready_503_then_serves(
     await postgres.start()
     await postgres.cut()
     server = ServerProcess(
-        {
-            "BALANCER_DATABASE_URL": postgres.proxied(database_url),
-            "BALANCER_REDIS_URL": redis_url,
-            "BALANCER_SEQUENCE_KEY": sequence_key,
-            "BALANCER_CDN_HEALTH_KEY": f"{sequence_key}.cdn-health",
-            "BALANCER_STARTUP_TIMEOUT_SECONDS": "120",
-        },
+        server_environ(
+            postgres.proxied(database_url), redis_url, sequence_key, startup_timeout_seconds=120
+        ),
         workers=1,
         log_file=tmp_path / "server.log",
     )
@@ -394,12 +380,7 @@ async def test_start_without_redis_serves_degraded_and_says_where_redis_is(
     await redis.start()
     await redis.cut()
     server = ServerProcess(
-        {
-            "BALANCER_DATABASE_URL": database_url,
-            "BALANCER_REDIS_URL": redis.proxied(redis_url),
-            "BALANCER_SEQUENCE_KEY": sequence_key,
-            "BALANCER_CDN_HEALTH_KEY": f"{sequence_key}.cdn-health",
-        },
+        server_environ(database_url, redis.proxied(redis_url), sequence_key),
         workers=1,
         log_file=tmp_path / "server.log",
     )

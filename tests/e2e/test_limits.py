@@ -10,7 +10,6 @@ import contextlib
 import json
 import socket
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -18,8 +17,9 @@ from typing import NamedTuple
 import httpx
 import pytest
 
-from loadtest.support import ServerProcess, forget_sequence
+from loadtest.support import ServerProcess
 from tests.conftest import ADMIN_TOKEN
+from tests.e2e.servers import running_server
 
 pytestmark = pytest.mark.e2e
 
@@ -50,26 +50,16 @@ each_endpoint = pytest.mark.parametrize(
 @pytest.fixture(scope="module")
 def server(database_url: str, redis_url: str) -> Iterator[ServerProcess]:
     """One worker, so a stalled client would stall everyone if it could hold the worker."""
-    sequence_key = f"balancer-limits:{uuid.uuid4().hex}"
-    process = ServerProcess(
-        {
-            "BALANCER_DATABASE_URL": database_url,
-            "BALANCER_REDIS_URL": redis_url,
-            "BALANCER_ADMIN_TOKEN": ADMIN_TOKEN,
-            "BALANCER_SEQUENCE_KEY": sequence_key,
-            "BALANCER_CDN_HEALTH_KEY": f"{sequence_key}.cdn-health",
-            "BALANCER_RATE_LIMIT_KEY": f"{sequence_key}:limits",
-            "BALANCER_MAX_BODY_BYTES": str(MAX_BODY),
-            "BALANCER_MAX_HEADER_BYTES": str(MAX_HEAD),
-            "BALANCER_READ_TIMEOUT_SECONDS": str(READ_TIMEOUT),
-            "BALANCER_KEEP_ALIVE_SECONDS": "1",
-        },
+    with running_server(
+        database_url,
+        redis_url,
         workers=1,
-    )
-    process.start()
-    yield process
-    process.stop()
-    forget_sequence(redis_url, sequence_key)
+        max_body_bytes=MAX_BODY,
+        max_header_bytes=MAX_HEAD,
+        read_timeout_seconds=READ_TIMEOUT,
+        keep_alive_seconds=1,
+    ) as process:
+        yield process
 
 
 @dataclass

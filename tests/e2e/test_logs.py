@@ -11,14 +11,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from loadtest.support import ROOT, ServerProcess, forget_sequence, free_port
-from tests.conftest import ADMIN_TOKEN
+from loadtest.support import ROOT, free_port, redis_keys
+from tests.e2e.servers import fresh_prefix, running_server
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 CONSOLE_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+Z \[(debug|info|warning|error)")
@@ -59,7 +58,7 @@ def test_run_shows_people_colored_logs_and_a_banner_and_keeps_service_chatter_in
         "BALANCER_HOST": "127.0.0.1",
         "BALANCER_PORT": str(port),
         "BALANCER_WORKERS": "2",
-        "BALANCER_SEQUENCE_KEY": f"balancer-e2e:{uuid.uuid4().hex}",
+        **redis_keys(fresh_prefix()),
     }
     leader, follower = pty.openpty()  # a terminal, as a person has
     process = subprocess.Popen(
@@ -121,23 +120,16 @@ def test_run_shows_people_colored_logs_and_a_banner_and_keeps_service_chatter_in
 def test_serve_logs_one_json_object_per_line(
     database_url: str, redis_url: str, tmp_path: Path
 ) -> None:
-    sequence_key = f"balancer-e2e:{uuid.uuid4().hex}"
-    server = ServerProcess(
-        {
-            "BALANCER_DATABASE_URL": database_url,
-            "BALANCER_REDIS_URL": redis_url,
-            "BALANCER_ADMIN_TOKEN": ADMIN_TOKEN,
-            "BALANCER_SEQUENCE_KEY": sequence_key,
-            "BALANCER_CDN_HEALTH_KEY": f"{sequence_key}.cdn-health",
-            "BALANCER_LOG_FORMAT": "json",
-            "BALANCER_DRAIN_SECONDS": "0.5",
-        },
+    with running_server(
+        database_url,
+        redis_url,
         workers=2,
         log_file=tmp_path / "server.log",
-    )
-    server.start(timeout=90)
-    server.stop()
-    forget_sequence(redis_url, sequence_key)
+        timeout=90,
+        log_format="json",
+        drain_seconds=0.5,
+    ):
+        pass  # ready, then stopped: the log holds both
 
     lines = (tmp_path / "server.log").read_text().splitlines()
     events = [json.loads(line) for line in lines]  # raises on any line that is not JSON

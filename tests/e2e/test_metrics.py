@@ -1,11 +1,11 @@
 """`/metrics` and `/stats` on the real server: two workers, and two instances sharing Redis."""
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,9 +14,9 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from loadtest.support import ServerProcess, forget_sequence
+from loadtest.support import ServerProcess
 from tests.conftest import ADMIN_TOKEN
-from tests.e2e.conftest import reset_config
+from tests.e2e.servers import behind_redis_proxy, key_prefix, reset_config, running_server
 from tests.proxy import CuttableProxy
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -43,31 +43,19 @@ def instances(
     database_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[list[Instance]]:
     """Two instances sharing PostgreSQL and Redis (one stats key): two workers, then one."""
-    key = f"balancer-e2e:{uuid.uuid4().hex}"
-    started = []
-    try:
+    with contextlib.ExitStack() as stack:
+        key = stack.enter_context(key_prefix(redis_url))
+        started = []
         for workers in (2, 1):
             metrics_dir = tmp_path_factory.mktemp("metrics")
-            process = ServerProcess(
-                {
-                    "BALANCER_DATABASE_URL": database_url,
-                    "BALANCER_REDIS_URL": redis_url,
-                    "BALANCER_ADMIN_TOKEN": ADMIN_TOKEN,
-                    "BALANCER_SEQUENCE_KEY": key,
-                    "BALANCER_CDN_HEALTH_KEY": f"{key}.cdn-health",
-                    "BALANCER_STATS_KEY": f"{key}.stats",
-                    "BALANCER_METRICS_DIR": str(metrics_dir),
-                },
-                workers=workers,
+            process = stack.enter_context(
+                running_server(
+                    database_url, redis_url, workers=workers, prefix=key, metrics_dir=metrics_dir
+                )
             )
-            process.start()
             started.append(Instance(process, metrics_dir))
         reset_config(started[0].url)
         yield started
-    finally:
-        for instance in started:
-            instance.process.stop()
-        forget_sequence(redis_url, key)
 
 
 async def drive(url: str, count: int, concurrency: int = 16) -> None:
@@ -191,25 +179,10 @@ async def behind_proxy(
     database_url: str, redis_url: str, sequence_key: str
 ) -> AsyncIterator[tuple[ServerProcess, CuttableProxy]]:
     """Two workers whose Redis is behind a proxy the test can cut; /metrics needs a token."""
-    redis = CuttableProxy.for_url(redis_url)
-    await redis.start()
-    process = ServerProcess(
-        {
-            "BALANCER_DATABASE_URL": database_url,
-            "BALANCER_REDIS_URL": redis.proxied(redis_url),
-            "BALANCER_ADMIN_TOKEN": ADMIN_TOKEN,
-            "BALANCER_SEQUENCE_KEY": sequence_key,
-            "BALANCER_CDN_HEALTH_KEY": f"{sequence_key}.cdn-health",
-            "BALANCER_STATS_KEY": f"{sequence_key}.stats",
-            "BALANCER_METRICS_TOKEN": METRICS_TOKEN,
-        },
-        workers=2,
-    )
-    await asyncio.to_thread(process.start)  # the proxy runs on this loop meanwhile
-    await asyncio.to_thread(reset_config, process.url)
-    yield process, redis
-    await asyncio.to_thread(process.stop)
-    await redis.close()
+    async with behind_redis_proxy(
+        database_url, redis_url, sequence_key, workers=2, metrics_token=METRICS_TOKEN
+    ) as running:
+        yield running
 
 
 async def test_with_redis_down_stats_cover_both_workers_of_this_instance_and_say_so(

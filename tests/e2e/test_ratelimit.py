@@ -2,15 +2,15 @@
 
 import asyncio
 import time
-import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
 
-from loadtest.support import ServerProcess, forget_sequence
+from loadtest.support import ServerProcess
 from tests.conftest import ADMIN_TOKEN
+from tests.e2e.servers import running_server
 
 pytestmark = pytest.mark.e2e
 
@@ -18,35 +18,22 @@ ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 VIDEO = {"video": "http://s1.origin-cluster/video/1488/xcg2djHckad.m3u8"}
 
 
-def start(database_url: str, redis_url: str, trusted: str) -> Iterator[ServerProcess]:
-    key = f"balancer-e2e:{uuid.uuid4().hex}"
-    process = ServerProcess(
-        {
-            "BALANCER_DATABASE_URL": database_url,
-            "BALANCER_REDIS_URL": redis_url,
-            "BALANCER_ADMIN_TOKEN": ADMIN_TOKEN,
-            "BALANCER_SEQUENCE_KEY": f"{key}:sequence",
-            "BALANCER_RATE_LIMIT_KEY": f"{key}:limits",
-            "BALANCER_FORWARDED_ALLOW_IPS": trusted,
-        },
-        workers=2,
-    )
-    process.start()
-    yield process
-    process.stop()
-    forget_sequence(redis_url, key)
-
-
 @pytest.fixture(scope="module")
 def server(database_url: str, redis_url: str) -> Iterator[ServerProcess]:
     """Trusts X-Forwarded-For from 127.0.0.1, where the tests connect from (a proxy)."""
-    yield from start(database_url, redis_url, "127.0.0.1")
+    with running_server(
+        database_url, redis_url, workers=2, forwarded_allow_ips="127.0.0.1"
+    ) as process:
+        yield process
 
 
 @pytest.fixture(scope="module")
 def distrustful_server(database_url: str, redis_url: str) -> Iterator[ServerProcess]:
     """Trusts only a proxy that is not us: our X-Forwarded-For is a spoof."""
-    yield from start(database_url, redis_url, "192.0.2.254")
+    with running_server(
+        database_url, redis_url, workers=2, forwarded_allow_ips="192.0.2.254"
+    ) as process:
+        yield process
 
 
 @pytest.fixture

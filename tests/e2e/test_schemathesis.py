@@ -22,8 +22,9 @@ from schemathesis.openapi import from_dict
 from app.config import Settings
 from app.infrastructure.postgres.migrations import migrate
 from app.main import create_app
-from loadtest.support import ServerProcess, forget_sequence
+from loadtest.support import ServerProcess
 from tests.conftest import ADMIN_TOKEN, Servers
+from tests.e2e.servers import running_server
 
 pytestmark = pytest.mark.e2e
 
@@ -81,23 +82,8 @@ async def fuzz_database(servers: Servers) -> AsyncIterator[str]:
 
 @pytest.fixture(scope="module")
 def fuzzed_server(fuzz_database: str, redis_url: str) -> Iterator[ServerProcess]:
-    sequence_key = f"balancer-fuzz:{uuid.uuid4().hex}"
-    server = ServerProcess(
-        {
-            "BALANCER_DATABASE_URL": fuzz_database,
-            "BALANCER_REDIS_URL": redis_url,
-            "BALANCER_ADMIN_TOKEN": ADMIN_TOKEN,
-            "BALANCER_SEQUENCE_KEY": sequence_key,
-            "BALANCER_CDN_HEALTH_KEY": f"{sequence_key}.cdn-health",
-            "BALANCER_RATE_LIMIT_KEY": f"{sequence_key}:limits",
-            "BALANCER_LOG_LEVEL": "error",
-        },
-        workers=2,
-    )
-    server.start()
-    yield server
-    server.stop()
-    forget_sequence(redis_url, sequence_key)
+    with running_server(fuzz_database, redis_url, workers=2, log_level="error") as server:
+        yield server
 
 
 @pytest.fixture(autouse=True)

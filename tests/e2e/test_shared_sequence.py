@@ -7,7 +7,6 @@ and watch each worker's requests in the order it served them.
 
 import asyncio
 import math
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -17,9 +16,9 @@ import httpx
 import pytest
 from redis import Redis
 
-from loadtest.support import ServerProcess, forget_sequence
+from loadtest.support import ServerProcess
 from tests.conftest import ADMIN_TOKEN
-from tests.e2e.conftest import reset_config
+from tests.e2e.servers import key_prefix, reset_config, running_server
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 CLOSE = {"Connection": "close"}
@@ -59,23 +58,14 @@ class SharedServer:
 
 @pytest.fixture(scope="module")
 def shared(database_url: str, redis_url: str) -> Iterator[SharedServer]:
-    key = f"balancer-e2e-shared:{uuid.uuid4().hex}"
-    process = ServerProcess(
-        {
-            "BALANCER_DATABASE_URL": database_url,
-            "BALANCER_REDIS_URL": redis_url,
-            "BALANCER_ADMIN_TOKEN": ADMIN_TOKEN,
-            "BALANCER_SEQUENCE_KEY": key,
-            "BALANCER_SEQUENCE_BLOCK": str(BLOCK),
-            "BALANCER_CDN_HEALTH_KEY": f"{key}.cdn-health",
-        },
-        workers=WORKERS,
-    )
-    process.start()
-    reset_config(process.url)
-    yield SharedServer(process, redis_url, key)
-    process.stop()
-    forget_sequence(redis_url, key)
+    with (
+        key_prefix(redis_url) as key,
+        running_server(
+            database_url, redis_url, workers=WORKERS, prefix=key, sequence_block=BLOCK
+        ) as process,
+    ):
+        reset_config(process.url)
+        yield SharedServer(process, redis_url, key)
 
 
 @pytest.fixture

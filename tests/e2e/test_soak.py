@@ -21,8 +21,7 @@ import pytest
 from loadtest.bench.servers import reference_server
 from loadtest.steady import Answer, SteadyLoad
 from loadtest.support import ServerProcess
-from tests.conftest import ADMIN_TOKEN
-from tests.e2e.conftest import reset_config
+from tests.e2e.servers import reset_config, server_environ
 
 VIDEO = "http://s1.origin-cluster/video/1488/xcg2djHckad.m3u8"
 RATE = 500  # requests/s: fixed, so that the percentiles of two windows compare
@@ -61,15 +60,7 @@ async def test_a_minute_of_steady_load_has_no_errors_a_stable_p99_and_flat_memor
     database_url: str, redis_url: str, sequence_key: str, tmp_path: Path
 ) -> None:
     server = ServerProcess(
-        {
-            "BALANCER_DATABASE_URL": database_url,
-            "BALANCER_REDIS_URL": redis_url,
-            "BALANCER_ADMIN_TOKEN": ADMIN_TOKEN,
-            "BALANCER_SEQUENCE_KEY": sequence_key,
-            "BALANCER_CDN_HEALTH_KEY": f"{sequence_key}.cdn-health",
-            "BALANCER_LOG_FORMAT": "json",
-        },
-        workers=WORKERS,
+        server_environ(database_url, redis_url, sequence_key, log_format="json"), workers=WORKERS
     )
     reference = reference_server(None, tmp_path)
     path = f"/?video={quote(VIDEO, safe='')}"

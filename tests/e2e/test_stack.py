@@ -24,9 +24,9 @@ from loadtest.stack import (
     prometheus_config,
     render_nginx_config,
 )
-from loadtest.support import forget_sequence, free_port
+from loadtest.support import free_port, redis_keys
 from tests.conftest import ADMIN_TOKEN
-from tests.e2e.conftest import reset_config
+from tests.e2e.servers import key_prefix, reset_config
 from tests.tools import require, require_tool
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -47,8 +47,7 @@ def start_stack(database_url: str, redis_url: str, sequence_key: str, workdir: P
         workdir=workdir,
         port=free_port(),
         settings={
-            "BALANCER_SEQUENCE_KEY": sequence_key,
-            "BALANCER_CDN_HEALTH_KEY": f"{sequence_key}.cdn-health",
+            **redis_keys(sequence_key),
             # The access log is where the client address the app settled on shows.
             "BALANCER_ACCESS_LOG": "true",
             "BALANCER_LOG_FORMAT": "console",
@@ -60,13 +59,14 @@ def start_stack(database_url: str, redis_url: str, sequence_key: str, workdir: P
 def stack(
     database_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
-    sequence_key = f"balancer-stack:{uuid.uuid4().hex}"
-    with start_stack(
-        database_url, redis_url, sequence_key, tmp_path_factory.mktemp("stack")
-    ) as running:
+    with (
+        key_prefix(redis_url) as sequence_key,
+        start_stack(
+            database_url, redis_url, sequence_key, tmp_path_factory.mktemp("stack")
+        ) as running,
+    ):
         reset_config(running.front_url)
         yield running
-    forget_sequence(redis_url, sequence_key)
 
 
 def worker_of(url: str) -> int:

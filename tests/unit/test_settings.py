@@ -6,8 +6,15 @@ from collections.abc import Callable
 
 import pytest
 
-from app.config import MIN_TOKEN_BITS, SettingsError, load_settings, token_bits, token_weakness
-from loadtest.support import ROOT
+from app.config import (
+    MIN_TOKEN_BITS,
+    Settings,
+    SettingsError,
+    load_settings,
+    token_bits,
+    token_weakness,
+)
+from loadtest.support import ROOT, redis_keys
 
 REQUIRED = {"BALANCER_DATABASE_URL": "postgresql://db/x", "BALANCER_REDIS_URL": "redis://r"}
 STRONG = "Vq7rYk2LmXw9PbT4nZc6HdJ3sGf8EaR5"
@@ -194,3 +201,17 @@ def test_serve_exits_with_code_2_and_a_clear_message_for_a_placeholder_token() -
     )
     assert result.returncode == 2
     assert "error: BALANCER_ADMIN_TOKEN: the token looks like a placeholder" in result.stderr
+
+
+def test_a_run_of_the_tests_or_the_harness_has_every_redis_key_under_its_own_prefix() -> None:
+    key_settings = {
+        f"BALANCER_{name.upper()}"
+        for name in Settings.__dataclass_fields__
+        if name.endswith("_key")
+    }
+    keys = redis_keys("run-1")
+
+    assert set(keys) == key_settings
+    assert all(key.startswith("run-1") for key in keys.values())
+    assert len(set(keys.values())) == len(keys)
+    assert not set(keys.values()) & set(redis_keys("run-2").values())

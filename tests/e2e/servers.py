@@ -1,0 +1,120 @@
+"""Balancers for the end-to-end tests, each on Redis keys no other run shares."""
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+
+import httpx
+
+from app.config import Settings
+from loadtest.support import ServerProcess, forget_keys, redis_keys
+from tests.conftest import ADMIN_TOKEN
+from tests.proxy import CuttableProxy
+
+# What the split tests assume, whatever an earlier test left in the session's database
+# (CDN health checks left on, say, would send everything to the origin here: no CDN answers).
+BASELINE = {
+    "cdn_host": "cdn.example.com",
+    "cdn_weight": 9,
+    "origin_weight": 1,
+    "redirect_status": 301,
+    "origin_domains": ["origin-cluster"],
+    "server_rules": {},
+    "down_servers": [],
+    "cdn_health": {"enabled": False},
+    "origin_fallback": True,
+    "comment": "e2e baseline",
+}
+
+
+def reset_config(url: str) -> int:
+    """Store the baseline as the active version; its number."""
+    response = httpx.patch(
+        f"{url}/config", json=BASELINE, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    )
+    assert response.status_code == 200, response.text
+    version: int = response.json()["version"]
+    return version
+
+
+def fresh_prefix(name: str = "balancer-e2e") -> str:
+    """A Redis key prefix no other run uses."""
+    return f"{name}:{uuid.uuid4().hex}"
+
+
+def server_environ(
+    database_url: str, redis_url: str, prefix: str, **settings: object
+) -> dict[str, str]:
+    """The service's environment: the test admin token, every Redis key under `prefix`, and
+    `settings` by field name (`drain_seconds=0.5` is BALANCER_DRAIN_SECONDS=0.5)."""
+    unknown = set(settings) - set(Settings.__dataclass_fields__)
+    assert not unknown, f"no such settings: {sorted(unknown)}"
+    return {
+        "BALANCER_DATABASE_URL": database_url,
+        "BALANCER_REDIS_URL": redis_url,
+        "BALANCER_ADMIN_TOKEN": ADMIN_TOKEN,
+        **redis_keys(prefix),
+        **{f"BALANCER_{name.upper()}": str(value) for name, value in settings.items()},
+    }
+
+
+@contextmanager
+def running_server(
+    database_url: str,
+    redis_url: str,
+    *,
+    workers: int,
+    prefix: str | None = None,
+    log_file: Path | None = None,
+    timeout: float = 30,
+    **settings: object,
+) -> Iterator[ServerProcess]:
+    """A started server, stopped afterwards. Without `prefix` its Redis keys are its own and
+    removed afterwards; with one (instances that share keys) they are the caller's."""
+    own = prefix is None
+    keys = fresh_prefix() if prefix is None else prefix
+    process = ServerProcess(
+        server_environ(database_url, redis_url, keys, **settings),
+        workers=workers,
+        log_file=log_file,
+    )
+    try:
+        process.start(timeout)
+        yield process
+    finally:
+        process.stop()
+        if own:
+            forget_keys(redis_url, keys)
+
+
+@contextmanager
+def key_prefix(redis_url: str) -> Iterator[str]:
+    """A fresh key prefix whose keys are removed afterwards: for instances that share their
+    keys, or a test that reads them."""
+    prefix = fresh_prefix()
+    try:
+        yield prefix
+    finally:
+        forget_keys(redis_url, prefix)
+
+
+@asynccontextmanager
+async def behind_redis_proxy(
+    database_url: str, redis_url: str, prefix: str, *, workers: int, **settings: object
+) -> AsyncIterator[tuple[ServerProcess, CuttableProxy]]:
+    """A server on the baseline config whose Redis is behind a proxy the test can cut."""
+    redis = CuttableProxy.for_url(redis_url)
+    await redis.start()
+    process = ServerProcess(
+        server_environ(database_url, redis.proxied(redis_url), prefix, **settings),
+        workers=workers,
+    )
+    try:
+        await asyncio.to_thread(process.start)  # the proxy runs on this loop meanwhile
+        await asyncio.to_thread(reset_config, process.url)
+        yield process, redis
+    finally:
+        await asyncio.to_thread(process.stop)
+        await redis.close()
