@@ -322,12 +322,7 @@ class Router:
             target = CDN
             base = rule.rotation.next()
             if base is None:
-                self._fallbacks.refused += 1
-                raise NoHealthyTarget(
-                    "no-healthy-target",
-                    f"Origin server {server} is down and no CDN host is healthy.",
-                    self._retry_after,
-                )
+                raise self._server_down(server)
         else:
             assert rule.split is not None
             target = rule.split.target(next_number(server))
@@ -383,12 +378,7 @@ class Router:
             if base:
                 location = f"{base}/{server}{video.rest}"
             elif rule is not None and rule.down:
-                self._fallbacks.refused += 1
-                raise NoHealthyTarget(
-                    "no-healthy-target",
-                    f"Origin server {server} is down and no CDN host is healthy.",
-                    self._retry_after,
-                )
+                raise self._server_down(server)
             else:
                 target, location = self._without_cdn(video.origin_url, name)
                 base = ""
@@ -445,6 +435,15 @@ class Router:
             target=target.value,
             location=location,
             server=server,
+        )
+
+    def _server_down(self, server: str) -> NoHealthyTarget:
+        """The refusal for a down origin server with no healthy CDN host to send it to."""
+        self._fallbacks.refused += 1
+        return NoHealthyTarget(
+            "no-healthy-target",
+            f"Origin server {server} is down and no CDN host is healthy.",
+            self._retry_after,
         )
 
     def _without_cdn(self, origin_url: str, region: str) -> tuple[Target, str]:
