@@ -21,6 +21,7 @@ from redis.exceptions import RedisError
 from app.infrastructure.postgres.migrations import migrate
 
 ROOT = Path(__file__).resolve().parents[1]
+SERVE = [sys.executable, "-m", "app", "serve"]
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -90,6 +91,16 @@ def forget_keys(redis_url: str, prefix: str) -> None:
         client.close()
 
 
+def serve_until_exit(
+    environ: Mapping[str, str], timeout: float = 60
+) -> "subprocess.CompletedProcess[str]":
+    """`python -m app serve` with exactly `environ`, for a server that is to stop on its own
+    (refused settings, no database): its exit code and output."""
+    return subprocess.run(
+        SERVE, cwd=ROOT, env=environ, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
 class ServerProcess:
     """`python -m app serve` in a child process on 127.0.0.1, as it runs in production.
 
@@ -125,7 +136,7 @@ class ServerProcess:
         output = self.log_file.open("ab") if self.log_file is not None else None
         try:
             self._process = subprocess.Popen(
-                [sys.executable, "-m", "app", "serve"],
+                SERVE,
                 cwd=ROOT,
                 env=self._environ,
                 stdout=output,

@@ -9,8 +9,6 @@ from the key behind the worker's back.
 import asyncio
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -26,7 +24,7 @@ from redis.asyncio import Redis
 from uvicorn.config import STARTUP_FAILURE
 
 from loadtest.steady import Answer, SteadyLoad
-from loadtest.support import ROOT, ServerProcess, free_port
+from loadtest.support import ServerProcess, free_port, serve_until_exit
 from tests.conftest import ADMIN_TOKEN
 from tests.e2e.servers import behind_redis_proxy, fresh_prefix, reset_config, running_server
 from tests.private_services import PrivatePostgres, PrivateRedis
@@ -273,15 +271,7 @@ def test_server_gives_up_starting_when_postgres_stays_down(redis_url: str, worke
         "BALANCER_LOG_FORMAT": "console",
         "BALANCER_STARTUP_TIMEOUT_SECONDS": "2",
     }
-    result = subprocess.run(
-        [sys.executable, "-m", "app", "serve"],
-        cwd=ROOT,
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = serve_until_exit(environ)
 
     assert result.returncode == STARTUP_FAILURE, result.stderr
     assert result.stderr.count("startup_waiting") >= 1, result.stderr

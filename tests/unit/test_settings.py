@@ -1,6 +1,4 @@
 import secrets
-import subprocess
-import sys
 import uuid
 from collections.abc import Callable
 
@@ -14,7 +12,7 @@ from app.config import (
     token_bits,
     token_weakness,
 )
-from loadtest.support import ROOT, redis_keys
+from loadtest.support import redis_keys, serve_until_exit
 
 REQUIRED = {"BALANCER_DATABASE_URL": "postgresql://db/x", "BALANCER_REDIS_URL": "redis://r"}
 STRONG = "Vq7rYk2LmXw9PbT4nZc6HdJ3sGf8EaR5"
@@ -190,15 +188,7 @@ def test_serve_exits_with_code_2_and_a_clear_message_for_a_placeholder_token() -
         "BALANCER_ADMIN_TOKEN": "change-me-to-a-long-random-admin-token",
         "PATH": "/usr/bin:/bin",
     }
-    result = subprocess.run(
-        [sys.executable, "-m", "app", "serve"],
-        cwd=ROOT,
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = serve_until_exit(environ)
     assert result.returncode == 2
     assert "error: BALANCER_ADMIN_TOKEN: the token looks like a placeholder" in result.stderr
 
