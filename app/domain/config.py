@@ -361,16 +361,7 @@ class Router:
             else:
                 regions = self._fallbacks.regions
                 regions[region.name] = regions.get(region.name, 0) + 1
-        target: Target
-        if rule is not None and rule.down:
-            target = CDN
-        elif rule is not None:
-            assert rule.split is not None
-            target = rule.split.target(next_number(server))
-        elif region is not None:
-            target = region.split.target(next_number(region.key))
-        else:
-            target = self._split.target(next_number(""))
+        target = self._target(server, rule, region, next_number)
         name = DEFAULT_REGION if region is None else region.name
         base: str | None = ""
         if target is CDN:
@@ -408,15 +399,7 @@ class Router:
         rotation = self._rotation if rule is None else rule.rotation
         if region is not None and region.rotation.healthy:
             rotation = region.rotation
-        if rule is not None and rule.down:
-            target: Target = CDN
-        elif rule is not None:
-            assert rule.split is not None
-            target = rule.split.target(peek_number(server))
-        elif region is not None:
-            target = region.split.target(peek_number(region.key))
-        else:
-            target = self._split.target(peek_number(""))
+        target = self._target(server, rule, region, peek_number)
         base = rotation.peek() if target is CDN else None
         if base:
             location = f"{base}/{server}{video.rest}"
@@ -436,6 +419,24 @@ class Router:
             location=location,
             server=server,
         )
+
+    def _target(
+        self,
+        server: str,
+        rule: "_Rule | None",
+        region: "_RegionRoute | None",
+        number: Callable[[str], int],
+    ) -> Target:
+        """Which split decides: a down server goes to the CDN, else the server's own split,
+        else the region's, else the global one (on the sequence `number` hands out)."""
+        if rule is not None and rule.down:
+            return CDN
+        if rule is not None:
+            assert rule.split is not None
+            return rule.split.target(number(server))
+        if region is not None:
+            return region.split.target(number(region.key))
+        return self._split.target(number(""))
 
     def _server_down(self, server: str) -> NoHealthyTarget:
         """The refusal for a down origin server with no healthy CDN host to send it to."""
