@@ -37,12 +37,17 @@ FRESH_KEY_SLACK = 2 * WORKERS - 1
 FAST = {"enabled": True, "interval_seconds": 0.5, "timeout_seconds": 0.25, "fall": 2, "rise": 2}
 
 
-@pytest.fixture
-def server(database_url: str, redis_url: str, initial_config: None) -> Iterator[ServerProcess]:
+def trusting(database_url: str, redis_url: str, proxy: str) -> Iterator[ServerProcess]:
+    """A server that takes X-Forwarded-For from `proxy` only."""
     with running_server(
-        database_url, redis_url, workers=WORKERS, forwarded_allow_ips="127.0.0.1"
+        database_url, redis_url, workers=WORKERS, forwarded_allow_ips=proxy
     ) as process:
         yield process
+
+
+@pytest.fixture
+def server(database_url: str, redis_url: str, initial_config: None) -> Iterator[ServerProcess]:
+    yield from trusting(database_url, redis_url, "127.0.0.1")
 
 
 @pytest.fixture
@@ -196,10 +201,7 @@ def distrustful_server(
     database_url: str, redis_url: str, initial_config: None
 ) -> Iterator[ServerProcess]:
     """Trusts only a proxy that is not us: our X-Forwarded-For is a spoof."""
-    with running_server(
-        database_url, redis_url, workers=WORKERS, forwarded_allow_ips="192.0.2.254"
-    ) as process:
-        yield process
+    yield from trusting(database_url, redis_url, "192.0.2.254")
 
 
 async def test_a_spoofed_forwarded_for_from_an_untrusted_peer_is_ignored(

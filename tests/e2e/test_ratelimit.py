@@ -18,22 +18,22 @@ ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 VIDEO = {"video": "http://s1.origin-cluster/video/1488/xcg2djHckad.m3u8"}
 
 
+def trusting(database_url: str, redis_url: str, proxy: str) -> Iterator[ServerProcess]:
+    """A server that takes X-Forwarded-For from `proxy` only."""
+    with running_server(database_url, redis_url, workers=2, forwarded_allow_ips=proxy) as process:
+        yield process
+
+
 @pytest.fixture(scope="module")
 def server(database_url: str, redis_url: str) -> Iterator[ServerProcess]:
     """Trusts X-Forwarded-For from 127.0.0.1, where the tests connect from (a proxy)."""
-    with running_server(
-        database_url, redis_url, workers=2, forwarded_allow_ips="127.0.0.1"
-    ) as process:
-        yield process
+    yield from trusting(database_url, redis_url, "127.0.0.1")
 
 
 @pytest.fixture(scope="module")
 def distrustful_server(database_url: str, redis_url: str) -> Iterator[ServerProcess]:
     """Trusts only a proxy that is not us: our X-Forwarded-For is a spoof."""
-    with running_server(
-        database_url, redis_url, workers=2, forwarded_allow_ips="192.0.2.254"
-    ) as process:
-        yield process
+    yield from trusting(database_url, redis_url, "192.0.2.254")
 
 
 @pytest.fixture
