@@ -46,9 +46,9 @@ def backing_services(workdir: Path) -> Iterator[tuple[str, str]]:
 
 
 @contextmanager
-def scratch_database(database_url: str) -> Iterator[str]:
+def scratch_database(database_url: str, prefix: str = "balancer_scratch") -> Iterator[str]:
     """A migrated database of its own on `database_url`'s server, dropped afterwards."""
-    name = f"balancer_scratch_{uuid.uuid4().hex[:12]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     url = urlunsplit(urlsplit(database_url)._replace(path=f"/{name}"))
 
     async def execute(statement: str) -> None:

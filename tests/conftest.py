@@ -16,8 +16,7 @@ import asyncpg
 import pytest
 
 from app.embedded import EmbeddedServices
-from app.infrastructure.postgres.migrations import migrate
-from loadtest.support import forget_keys
+from loadtest.support import forget_keys, scratch_database
 
 ADMIN_TOKEN = "Vq7rYk2LmXw9PbT4nZc6HdJ3sGf8EaR5"
 
@@ -58,18 +57,10 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
 
 
 @pytest.fixture(scope="session")
-async def database_url(servers: Servers) -> AsyncIterator[str]:
+def database_url(servers: Servers) -> Iterator[str]:
     """A migrated database of this test session's own."""
-    name = f"balancer_test_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(servers.database_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        url = _with_database(servers.database_url, name)
-        migrate(url)
+    with scratch_database(servers.database_url, "balancer_test") as url:
         yield url
-        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
 
 
 @pytest.fixture(scope="session")

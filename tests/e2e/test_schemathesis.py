@@ -7,12 +7,9 @@ serves. The fuzzer writes whatever configuration the schema allows (foreign CDN 
 splits), so its server runs on a database and a sequence key of its own, dropped afterwards.
 """
 
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
 import httpx
 import pytest
 from schemathesis import Case
@@ -20,9 +17,8 @@ from schemathesis.config import SchemathesisConfig
 from schemathesis.openapi import from_dict
 
 from app.config import Settings
-from app.infrastructure.postgres.migrations import migrate
 from app.main import create_app
-from loadtest.support import ServerProcess
+from loadtest.support import ServerProcess, scratch_database
 from tests.conftest import ADMIN_TOKEN, Servers
 from tests.e2e.servers import running_server
 
@@ -67,17 +63,9 @@ KNOWN = {
 
 
 @pytest.fixture(scope="module")
-async def fuzz_database(servers: Servers) -> AsyncIterator[str]:
-    name = f"balancer_fuzz_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(servers.database_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        url = urlunsplit(urlsplit(servers.database_url)._replace(path=f"/{name}"))
-        migrate(url)
+def fuzz_database(servers: Servers) -> Iterator[str]:
+    with scratch_database(servers.database_url, "balancer_fuzz") as url:
         yield url
-        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
 
 
 @pytest.fixture(scope="module")
