@@ -26,6 +26,7 @@ from uvicorn.config import STARTUP_FAILURE
 from loadtest.steady import Answer, SteadyLoad
 from loadtest.support import ServerProcess, free_port, serve_until_exit
 from tests.conftest import ADMIN_TOKEN
+from tests.e2e.redirects import origin_pattern
 from tests.e2e.servers import behind_redis_proxy, fresh_prefix, reset_config, running_server
 from tests.private_services import PrivatePostgres, PrivateRedis
 from tests.proxy import CuttableProxy
@@ -200,16 +201,6 @@ async def eventually_ok(client: httpx.AsyncClient, name: str) -> None:
             return
         await asyncio.sleep(0.1)
     raise AssertionError(f"{name} did not recover")
-
-
-async def origin_pattern(client: httpx.AsyncClient, count: int) -> list[bool]:
-    """`count` redirects one after another on one connection: True where it went to the origin."""
-    pattern = []
-    for _ in range(count):
-        response = await client.get("/", params={"video": VIDEO})
-        assert response.status_code == 301, response.text
-        pattern.append(response.headers["location"] == VIDEO)
-    return pattern
 
 
 def origins_at(pattern: list[bool], residue: int) -> bool:

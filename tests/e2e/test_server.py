@@ -11,6 +11,7 @@ import pytest
 
 from loadtest.support import ServerProcess
 from tests.conftest import ADMIN_TOKEN
+from tests.e2e.redirects import redirect_hosts
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 CLOSE = {"Connection": "close"}  # a new connection per request spreads them over the workers
@@ -46,20 +47,6 @@ def worker_versions(server: ServerProcess, attempts: int = 200) -> dict[int, int
     raise AssertionError(f"only workers {sorted(seen)} answered in {attempts} requests")
 
 
-async def redirect_hosts(server: ServerProcess, total: int, concurrency: int = 8) -> list[str]:
-    hosts: list[str] = []
-
-    async def run(client: httpx.AsyncClient, count: int) -> None:
-        for _ in range(count):
-            response = await client.get("/", params={"video": VIDEO}, headers=CLOSE)
-            assert response.status_code == 301
-            hosts.append(urlsplit(response.headers["location"]).netloc)
-
-    async with httpx.AsyncClient(base_url=server.url) as client:
-        await asyncio.gather(*(run(client, total // concurrency) for _ in range(concurrency)))
-    return hosts
-
-
 def test_both_workers_serve(server: ServerProcess) -> None:
     workers = worker_versions(server)
     assert len(workers) == WORKERS
@@ -68,7 +55,7 @@ def test_both_workers_serve(server: ServerProcess) -> None:
 async def test_split_is_exact_across_two_workers(server: ServerProcess) -> None:
     cdn_host = f"cdn-{uuid.uuid4().hex[:8]}.example.com"
     patch(server, cdn_host=cdn_host, cdn_weight=9, origin_weight=1)
-    hosts = await redirect_hosts(server, 2000)
+    hosts = await redirect_hosts(server.url, 2000, video=VIDEO)
     origin = hosts.count("s1.origin-cluster")
     assert hosts.count(cdn_host) + origin == 2000
     assert abs(origin - 200) <= 4  # each worker may stand inside a block: one off at most each
@@ -76,7 +63,7 @@ async def test_split_is_exact_across_two_workers(server: ServerProcess) -> None:
 
 async def test_split_3_to_2_is_exact_across_two_workers(server: ServerProcess) -> None:
     patch(server, cdn_weight=3, origin_weight=2)
-    hosts = await redirect_hosts(server, 1000)
+    hosts = await redirect_hosts(server.url, 1000, video=VIDEO)
     assert abs(hosts.count("s1.origin-cluster") - 400) <= 4
 
 

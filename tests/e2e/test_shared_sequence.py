@@ -10,7 +10,6 @@ import math
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -18,11 +17,10 @@ from redis import Redis
 
 from loadtest.support import ServerProcess
 from tests.conftest import ADMIN_TOKEN
+from tests.e2e.redirects import CLOSE, origin_pattern, redirect_hosts
 from tests.e2e.servers import key_prefix, reset_config, running_server
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-CLOSE = {"Connection": "close"}
-VIDEO = "http://s1.origin-cluster/video/1488/xcg2djHckad.m3u8"
 WORKERS = 2
 # Small leases, so that a few thousand requests take dozens of them, yet each lasts a
 # worker ~100 ms: leases arrive in time even on a busy machine. With the split BLOCK-1:1, the
@@ -114,19 +112,10 @@ async def pinned(shared: SharedServer) -> AsyncIterator[dict[int, httpx.AsyncCli
         yield clients
 
 
-async def origin_answers(client: httpx.AsyncClient, count: int) -> list[bool]:
-    answers = []
-    for _ in range(count):
-        response = await client.get("/", params={"video": VIDEO})
-        assert response.status_code == 301, response.text
-        answers.append(response.headers["location"] == VIDEO)
-    return answers
-
-
 async def until_origin(client: httpx.AsyncClient) -> None:
     """Requests until one goes to the origin: then the worker's block is used up."""
     for _ in range(3 * BLOCK):
-        if (await origin_answers(client, 1))[0]:
+        if (await origin_pattern(client, 1))[0]:
             return
     raise AssertionError(f"no origin answer in {3 * BLOCK} requests at {BLOCK - 1}:1")
 
@@ -136,16 +125,7 @@ async def test_key_moves_by_the_requests_of_both_workers_under_concurrent_load(
     shared: SharedServer,
 ) -> None:
     before = await shared.settled_sequence_value()
-    hosts: list[str] = []
-
-    async def run(client: httpx.AsyncClient, count: int) -> None:
-        for _ in range(count):
-            response = await client.get("/", params={"video": VIDEO}, headers=CLOSE)
-            assert response.status_code == 301
-            hosts.append(urlsplit(response.headers["location"]).netloc)
-
-    async with httpx.AsyncClient(base_url=shared.process.url) as client:
-        await asyncio.gather(*(run(client, 500) for _ in range(8)))
+    hosts = await redirect_hosts(shared.process.url, 8 * 500)
     moved = await shared.settled_sequence_value() - before
 
     assert len(hosts) == 4000
@@ -175,11 +155,11 @@ async def test_no_number_is_handed_out_twice_across_workers(
     before = await shared.settled_sequence_value()
 
     per_worker = 10 * BLOCK
-    answers = await asyncio.gather(*(origin_answers(client, per_worker) for client in clients))
+    answers = await asyncio.gather(*(origin_pattern(client, per_worker) for client in clients))
     # The last lease may land late; a number counted locally at the very end shows only in
     # the requests that follow it.
     await shared.settled_sequence_value()
-    tails = await asyncio.gather(*(origin_answers(client, BLOCK) for client in clients))
+    tails = await asyncio.gather(*(origin_pattern(client, BLOCK) for client in clients))
     moved = await shared.settled_sequence_value() - before
 
     for worker, main, tail in zip(pinned, answers, tails, strict=True):

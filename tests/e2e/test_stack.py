@@ -1,6 +1,5 @@
 """`make stack`: two instances behind a real nginx, as compose.yaml runs them."""
 
-import asyncio
 import os
 import re
 import signal
@@ -26,6 +25,7 @@ from loadtest.stack import (
 )
 from loadtest.support import free_port, redis_keys
 from tests.conftest import ADMIN_TOKEN
+from tests.e2e.redirects import redirect_hosts
 from tests.e2e.servers import key_prefix, reset_config
 from tests.tools import require, require_tool
 
@@ -91,20 +91,6 @@ def patch(stack: Stack, **values: object) -> int:
     return version
 
 
-async def redirect_hosts(url: str, total: int, concurrency: int = 8) -> list[str]:
-    hosts: list[str] = []
-
-    async def run(client: httpx.AsyncClient, count: int) -> None:
-        for _ in range(count):
-            response = await client.get("/", params={"video": VIDEO})
-            assert response.status_code == 301, response.text
-            hosts.append(urlsplit(response.headers["location"]).netloc)
-
-    async with httpx.AsyncClient(base_url=url) as client:
-        await asyncio.gather(*(run(client, total // concurrency) for _ in range(concurrency)))
-    return hosts
-
-
 def test_nginx_alternates_requests_between_the_two_instances(stack: Stack) -> None:
     instances = {worker_of(url) for url in stack.instance_urls}
     with httpx.Client(base_url=stack.front_url) as client:  # one kept-alive connection
@@ -116,7 +102,7 @@ def test_nginx_alternates_requests_between_the_two_instances(stack: Stack) -> No
 async def test_split_is_exact_across_both_instances_through_nginx(stack: Stack) -> None:
     cdn_host = f"cdn-{uuid.uuid4().hex[:8]}.example.com"
     patch(stack, cdn_host=cdn_host, cdn_weight=9, origin_weight=1)
-    hosts = await redirect_hosts(stack.front_url, 2000)
+    hosts = await redirect_hosts(stack.front_url, 2000, headers={})
     origin = hosts.count("s1.origin-cluster")
     assert hosts.count(cdn_host) + origin == 2000
     # Each instance may stand inside a block of the shared sequence: a few off at most.
