@@ -89,12 +89,17 @@ def wait_for_workers(servers: list[ServerProcess], count: int, version: int) -> 
         assert time.monotonic() < deadline, seen
 
 
+def check_on_every_worker(cluster: list[ServerProcess], cdns: list[FakeCdn]) -> None:
+    """The pool of `cdns` with fast checks, on all three workers of the cluster."""
+    version = configure(cluster[0], cdn_hosts=[{"host": cdn.host} for cdn in cdns], cdn_health=FAST)
+    wait_for_workers(cluster, 3, version)
+
+
 def test_every_worker_of_every_instance_sees_a_stopped_host_leave_and_return_in_time(
     cluster: list[ServerProcess], cdns: list[FakeCdn]
 ) -> None:
-    a, b = cdns
-    version = configure(cluster[0], cdn_hosts=[{"host": a.host}, {"host": b.host}], cdn_health=FAST)
-    wait_for_workers(cluster, 3, version)
+    b = cdns[1]
+    check_on_every_worker(cluster, cdns)
     time.sleep(2 * INTERVAL)
     b.stop()
     stopped = time.monotonic()
@@ -122,8 +127,7 @@ def test_one_prober_per_cluster_and_a_survivor_takes_over_when_it_dies(
     cluster: list[ServerProcess], cdns: list[FakeCdn]
 ) -> None:
     a, b = cdns
-    version = configure(cluster[0], cdn_hosts=[{"host": a.host}, {"host": b.host}], cdn_health=FAST)
-    wait_for_workers(cluster, 3, version)
+    check_on_every_worker(cluster, cdns)
     time.sleep(LEASE)
     probers = [pid for pid, body in workers_view(cluster).items() if body["cdn_prober"]]
     assert len(probers) == 1, probers
