@@ -1,11 +1,15 @@
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
 
 import httpx
 import pytest
 
 from app.config import Settings
 from app.main import create_app
+from loadtest.support import redis_keys
 from tests.conftest import ADMIN_TOKEN
 
 SECOND_ADMIN_TOKEN = "Jm4tWq8ZrNx2KbV6pYc9LfD3hSg7TeA5"
@@ -23,23 +27,44 @@ class YieldingTransport(httpx.ASGITransport):
         return await super().handle_async_request(request)
 
 
+def app_settings(database_url: str, redis_url: str, prefix: str, **changes: Any) -> Settings:
+    """Settings for the app in a test: the test admin token, console logs, every Redis key
+    under `prefix` (a test's own: concurrent sessions never share a key), then `changes`."""
+    keys: dict[str, Any] = {
+        name.removeprefix("BALANCER_").lower(): value for name, value in redis_keys(prefix).items()
+    }
+    settings = Settings(
+        database_url=database_url,
+        redis_url=redis_url,
+        admin_token=(ADMIN_TOKEN,),
+        log_format="console",
+    )
+    return dataclasses.replace(settings, **keys, **changes)
+
+
+@asynccontextmanager
+async def app_client(
+    settings: Settings, transport: type[httpx.ASGITransport] = YieldingTransport
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The whole app in process (lifespan included), on a client of its own."""
+    front = create_app(settings)
+    async with front.app.router.lifespan_context(front.app):  # type: ignore[attr-defined]
+        asgi = transport(app=front)
+        async with httpx.AsyncClient(transport=asgi, base_url="http://balancer") as client:
+            yield client
+
+
 @pytest.fixture
 async def client(
     database_url: str, redis_url: str, sequence_key: str, initial_config: None
 ) -> AsyncIterator[httpx.AsyncClient]:
     """The whole app in process (lifespan included) on real PostgreSQL and Redis."""
-    settings = Settings(
-        database_url=database_url,
-        redis_url=redis_url,
+    settings = app_settings(
+        database_url,
+        redis_url,
+        sequence_key,
         admin_token=(ADMIN_TOKEN, SECOND_ADMIN_TOKEN),
-        sequence_key=sequence_key,
-        cdn_health_key=f"{sequence_key}.cdn-health",
-        stats_key=f"{sequence_key}.stats",
         cdn_prober_lease_seconds=1.5,
-        log_format="console",
     )
-    front = create_app(settings)
-    async with front.app.router.lifespan_context(front.app):  # type: ignore[attr-defined]
-        transport = YieldingTransport(app=front)
-        async with httpx.AsyncClient(transport=transport, base_url="http://balancer") as client:
-            yield client
+    async with app_client(settings) as client:
+        yield client

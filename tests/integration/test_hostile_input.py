@@ -10,13 +10,10 @@ import asyncpg
 import httpx
 import pytest
 
-from app.config import Settings
 from app.domain.config import BalancerConfig, Redirect
 from app.domain.split import CDN, ORIGIN, Split
-from app.main import create_app
-from tests.conftest import ADMIN_TOKEN
 from tests.hostile import assert_safe_location
-from tests.integration.conftest import ADMIN
+from tests.integration.conftest import ADMIN, app_client, app_settings
 
 pytestmark = pytest.mark.usefixtures("initial_config")
 
@@ -250,18 +247,9 @@ async def client_over_refused_rows(
         cdn_host="cdn.example\N{LATIN SMALL LETTER LONG S}.com",
         origin_domains=["origin-cluster"],
     )
-    settings = Settings(
-        database_url=database_url,
-        redis_url=redis_url,
-        admin_token=(ADMIN_TOKEN,),
-        sequence_key=sequence_key,
-        log_format="console",
-    )
-    front = create_app(settings)
-    async with front.app.router.lifespan_context(front.app):  # type: ignore[attr-defined]
-        transport = httpx.ASGITransport(app=front)
-        async with httpx.AsyncClient(transport=transport, base_url="http://balancer") as client:
-            yield client
+    settings = app_settings(database_url, redis_url, sequence_key)
+    async with app_client(settings, httpx.ASGITransport) as client:
+        yield client
 
 
 async def test_a_refused_stored_version_does_not_stop_start_up_or_get_served(

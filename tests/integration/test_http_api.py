@@ -1,18 +1,16 @@
 import os
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import asyncpg
 import httpx
 import pytest
 
 from app.application.config import MAX_WRITE_ATTEMPTS
-from app.config import Settings
-from app.infrastructure.postgres.migrations import migrate
 from app.main import create_app
 from app.presentation.http.auth import fingerprint
-from tests.conftest import ADMIN_TOKEN, Servers, _with_database
-from tests.integration.conftest import ADMIN, SECOND_ADMIN_TOKEN, VIDEO
+from loadtest.support import scratch_database
+from tests.conftest import ADMIN_TOKEN, Servers
+from tests.integration.conftest import ADMIN, SECOND_ADMIN_TOKEN, VIDEO, app_settings
 
 pytestmark = pytest.mark.usefixtures("initial_config")
 
@@ -339,37 +337,32 @@ async def test_change_is_409_and_writes_nothing_when_rival_writers_keep_winning(
     assert (await client.get("/config")).json()["cdn_weight"] == 9
 
 
+@pytest.fixture
+def scratch_database_url(servers: Servers) -> Iterator[str]:
+    with scratch_database(servers.database_url, "balancer_test_empty") as url:
+        yield url
+
+
 async def test_ready_is_503_while_no_config_is_loaded(
-    servers: Servers, redis_url: str, sequence_key: str
+    scratch_database_url: str, redis_url: str, sequence_key: str
 ) -> None:
     """A worker whose configuration never loaded (here: none is stored) must leave the
     rotation. The ASGI app is asked before its lifespan ran (a real server answers the same
     while its start-up waits for PostgreSQL: tests/e2e/test_lifecycle.py)."""
-    name = f"balancer_test_empty_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(servers.database_url)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    url = _with_database(servers.database_url, name)
+    empty = await asyncpg.connect(scratch_database_url)
+    await empty.execute("DELETE FROM config_versions")
+    await empty.close()
+    front = create_app(app_settings(scratch_database_url, redis_url, sequence_key))
+    transport = httpx.ASGITransport(app=front)
     try:
-        migrate(url)
-        empty = await asyncpg.connect(url)
-        await empty.execute("DELETE FROM config_versions")
-        await empty.close()
-        front = create_app(
-            Settings(database_url=url, redis_url=redis_url, sequence_key=sequence_key)
-        )
-        transport = httpx.ASGITransport(app=front)
-        try:
-            async with httpx.AsyncClient(transport=transport, base_url="http://b") as client:
-                response = await client.get("/ready")
-        finally:
-            await front.app.state.dishka_container.close()  # type: ignore[attr-defined]
-        assert response.status_code == 503
-        body = response.json()
-        assert body["status"] == "starting"
-        assert body["worker"] == os.getpid()
+        async with httpx.AsyncClient(transport=transport, base_url="http://b") as client:
+            response = await client.get("/ready")
     finally:
-        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-        await admin.close()
+        await front.app.state.dishka_container.close()  # type: ignore[attr-defined]
+    assert response.status_code == 503
+    body = response.json()
+    assert body["status"] == "starting"
+    assert body["worker"] == os.getpid()
 
 
 async def test_method_not_allowed_names_every_method_of_the_path(

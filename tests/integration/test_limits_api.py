@@ -5,10 +5,7 @@ import asyncpg
 import httpx
 import pytest
 
-from app.config import Settings
-from app.main import create_app
-from tests.conftest import ADMIN_TOKEN
-from tests.integration.conftest import ADMIN, VIDEO
+from tests.integration.conftest import ADMIN, VIDEO, app_client, app_settings
 
 pytestmark = pytest.mark.usefixtures("initial_config", "no_limits")
 
@@ -255,23 +252,18 @@ async def test_the_default_limit_is_set_and_switched_off_through_the_config(
 async def test_limits_hold_per_worker_and_ready_says_so_when_redis_is_down(
     database_url: str, sequence_key: str
 ) -> None:
-    settings = Settings(
-        database_url=database_url,
-        redis_url="redis://127.0.0.1:1/0",  # nothing listens there
-        admin_token=(ADMIN_TOKEN,),
-        sequence_key=sequence_key,
+    settings = app_settings(
+        database_url,
+        "redis://127.0.0.1:1/0",  # nothing listens there
+        sequence_key,
         redis_timeout_seconds=0.2,
-        log_format="console",
     )
-    front = create_app(settings)
-    async with front.app.router.lifespan_context(front.app):  # type: ignore[attr-defined]
-        transport = httpx.ASGITransport(app=front)
-        async with httpx.AsyncClient(transport=transport, base_url="http://balancer") as client:
-            await create(client, client_id="127.0.0.1", capacity=3, refill_per_second=0.01)
-            await until_limited(client)  # the override landed; its bucket starts now
-            await asyncio.sleep(1.2)  # a settlement was tried and failed
-            ready = (await client.get("/ready")).json()
-            assert ready["status"] == "degraded"
-            assert "per worker" in ready["checks"]["rate_limits"]
-            statuses = [(await client.get("/", params={"video": VIDEO})).status_code]
-            assert statuses == [429]  # still enforced: never dropped, never an error
+    async with app_client(settings, httpx.ASGITransport) as client:
+        await create(client, client_id="127.0.0.1", capacity=3, refill_per_second=0.01)
+        await until_limited(client)  # the override landed; its bucket starts now
+        await asyncio.sleep(1.2)  # a settlement was tried and failed
+        ready = (await client.get("/ready")).json()
+        assert ready["status"] == "degraded"
+        assert "per worker" in ready["checks"]["rate_limits"]
+        statuses = [(await client.get("/", params={"video": VIDEO})).status_code]
+        assert statuses == [429]  # still enforced: never dropped, never an error

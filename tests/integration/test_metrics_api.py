@@ -1,44 +1,16 @@
 """`/metrics` and `/stats` of the whole app in process, on real PostgreSQL and Redis."""
 
 import asyncio
-import dataclasses
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.config import Settings
-from app.main import create_app
-from tests.conftest import ADMIN_TOKEN
-from tests.integration.conftest import ADMIN, VIDEO, YieldingTransport
+from tests.integration.conftest import ADMIN, VIDEO, app_client, app_settings
 from tests.proxy import CuttableProxy
 
 METRICS_TOKEN = "Hq3vNc8RtZx5LmW2pYb7KdF4sJg9TeU6"
 OTHER = "http://elsewhere.example/v.m3u8"
-
-
-@asynccontextmanager
-async def app_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    front = create_app(settings)
-    async with front.app.router.lifespan_context(front.app):  # type: ignore[attr-defined]
-        transport = YieldingTransport(app=front)
-        async with httpx.AsyncClient(transport=transport, base_url="http://balancer") as client:
-            yield client
-
-
-def settings_for(database_url: str, redis_url: str, key: str, **changes: Any) -> Settings:
-    settings = Settings(
-        database_url=database_url,
-        redis_url=redis_url,
-        admin_token=(ADMIN_TOKEN,),
-        sequence_key=key,
-        cdn_health_key=f"{key}.cdn-health",
-        stats_key=f"{key}.stats",
-        log_format="console",
-    )
-    return dataclasses.replace(settings, **changes)
 
 
 async def redirects(client: httpx.AsyncClient, count: int, video: str = VIDEO) -> None:
@@ -152,7 +124,7 @@ async def test_metrics_are_open_without_a_metrics_token(client: httpx.AsyncClien
 async def test_metrics_need_the_metrics_token_when_one_is_set(
     database_url: str, redis_url: str, sequence_key: str, initial_config: None
 ) -> None:
-    settings = settings_for(database_url, redis_url, sequence_key, metrics_token=(METRICS_TOKEN,))
+    settings = app_settings(database_url, redis_url, sequence_key, metrics_token=(METRICS_TOKEN,))
     async with app_client(settings) as client:
         missing = await client.get("/metrics")
         admin = await client.get("/metrics", headers=ADMIN)
@@ -170,7 +142,7 @@ async def test_stats_answer_for_this_instance_only_while_redis_is_down(
 ) -> None:
     proxy = CuttableProxy.for_url(redis_url)
     await proxy.start()
-    settings = settings_for(database_url, proxy.proxied(redis_url), sequence_key)
+    settings = app_settings(database_url, proxy.proxied(redis_url), sequence_key)
     try:
         async with app_client(settings) as client:
             await redirects(client, 12)
@@ -201,7 +173,7 @@ async def test_stats_answer_for_this_instance_only_while_redis_is_down(
 async def test_nothing_is_counted_while_metrics_are_off(
     database_url: str, redis_url: str, sequence_key: str, initial_config: None
 ) -> None:
-    settings = settings_for(database_url, redis_url, sequence_key, metrics=False)
+    settings = app_settings(database_url, redis_url, sequence_key, metrics=False)
     async with app_client(settings) as client:
         await redirects(client, 5)
         await asyncio.sleep(1.2)
