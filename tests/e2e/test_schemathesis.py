@@ -52,14 +52,6 @@ CONFIG = {
         },
     },
 }
-# Failures whose root is in code owned elsewhere; each names the fix (see the report).
-KNOWN = {
-    "GET /config/history": "`before` above 2**31-1 reaches PostgreSQL's int4 and answers 503 "
-    "(asyncpg DataError as storage-unavailable): bound it with le=2147483647 in "
-    "presentation/http/config.py, or map DataError to a 4xx in postgres/errors.py",
-    "POST /config/rollback/{version}": "`version` above 2**31-1 answers 503 the same way: "
-    "Path(ge=1, le=2147483647) in presentation/http/config.py",
-}
 
 
 @pytest.fixture(scope="module")
@@ -72,13 +64,6 @@ def fuzz_database(servers: Servers) -> Iterator[str]:
 def fuzzed_server(fuzz_database: str, redis_url: str) -> Iterator[ServerProcess]:
     with running_server(fuzz_database, redis_url, workers=2, log_level="error") as server:
         yield server
-
-
-@pytest.fixture(autouse=True)
-def known_failures(request: pytest.FixtureRequest) -> None:
-    label = request.node.name.partition("[")[2].removesuffix("]")
-    if label in KNOWN:
-        request.node.add_marker(pytest.mark.xfail(reason=KNOWN[label], strict=False))
 
 
 def _document() -> dict[str, Any]:

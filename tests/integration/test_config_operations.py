@@ -73,6 +73,24 @@ async def test_rollback_to_an_unknown_version_is_404_and_writes_nothing(
     assert (await client.get("/config")).json()["version"] == 1
 
 
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/config/history?before=2147483648"),
+        ("POST", "/config/rollback/2147483648"),
+        ("POST", "/config/rollback/99999999999999999999"),
+    ],
+)
+async def test_versions_beyond_postgresqls_integers_are_422_not_a_storage_error(
+    client: httpx.AsyncClient, method: str, path: str
+) -> None:
+    # Versions are PostgreSQL integers: a larger one is the request's fault, not a 503.
+    response = await client.request(method, path, headers=ADMIN)
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert (await client.get("/config")).json()["version"] == 1
+
+
 async def test_rollback_needs_the_admin_token(client: httpx.AsyncClient) -> None:
     response = await client.post("/config/rollback/1", headers={"Authorization": "Bearer x"})
     assert response.status_code == 403

@@ -13,7 +13,7 @@ from app.application.config import (
 )
 from app.application.errors import ServerRuleNotFound
 from app.presentation.http.auth import AdminAuth
-from app.presentation.http.etag import etag, if_match_version
+from app.presentation.http.etag import MAX_VERSION, etag, if_match_version
 from app.presentation.http.schemas import (
     PROBLEM_RESPONSE,
     ConfigBody,
@@ -62,7 +62,9 @@ def config_router(auth: AdminAuth) -> APIRouter:
     async def config_history(
         history: FromDishka[ListConfigHistory],
         limit: Annotated[int, Query(ge=1, le=100)] = 20,
-        before: Annotated[int | None, Query(ge=1, description="Versions below this.")] = None,
+        before: Annotated[
+            int | None, Query(ge=1, le=MAX_VERSION, description="Versions below this.")
+        ] = None,
     ) -> ConfigHistoryPage:
         """Stored versions, newest first."""
         versions = await history(limit=limit, before=before)
@@ -78,7 +80,7 @@ def config_router(auth: AdminAuth) -> APIRouter:
         responses={404: PROBLEM_RESPONSE, **WRITE_ERRORS},
     )
     async def rollback_config(
-        version: Annotated[int, Path(ge=1)],
+        version: Annotated[int, Path(ge=1, le=MAX_VERSION)],
         rollback: FromDishka[RollbackConfig],
         response: Response,
         if_match: IfMatch = None,
