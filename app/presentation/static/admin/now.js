@@ -55,6 +55,7 @@ export class NowPanel {
 
   start() {
     this.stop();
+    this.chart?.destroy();
     this.chart = new LiveChart($("#now-chart"), {
       label: "Requests per second by target",
       series: [
@@ -189,14 +190,16 @@ export class NowPanel {
       let status;
       if (state) status = badge(state.healthy, state.healthy ? "up" : "down");
       else status = h("span", { class: "muted" }, health?.missing ? "not monitored" : "—");
+      // data-label: on a phone each host is a block of labelled lines (style.css).
+      const cell = (label, ...content) => h("td", { "data-label": label }, h("span", {}, content));
       return h("tr", {},
         h("th", { scope: "row" }, entry.host),
-        h("td", {}, entry.weight === null || entry.weight === undefined ? "—" : String(entry.weight)),
-        h("td", {}, status),
-        h("td", {}, state?.since ? [when(state.since), h("br"), h("span", { class: "muted" }, ago(state.since))] : "—"),
-        h("td", {}, state?.last_check ? ago(state.last_check) : "—"),
-        h("td", {}, state?.last_error || "—"),
-        h("td", {}, state ? text(state.consecutive_failures) : "—"),
+        cell("Weight", entry.weight === null || entry.weight === undefined ? "—" : String(entry.weight)),
+        cell("State", status),
+        cell("Since", state?.since ? [when(state.since), h("br"), h("span", { class: "muted" }, ago(state.since))] : "—"),
+        cell("Last check", state?.last_check ? ago(state.last_check) : "—"),
+        cell("Last error", state?.last_error || "—"),
+        cell("Failures in a row", state ? text(state.consecutive_failures) : "—"),
       );
     });
     const notes = [];
