@@ -12,7 +12,7 @@ from app.domain.ratelimit import RateLimit
 from app.domain.regions import DEFAULT_REGION, Region, RegionMatcher, check_regions
 from app.domain.split import CDN, ORIGIN, Split, Target
 from app.domain.syntax import domain_problem, host_problem, parse_port
-from app.domain.video import VideoUrl, new_tuple, parse_video_url
+from app.domain.video import VideoUrl, common_parts, new_tuple, parse_video_url
 
 REDIRECT_STATUSES = (301, 302, 307, 308)
 MAX_ORIGIN_DOMAINS = 32
@@ -309,11 +309,17 @@ class Router:
         """Route one request. `next_number(name)` hands out the sequence named `name`:
         "" for the global split, the server label for a server with its own rule,
         `region:<name>` for a region. `client` is the viewer's address (for regions)."""
-        video = parse_video_url(raw_video, self._domains)
-        server = video.server
-        rule = self._rules.get(server) if self._rules else None
         if self._match is not None:
+            video = parse_video_url(raw_video, self._domains)
+            rule = self._rules.get(video.server) if self._rules else None
             return self._redirect_in_region(video, rule, next_number, client)
+        common = common_parts(raw_video, self._domains)
+        if common is None:
+            video = parse_video_url(raw_video, self._domains)
+            server, rest, origin_url = video.server, video.rest, video.origin_url
+        else:
+            (server, rest), origin_url = common, raw_video
+        rule = self._rules.get(server) if self._rules else None
         target: Target
         if rule is None:
             target = self._split.target(next_number(""))
@@ -333,12 +339,12 @@ class Router:
             target = rule.split.target(next_number(server))
             base = rule.rotation.next() if target is CDN else None
         if base:
-            location = f"{base}/{server}{video.rest}"
+            location = f"{base}/{server}{rest}"
         elif target is CDN:
-            target, location = self._without_cdn(video.origin_url, DEFAULT_REGION)
+            target, location = self._without_cdn(origin_url, DEFAULT_REGION)
             base = ""
         else:
-            location = video.origin_url
+            location = origin_url
             base = ""
         return new_tuple(
             Redirect,
