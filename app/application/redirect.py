@@ -1,3 +1,4 @@
+from app.application.errors import ConfigNotLoaded
 from app.application.ports import SequenceSource
 from app.application.snapshot import ConfigSnapshot
 from app.domain.config import Redirect, RouteExplanation
@@ -18,7 +19,11 @@ class RedirectVideo:
 
     def __call__(self, raw_video: str, client: str = "") -> Redirect:
         """`client`: the viewer's address, which decides the region when regions are set."""
-        return self._snapshot.router.redirect(raw_video, self._next_number, client)
+        # `current`, not the `router` property: one Python call fewer (0.6k instructions a request).
+        router = self._snapshot.current
+        if router is None:
+            raise ConfigNotLoaded("The configuration has not been loaded yet.")
+        return router.redirect(raw_video, self._next_number, client)
 
 
 class ExplainRoute:

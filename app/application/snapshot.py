@@ -14,11 +14,12 @@ class ConfigSnapshot:
     """The configuration this worker serves, swapped whole when a newer version arrives or
     the set of CDN hosts known to be down changes."""
 
-    __slots__ = ("_down_hosts", "_router", "_watchers", "countries", "fallbacks")
+    __slots__ = ("_down_hosts", "_watchers", "countries", "current", "fallbacks")
 
     def __init__(self, countries: CountryLookup | None = None) -> None:
         self.countries: CountryLookup = countries or _no_country
-        self._router: Router | None = None
+        # The router serving now, None before the first version (`router` raises then).
+        self.current: Router | None = None
         self._down_hosts: frozenset[str] = frozenset()
         self.fallbacks = FallbackCount()
         self._watchers: list[Callable[[ConfigVersion], None]] = []
@@ -26,19 +27,19 @@ class ConfigSnapshot:
     def watch(self, watcher: Callable[[ConfigVersion], None]) -> None:
         """Call `watcher(version)` with every version served from now on (and the current)."""
         self._watchers.append(watcher)
-        if self._router is not None:
-            watcher(self._router.version)
+        if self.current is not None:
+            watcher(self.current.version)
 
     @property
     def router(self) -> Router:
-        router = self._router
+        router = self.current
         if router is None:
             raise ConfigNotLoaded("The configuration has not been loaded yet.")
         return router
 
     @property
     def loaded(self) -> bool:
-        return self._router is not None
+        return self.current is not None
 
     @property
     def version(self) -> ConfigVersion:
@@ -52,12 +53,12 @@ class ConfigSnapshot:
         """How many consecutive numbers make one round of the split counted on `sequence`
         ("" the global split, a server label that server's rule, `region:<name>` that
         region's); 1 before a config."""
-        router = self._router
+        router = self.current
         return 1 if router is None else router.period(sequence)
 
     def offer(self, version: ConfigVersion) -> bool:
         """Serve `version` if it is newer than the current one; True when it was taken."""
-        current = self._router
+        current = self.current
         if current is not None and current.version.version >= version.version:
             return False
         regions = version.config.regions
@@ -78,19 +79,19 @@ class ConfigSnapshot:
         if down_hosts == self._down_hosts:
             return
         self._down_hosts = down_hosts
-        router = self._router
+        router = self.current
         if router is not None:
             self._install(Router(router.version, down_hosts, self.fallbacks, router.matcher))
 
     def forget_regions(self) -> None:
         """The country database changed: addresses cached by the region matcher are stale."""
-        router = self._router
+        router = self.current
         if router is not None and router.matcher is not None:
             router.matcher.forget()
 
     def _install(self, router: Router) -> None:
-        before = _empty_pools(self._router)
-        self._router = router
+        before = _empty_pools(self.current)
+        self.current = router
         after = _empty_pools(router)
         fallback = router.version.config.origin_fallback
         for pool in sorted(after - before):

@@ -42,6 +42,11 @@ class Split:
             raise InvalidConfig("origin_every", f"must be an integer from 1 to {MAX_WEIGHT + 1}")
         return cls(n - 1, 1)
 
+    def schedule(self) -> tuple[Target, ...]:
+        """`target(n)` for every `n` of one period, so that `schedule[n % len(schedule)]` is
+        `target(n)`."""
+        return tuple(self.target(n) for n in range(self.cdn_weight + self.origin_weight))
+
     def target(self, sequence: int) -> Target:
         total = self.cdn_weight + self.origin_weight
         position = sequence % total

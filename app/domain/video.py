@@ -60,6 +60,19 @@ def parse_video_url(raw: str, origin_domains: frozenset[str]) -> VideoUrl:
     return _parse_in_full(raw, origin_domains)
 
 
+def common_parts(raw: str, origin_domains: frozenset[str]) -> tuple[str, str] | None:
+    """`(server, rest)` of a URL of the common shape on an allowed domain, or None (then
+    `parse_video_url` decides). Such a URL is valid as it is and is its own origin URL: the
+    redirect path takes this instead of a VideoUrl (measured: 1.5k instructions fewer a
+    request)."""
+    common = _COMMON.fullmatch(raw)
+    if common is not None and len(raw) <= MAX_VIDEO_URL_LENGTH:
+        server, domain, rest = common.group(2, 3, 4)
+        if domain in origin_domains and "/." not in rest:
+            return server, rest
+    return None
+
+
 def _parse_in_full(raw: str, origin_domains: frozenset[str]) -> VideoUrl:  # noqa: PLR0912
     if not raw:
         raise InvalidVideoUrl("missing-video", "Query parameter 'video' is required.")

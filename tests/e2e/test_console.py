@@ -8,9 +8,11 @@ import ipaddress
 import json
 import os
 import re
+import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
@@ -18,9 +20,11 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, Route, expect
 
+from loadtest.fake_cdn import FakeCdn
 from loadtest.support import ServerProcess
 from tests.conftest import ADMIN_TOKEN
 from tests.e2e.browser import GuardedPage, chromium, guarded_page
+from tests.e2e.conftest import reset_config
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 CLOSE = {"Connection": "close"}
@@ -358,7 +362,7 @@ def test_now_panel_shows_health_and_live_rates_in_the_documented_shapes(
     def health(route: Route) -> None:
         body = [
             {
-                "host": "cdn.example.com",
+                "host": "http://cdn.example.com",  # a base URL; the config says cdn.example.com
                 "healthy": False,
                 "since": "2026-01-01T00:00:00Z",
                 "last_check": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -406,17 +410,92 @@ def test_every_control_has_a_label_and_the_keyboard_reaches_the_panels(
 
 
 VIEWPORTS = {"desktop": (1280, 900, False), "phone": (390, 844, True)}
+# What the screenshots' traffic asks for: s7 is kept off the CDN by a server rule.
+SHOT_VIDEOS = [
+    f"http://{server}.origin-cluster/video/{number}/xcg2djHckad.m3u8"
+    for server, number in (("s1", 1488), ("s2", 77), ("s1", 1489), ("s3", 512), ("s7", 9))
+]
+SHOT_RATE = 20  # redirects per second, steady
+CHART_POINTS = 6  # one per 2 s poll after the first: the chart's last ~10 s
+
+
+@pytest.fixture(scope="module")
+def cdn_edges() -> Iterator[list[FakeCdn]]:
+    """Two CDN edges that answer on loopback, and a third whose port refuses (stopped)."""
+    edges = [FakeCdn().start(), FakeCdn().start(), FakeCdn()]
+    yield edges
+    for edge in edges:
+        edge.stop()
+
+
+@contextmanager
+def steady_traffic(url: str, rate: float) -> Iterator[list[str]]:
+    """GET /?video=... at `rate` a second from a thread, a new connection each (so both
+    workers count); yields the failures seen (anything but a redirect)."""
+    stop = threading.Event()
+    failures: list[str] = []
+
+    def run() -> None:
+        with httpx.Client(base_url=url, headers=CLOSE, timeout=5) as client:
+            started, sent = time.monotonic(), 0
+            while not stop.is_set():
+                video = SHOT_VIDEOS[sent % len(SHOT_VIDEOS)]
+                try:
+                    status = client.get("/", params={"video": video}).status_code
+                    if status not in (301, 302):
+                        failures.append(f"{video}: {status}")
+                except httpx.HTTPError as error:
+                    failures.append(f"{video}: {error!r}")
+                sent += 1
+                stop.wait(max(0.0, started + sent / rate - time.monotonic()))
+
+    thread = threading.Thread(target=run, name="screenshot-traffic", daemon=True)
+    thread.start()
+    try:
+        yield failures
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+
+
+def wait_until_down(server: ServerProcess, edge: FakeCdn) -> None:
+    deadline = time.monotonic() + 10
+    while True:
+        hosts = httpx.get(f"{server.url}/cdn/health", headers=ADMIN).json()
+        if any(entry["host"] == edge.base_url and not entry["healthy"] for entry in hosts):
+            return
+        assert time.monotonic() < deadline, hosts
+        time.sleep(0.2)
 
 
 @pytest.mark.parametrize("viewport", list(VIEWPORTS))
 def test_console_fits_the_screen_and_screenshots_are_taken(
-    server: ServerProcess, browser: Browser, viewport: str, tmp_path: Path
+    server: ServerProcess,
+    browser: Browser,
+    cdn_edges: list[FakeCdn],
+    viewport: str,
+    tmp_path: Path,
 ) -> None:
     """Writes console-<viewport>-<panel>.png to BALANCER_SCREENSHOT_DIR (the README's come
-    from `BALANCER_SCREENSHOT_DIR=docs/console pytest tests/e2e/test_console.py`)."""
+    from `BALANCER_SCREENSHOT_DIR=docs/console pytest tests/e2e/test_console.py -k
+    screenshots`), of a service at work: a CDN pool with health checks (one edge down),
+    redirects flowing at a steady rate, and the Now panel shot once its chart has ~10 s."""
     folder = Path(os.environ.get("BALANCER_SCREENSHOT_DIR") or tmp_path)
     folder.mkdir(parents=True, exist_ok=True)
-    patch(server, cdn_host="cdn.example.com", cdn_weight=9, origin_weight=1, redirect_status=302)
+    first, second, stopped = cdn_edges
+    patch(
+        server,
+        cdn_hosts=[
+            {"host": first.host, "weight": 3},
+            {"host": second.host, "weight": 1},
+            {"host": stopped.host, "weight": 1},
+        ],
+        cdn_health={"enabled": True, "interval_seconds": 1.0, "timeout_seconds": 0.5},
+        cdn_weight=9,
+        origin_weight=1,
+        redirect_status=302,
+        comment="three CDN edges, health checked every second",
+    )
     patch(
         server,
         server_rules={"s7": {"cdn_weight": 0, "origin_weight": 1}},
@@ -424,24 +503,65 @@ def test_console_fits_the_screen_and_screenshots_are_taken(
         comment="keep s7 off the CDN while its cache warms up",
     )
     width, height, mobile = VIEWPORTS[viewport]
-    with guarded_page(browser, server.url, width=width, height=height, mobile=mobile) as guarded:
-        page = guarded.page
-        sign_in(page, server)
-        expect(page.locator("#active-version")).to_be_visible()
-        for panel, ready in (
-            ("Now", "#now-state li"),
-            ("Change", "#input-cdn_host"),
-            ("History", "#history-list li"),
-            # The message is hidden (but first in the page) unless the list fails to load.
-            ("Limits", "#limits-message:not([hidden]), #limits-table tbody tr"),
+    try:
+        wait_until_down(server, stopped)
+        assert httpx.post(f"{server.url}/stats/reset", headers=ADMIN).status_code == 204
+        with (
+            steady_traffic(server.url, SHOT_RATE) as failures,
+            guarded_page(browser, server.url, width=width, height=height, mobile=mobile) as guarded,
         ):
-            open_panel(page, panel)
-            page.locator(ready).first.wait_for()
-            overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
-            assert overflow <= 0, f"{panel} is wider than the {viewport} screen"
-            shot = folder / f"console-{viewport}-{panel.lower()}.png"
-            page.screenshot(path=str(shot), full_page=panel != "History")
-            assert shot.stat().st_size > 10_000
-        assert guarded.blocked == []
-        assert guarded.errors == []
-    patch(server, server_rules={})
+            page = guarded.page
+            sign_in(page, server)
+            expect(page.locator("#active-version")).to_be_visible()
+            # Now last: its chart fills while the other panels are shot.
+            for panel, ready in (
+                ("Change", "#input-cdn_host"),
+                ("History", "#history-list li"),
+                # The message is hidden (but first in the page) unless the list fails to load.
+                ("Limits", "#limits-message:not([hidden]), #limits-table tbody tr"),
+                ("Now", "#now-state li"),
+            ):
+                open_panel(page, panel)
+                page.locator(ready).first.wait_for()
+                if panel == "Now":
+                    now_shows_a_service_at_work(page, cdn_edges)
+                overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+                assert overflow <= 0, f"{panel} is wider than the {viewport} screen"
+                shot = folder / f"console-{viewport}-{panel.lower()}.png"
+                page.screenshot(path=str(shot), full_page=panel != "History")
+                assert shot.stat().st_size > 10_000
+            assert guarded.blocked == []
+            assert guarded.errors == []
+        assert failures == []
+    finally:
+        reset_config(server.url)
+
+
+def now_shows_a_service_at_work(page: Page, edges: list[FakeCdn]) -> None:
+    """Traffic counted, a split achieved, an edge down with its error, every check in words,
+    and a chart of ~10 s: so the screenshots cannot silently go back to an idle service."""
+    points = page.locator("#now-chart polyline.series-cdn")
+    expect(points).to_have_attribute(
+        "points", re.compile(rf"^\S+(\s\S+){{{CHART_POINTS - 1},}}$"), timeout=30_000
+    )
+    expect(page.locator("#now-chart polyline.series-origin")).to_have_attribute(
+        "points", re.compile(r"\d \d")
+    )
+    expect(page.locator(".legend")).to_contain_text(re.compile(r"CDN: [1-9]\d*\.\d req/s"))
+    requests = page.locator("#now-stats .counters div").filter(
+        has=page.locator("dt", has_text=re.compile(r"^Requests$"))
+    )
+    expect(requests.locator("dd")).to_have_text(re.compile(r"^[1-9]\d*$"))
+    expect(page.locator("#now-summary")).to_contain_text(
+        re.compile(r"\d+\.\d+ % to the origin of [1-9]\d* requests")
+    )
+    pool = page.locator("#pool-table tbody tr")
+    expect(pool).to_have_count(3)
+    for edge, state in zip(edges, ("up", "up", "down"), strict=True):
+        host = page.locator("th", has_text=re.compile(f"^{re.escape(edge.host)}$"))
+        cells = pool.filter(has=host).locator("td")  # weight, state, since, check, error, ...
+        expect(cells.nth(1)).to_have_text(re.compile(f"{state}$"))
+        expect(cells.nth(4)).to_have_text("—" if state == "up" else re.compile(r"\w"))
+    names = page.locator("#now-state li strong").all_inner_texts()
+    assert "Rate limits" in names, names
+    assert not [name for name in names if "_" in name], names

@@ -68,3 +68,11 @@ def test_origin_every_n_means_n_minus_1_to_1() -> None:
     assert Split.origin_every(1) == Split(0, 1)
     with pytest.raises(InvalidConfig):
         Split.origin_every(0)
+
+
+@pytest.mark.parametrize(("cdn", "origin"), [(9, 1), (3, 2), (0, 1), (1, 0), (7, 5)])
+def test_schedule_lists_the_target_of_every_number_of_a_period(cdn: int, origin: int) -> None:
+    split = Split(cdn, origin)
+    schedule = split.schedule()
+    assert len(schedule) == cdn + origin
+    assert all(schedule[n % len(schedule)] is split.target(n) for n in range(-50, 50))

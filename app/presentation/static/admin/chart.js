@@ -6,7 +6,8 @@
 import { h } from "./dom.js";
 
 const SVG = "http://www.w3.org/2000/svg";
-const WIDTH = 600;
+const WIDTH = 600; // until the chart is on screen and has a width of its own
+const MIN_WIDTH = 280;
 const HEIGHT = 180;
 const PAD = { left: 48, right: 8, top: 10, bottom: 22 };
 
@@ -29,6 +30,7 @@ export class LiveChart {
     this.seconds = seconds;
     this.unit = unit;
     this.points = [];
+    this.container = container;
     this.root = svg("svg", {
       viewBox: `0 0 ${WIDTH} ${HEIGHT}`,
       class: "chart",
@@ -42,7 +44,23 @@ export class LiveChart {
     this.root.append(this.grid, ...this.lines);
     this.legend = h("ul", { class: "legend" });
     container.replaceChildren(this.root, this.legend);
+    // Drawn at the size it is shown (one unit a pixel), so its labels stay legible on a
+    // phone and its lines use a wide screen's whole width instead of a scaled-down 600.
+    // Only a new width redraws: the height follows from it and must not loop back here.
+    this.resized = new ResizeObserver(() => {
+      if (this.width() !== this.drawnWidth) this.render();
+    });
+    this.resized.observe(container);
     this.render();
+  }
+
+  width() {
+    const shown = this.container.clientWidth;
+    return shown ? Math.max(MIN_WIDTH, Math.round(shown)) : WIDTH;
+  }
+
+  destroy() {
+    this.resized.disconnect();
   }
 
   push(time, values) {
@@ -54,17 +72,20 @@ export class LiveChart {
 
   render() {
     const now = this.points.length ? this.points[this.points.length - 1].time : Date.now();
+    const width = this.width();
+    this.drawnWidth = width;
+    this.root.setAttribute("viewBox", `0 0 ${width} ${HEIGHT}`);
     let peak = 0;
     for (const point of this.points) for (const one of this.series) peak = Math.max(peak, point.values[one.key] || 0);
     const top = niceMax(peak);
-    const x = (time) => PAD.left + ((time - (now - this.seconds * 1000)) / (this.seconds * 1000)) * (WIDTH - PAD.left - PAD.right);
+    const x = (time) => PAD.left + ((time - (now - this.seconds * 1000)) / (this.seconds * 1000)) * (width - PAD.left - PAD.right);
     const y = (value) => HEIGHT - PAD.bottom - (value / top) * (HEIGHT - PAD.top - PAD.bottom);
 
     this.grid.replaceChildren();
     for (const fraction of [0, 0.5, 1]) {
       const value = top * fraction;
       this.grid.append(
-        svg("line", { x1: PAD.left, x2: WIDTH - PAD.right, y1: y(value), y2: y(value) }),
+        svg("line", { x1: PAD.left, x2: width - PAD.right, y1: y(value), y2: y(value) }),
         Object.assign(svg("text", { x: PAD.left - 6, y: y(value) + 4, "text-anchor": "end" }), {
           textContent: Number.isInteger(value) ? String(value) : value.toFixed(1),
         }),

@@ -22,7 +22,25 @@ const CHECK_WORDS = {
   },
   config: { name: "Configuration", bad: "not loaded: this instance cannot redirect." },
   cdn_health: { name: "CDN health checks", bad: "stale or failing: host states may be out of date." },
+  rate_limits: {
+    name: "Rate limits",
+    bad: "a client spread over several workers can get up to its limit from each one until Redis is back.",
+  },
 };
+
+// A check this console does not know yet (a newer server's) still reads as words.
+function checkWords(name) {
+  return CHECK_WORDS[name] || { name: (name.charAt(0).toUpperCase() + name.slice(1)).replaceAll("_", " "), bad: "" };
+}
+
+// `cdn.example.com` and `http://cdn.example.com/` are one host: /cdn/health names hosts by
+// the base URL redirects use, the configuration as they were typed (the server's
+// cdn_base_url rule).
+function baseUrl(host) {
+  const [scheme, authority] = host.includes("://") ? host.split("://", 2) : ["http", host];
+  const [name, port] = authority.replace(/\/$/, "").toLowerCase().split(":", 2);
+  return `${scheme.toLowerCase()}://${name}${port === undefined ? "" : `:${Number(port)}`}`;
+}
 
 export class NowPanel {
   constructor({ onUnauthorized }) {
@@ -37,6 +55,7 @@ export class NowPanel {
 
   start() {
     this.stop();
+    this.chart?.destroy();
     this.chart = new LiveChart($("#now-chart"), {
       label: "Requests per second by target",
       series: [
@@ -114,7 +133,9 @@ export class NowPanel {
     let achieved;
     if (stats?.missing) achieved = h("span", { class: "muted" }, `Statistics ${NOT_AVAILABLE}.`);
     else if (stats?.error) achieved = h("span", { class: "muted" }, stats.error.message);
-    else if (stats?.data) {
+    else if (stats?.data && !stats.data.total) {
+      achieved = h("span", { class: "muted" }, "no redirects counted since ", when(stats.data.since));
+    } else if (stats?.data) {
       achieved = [
         h("strong", {}, `${percent(stats.data.achieved_origin_share)} to the origin`),
         h("span", { class: "muted" }, ` of ${text(stats.data.total)} requests since `, when(stats.data.since)),
@@ -144,9 +165,9 @@ export class NowPanel {
       items.push(stateItem(overall, "This instance",
         overall ? `ready, serving version ${body.config_version} (worker ${body.worker})` : `${body.status}`));
       for (const [name, value] of Object.entries(body.checks || {})) {
-        const words = CHECK_WORDS[name] || { name, bad: "" };
+        const words = checkWords(name);
         if (value === "ok") items.push(stateItem(true, words.name, "ok"));
-        else if (typeof value === "string") items.push(stateItem(false, words.name, `${value}: ${words.bad}`.trim()));
+        else if (typeof value === "string") items.push(stateItem(false, words.name, words.bad ? `${value}: ${words.bad}` : value));
         else items.push(stateItem(null, words.name, text(value)));
       }
     }
@@ -163,20 +184,22 @@ export class NowPanel {
     const pool = Array.isArray(config.cdn_hosts) && config.cdn_hosts.length
       ? config.cdn_hosts
       : [{ host: config.cdn_host, weight: null }];
-    const byHost = new Map((health?.data || []).map((entry) => [entry.host, entry]));
+    const byHost = new Map((health?.data || []).map((entry) => [baseUrl(entry.host), entry]));
     const rows = pool.map((entry) => {
-      const state = byHost.get(entry.host);
+      const state = byHost.get(baseUrl(entry.host));
       let status;
       if (state) status = badge(state.healthy, state.healthy ? "up" : "down");
       else status = h("span", { class: "muted" }, health?.missing ? "not monitored" : "—");
+      // data-label: on a phone each host is a block of labelled lines (style.css).
+      const cell = (label, ...content) => h("td", { "data-label": label }, h("span", {}, content));
       return h("tr", {},
         h("th", { scope: "row" }, entry.host),
-        h("td", {}, entry.weight === null || entry.weight === undefined ? "—" : String(entry.weight)),
-        h("td", {}, status),
-        h("td", {}, state?.since ? [when(state.since), h("br"), h("span", { class: "muted" }, ago(state.since))] : "—"),
-        h("td", {}, state?.last_check ? ago(state.last_check) : "—"),
-        h("td", {}, state?.last_error || "—"),
-        h("td", {}, state ? text(state.consecutive_failures) : "—"),
+        cell("Weight", entry.weight === null || entry.weight === undefined ? "—" : String(entry.weight)),
+        cell("State", status),
+        cell("Since", state?.since ? [when(state.since), h("br"), h("span", { class: "muted" }, ago(state.since))] : "—"),
+        cell("Last check", state?.last_check ? ago(state.last_check) : "—"),
+        cell("Last error", state?.last_error || "—"),
+        cell("Failures in a row", state ? text(state.consecutive_failures) : "—"),
       );
     });
     const notes = [];
