@@ -24,7 +24,7 @@ from loadtest.fake_cdn import FakeCdn
 from loadtest.support import ServerProcess
 from tests.conftest import ADMIN_TOKEN
 from tests.e2e.browser import GuardedPage, chromium, guarded_page
-from tests.e2e.conftest import reset_config
+from tests.e2e.servers import reset_config
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 CLOSE = {"Connection": "close"}
