@@ -5,11 +5,16 @@ import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Protocol, TypeVar
 
 from app.application.snapshot import ConfigSnapshot
 from app.domain.config import Redirect
 from app.domain.errors import BalancerError
+
+# A redirect's counter key: (target, cdn, status, region, server), one C call on the
+# redirect path (which counts known keys in place) and in Tally.redirect() alike.
+redirect_key = itemgetter(0, 6, 2, 5, 3)
 
 # Time inside the service is tens of microseconds; the buckets reach a slow event loop.
 DURATION_BUCKETS = (
@@ -64,7 +69,7 @@ class Tally:
         self.tick = 0
 
     def redirect(self, redirect: Redirect) -> None:
-        key = (redirect[0], redirect[6], redirect[2], redirect[5], redirect[3])
+        key = redirect_key(redirect)
         redirects = self.redirects
         count = redirects.get(key)
         if count is not None:

@@ -5,7 +5,7 @@ from urllib.parse import unquote_to_bytes
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.application.health import Lifecycle
-from app.application.metrics import DURATION_SAMPLE, Tally
+from app.application.metrics import DURATION_SAMPLE, Tally, redirect_key
 from app.application.redirect import RedirectVideo
 from app.application.snapshot import ConfigSnapshot
 from app.domain.config import ConfigVersion
@@ -13,6 +13,7 @@ from app.domain.errors import BalancerError, InvalidVideoUrl
 from app.domain.ratelimit import ClientLimiter, retry_after_seconds
 from app.domain.video import MAX_VIDEO_URL_LENGTH
 from app.presentation.http.client import client_address
+from app.presentation.http.docs import ASSETS
 from app.presentation.http.problem import (
     PROBLEM_JSON,
     encode,
@@ -36,7 +37,8 @@ _RATE_LIMITED_HEADERS = (
 _RATE_LIMITED_BODY = {"type": "http.response.body", "body": _RATE_LIMITED}
 # Before start-up completes only these answer; everything else needs the configuration.
 _OPEN_WHILE_STARTING = ("/health", "/ready", "/docs", "/redoc", "/openapi.json")
-_OPEN_PREFIXES_WHILE_STARTING = ("/static-offline-docs/", "/admin")
+_OPEN_PREFIXES_WHILE_STARTING = (f"{ASSETS}/", "/admin")
+_METHOD_NOT_ALLOWED = problem(405, "Method not allowed", "Use GET or HEAD.", "method-not-allowed")
 _STARTING = problem(
     503, "Starting", "This worker has not loaded its configuration yet; retry.", "starting"
 )
@@ -146,8 +148,7 @@ class RedirectFront:
             tally.tick = tick = tally.tick + 1
             start = perf_counter() if tick % DURATION_SAMPLE == 0 else 0.0
         if scope["method"] not in ("GET", "HEAD"):
-            document = problem(405, "Method not allowed", "Use GET or HEAD.", "method-not-allowed")
-            await self._refuse(send, document, extra=((b"allow", b"GET, HEAD"),))
+            await self._refuse(send, _METHOD_NOT_ALLOWED, extra=((b"allow", b"GET, HEAD"),))
             return
         limit = self._limit
         if limit is not None or self._regional:
@@ -178,7 +179,7 @@ class RedirectFront:
         if tally is not None:
             # Tally.redirect() inlined for a key seen before (nearly every request): a call
             # costs more than the update itself.
-            key = (redirect[0], redirect[6], redirect[2], redirect[5], redirect[3])
+            key = redirect_key(redirect)
             counts = tally.redirects
             count = counts.get(key)
             if count is None:
@@ -222,7 +223,15 @@ class RedirectFront:
     async def _rate_limited(self, send: Send, wait: float) -> None:
         if self._tally is not None:
             self._tally.reject("rate-limited")
-        await _send_rate_limited(send, wait)
+        header = (b"retry-after", str(retry_after_seconds(wait)).encode())
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 429,
+                "headers": [*_RATE_LIMITED_HEADERS, header],
+            }
+        )
+        await send(_RATE_LIMITED_BODY)
 
 
 def _needs_start(path: str) -> bool:
@@ -246,15 +255,3 @@ async def _send_problem(
         }
     )
     await send({"type": "http.response.body", "body": body})
-
-
-async def _send_rate_limited(send: Send, wait: float) -> None:
-    header = (b"retry-after", str(retry_after_seconds(wait)).encode())
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 429,
-            "headers": [*_RATE_LIMITED_HEADERS, header],
-        }
-    )
-    await send(_RATE_LIMITED_BODY)

@@ -77,7 +77,3 @@ export async function call(path, { method = "GET", query, body, ifMatch, as } = 
   return { data, status: response.status, etag: response.headers.get("ETag") };
 }
 
-export function versionOf(etag) {
-  const match = /^(?:W\/)?"?(\d+)"?$/.exec(etag || "");
-  return match ? Number(match[1]) : null;
-}
