@@ -1,6 +1,5 @@
 import asyncio
 import gc
-import random
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -24,7 +23,7 @@ from app.domain.ratelimit import ClientLimiter
 from app.infrastructure.logging import configure_logging
 from app.infrastructure.metrics import MetricsFlusher
 from app.infrastructure.postgres.errors import UNREACHABLE
-from app.infrastructure.postgres.listener import ConfigWatcher
+from app.infrastructure.postgres.listener import ConfigWatcher, reconnect_delays
 from app.infrastructure.redis.cdn_health import CdnHealthMonitor
 from app.infrastructure.redis.ratelimit import RedisLimitSettler
 from app.infrastructure.redis.sequence import RedisLeasedSequence
@@ -203,12 +202,8 @@ class Startup:
 
 
 def _backoff() -> Iterator[float]:
-    """0.25 s doubling to 5 s, each wait drawn from the upper half of its range so workers
-    started together do not knock in step."""
-    delay = 0.25
-    while True:
-        yield random.uniform(delay / 2, delay)  # noqa: S311 - jitter, not a secret
-        delay = min(delay * 2, 5.0)
+    """0.25 s doubling to 5 s, jittered as the listener's reconnections are."""
+    return reconnect_delays(0.25, 5.0)
 
 
 def _reason(error: BaseException) -> str:

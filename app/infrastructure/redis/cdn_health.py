@@ -82,17 +82,6 @@ class RedisHealthBoard:
             async with asyncio.timeout(self._timeout):
                 await self._release(keys=[self._lease], args=[self.me])
 
-    async def holder(self) -> str | None:
-        try:
-            async with asyncio.timeout(self._timeout):
-                value = await self._redis.get(self._lease)
-        except UNREACHABLE as error:
-            backend_errors.record("redis", error)
-            raise HealthBoardUnavailable(f"Redis: {type(error).__name__}") from error
-        if value is None:
-            return None
-        return value.decode() if isinstance(value, bytes) else str(value)
-
     async def read(self) -> BoardView:
         try:
             async with asyncio.timeout(self._timeout):

@@ -7,7 +7,7 @@ from redis.asyncio import Redis
 
 from app.domain.ratelimit import Bucket, ClientLimiter
 from app.infrastructure.backend_errors import backend_errors
-from app.infrastructure.redis.sequence import UNREACHABLE
+from app.infrastructure.redis.sequence import RETRY_MAX_SECONDS, RETRY_MIN_SECONDS, UNREACHABLE
 
 log = structlog.get_logger(__name__)
 
@@ -38,8 +38,6 @@ return balances
 """
 
 MAX_KEYS_PER_CALL = 500
-_RETRY_MIN_SECONDS = 0.05
-_RETRY_MAX_SECONDS = 2.0
 
 
 class RedisLimitSettler:
@@ -72,7 +70,7 @@ class RedisLimitSettler:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._retry_at = 0.0
-        self._retry_delay = _RETRY_MIN_SECONDS
+        self._retry_delay = RETRY_MIN_SECONDS
         self.degraded = False
 
     async def start(self) -> None:
@@ -147,9 +145,9 @@ class RedisLimitSettler:
     def _failed(self, now: float, error: BaseException) -> None:
         if not self.degraded:
             log.warning("rate_limits_per_worker", error=type(error).__name__)
-            self._retry_delay = _RETRY_MIN_SECONDS
+            self._retry_delay = RETRY_MIN_SECONDS
         else:
-            self._retry_delay = min(self._retry_delay * 2, _RETRY_MAX_SECONDS)
+            self._retry_delay = min(self._retry_delay * 2, RETRY_MAX_SECONDS)
         self.degraded = True
         self._retry_at = now + self._retry_delay
 

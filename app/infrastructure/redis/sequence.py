@@ -11,8 +11,9 @@ from app.infrastructure.backend_errors import backend_errors
 log = structlog.get_logger(__name__)
 
 UNREACHABLE = (RedisError, OSError, asyncio.TimeoutError)
-_RETRY_MIN_SECONDS = 0.05
-_RETRY_MAX_SECONDS = 2.0
+# Redis background duties (leases here, limit settlement) retry from this, doubling to that.
+RETRY_MIN_SECONDS = 0.05
+RETRY_MAX_SECONDS = 2.0
 # Local runs lie below zero, each shifted by its own multiple of (period x _LOCAL_UNIT):
 # larger than any leased number, so no two runs and no lease share a number.
 _LOCAL_UNIT = 1 << 64
@@ -183,7 +184,7 @@ class RedisLeasedSequence:
         task.add_done_callback(self._tasks.discard)
 
     async def _fetch(self, counter: _Counter) -> None:
-        delay = _RETRY_MIN_SECONDS
+        delay = RETRY_MIN_SECONDS
         try:
             while True:
                 try:
@@ -192,7 +193,7 @@ class RedisLeasedSequence:
                     backend_errors.record("redis", error)
                     self._set_degraded(True, error)
                     await asyncio.sleep(delay)
-                    delay = min(delay * 2, _RETRY_MAX_SECONDS)
+                    delay = min(delay * 2, RETRY_MAX_SECONDS)
                     continue
                 self._set_degraded(False)
                 if counter.local:  # leave the local run at once, then lease the next block
