@@ -1,4 +1,3 @@
-import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -11,7 +10,7 @@ from app.domain.pool import CdnPool, Rotation
 from app.domain.ratelimit import RateLimit
 from app.domain.regions import DEFAULT_REGION, Region, RegionMatcher, check_regions
 from app.domain.split import CDN, ORIGIN, Split, Target
-from app.domain.syntax import domain_problem, host_problem, parse_port
+from app.domain.syntax import LABEL, domain_problem, host_problem, parse_port
 from app.domain.video import VideoUrl, common_parts, new_tuple, parse_video_url
 
 REDIRECT_STATUSES = (301, 302, 307, 308)
@@ -19,12 +18,10 @@ MAX_ORIGIN_DOMAINS = 32
 MAX_SERVER_RULES = 10_000
 _MAX_SCHEDULE = 4096  # the longest split period whose targets a router lists
 
-_SERVER = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
-
 
 def is_server_label(value: object) -> bool:
     """`s1`, `edge-7`: one lower-case DNS label, the first part of an origin server's host."""
-    return isinstance(value, str) and _SERVER.fullmatch(value) is not None
+    return isinstance(value, str) and LABEL.fullmatch(value) is not None
 
 
 def cdn_base_url(cdn_host: str, field: str = "cdn_host") -> str:
@@ -106,7 +103,7 @@ class BalancerConfig:
         if len(self.server_rules) > MAX_SERVER_RULES:
             raise InvalidConfig("server_rules", f"at most {MAX_SERVER_RULES} rules")
         for server, split in self.server_rules.items():
-            if not isinstance(server, str) or not _SERVER.fullmatch(server):
+            if not is_server_label(server):
                 raise InvalidConfig("server_rules", f"{server!r} is not a server label like 's1'")
             if not isinstance(split, Split):
                 raise InvalidConfig("server_rules", f"{server}: must be a split")
@@ -122,7 +119,7 @@ class BalancerConfig:
         if len(self.down_servers) > MAX_SERVER_RULES:
             raise InvalidConfig("down_servers", f"at most {MAX_SERVER_RULES} servers")
         for server in self.down_servers:
-            if not isinstance(server, str) or not _SERVER.fullmatch(server):
+            if not is_server_label(server):
                 raise InvalidConfig("down_servers", f"{server!r} is not a server label like 's1'")
         object.__setattr__(self, "down_servers", tuple(sorted(set(self.down_servers))))
         for server, pool in self.server_pools.items():
