@@ -1,15 +1,27 @@
 import asyncio
+import re
 from typing import Any
 
+import pytest
+from starlette.types import Receive, Scope, Send
 from uvicorn.config import Config
 from uvicorn.server import ServerState
 
+from app.domain.config import BalancerConfig
+from app.domain.ratelimit import ClientLimiter, RateLimit
+from app.domain.split import Split
 from app.presentation.http.protocol import BoundedHttpToolsProtocol
+from app.presentation.http.redirect import RedirectFront
+from tests.unit.test_redirect_video import redirect_for
+
+VIDEO = "http://s1.origin-cluster/video/1488/xcg2djHckad.m3u8"
+DATE = (b"date", b"Mon, 23 Nov 2026 16:00:00 GMT")
 
 
 class Transport(asyncio.Transport):
-    def __init__(self) -> None:
+    def __init__(self, peer: str = "127.0.0.1") -> None:
         super().__init__()
+        self.peer = peer
         self.written = b""
         self.closed = False
 
@@ -23,7 +35,13 @@ class Transport(asyncio.Transport):
         self.closed = True
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return {"peername": ("127.0.0.1", 5555), "sockname": ("127.0.0.1", 8000)}.get(name, default)
+        return {"peername": (self.peer, 5555), "sockname": ("127.0.0.1", 8000)}.get(name, default)
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
 
 
 async def _redirect(scope: Any, receive: Any, send: Any) -> None:
@@ -84,3 +102,143 @@ def test_a_head_over_the_limit_is_refused_with_431() -> None:
     transport = asyncio.run(drive())
     assert transport.written.startswith(b"HTTP/1.1 431 ")
     assert transport.closed
+
+
+# --- the redirect path without ASGI ------------------------------------------------------
+
+
+async def _slow_app(scope: Scope, receive: Receive, send: Send) -> None:
+    """What the front passes on: answers 200 after a while."""
+    await asyncio.sleep(0.01)
+    headers = [(b"content-length", b"4")]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": b"slow"})
+
+
+def bound_front(limiter: ClientLimiter | None = None) -> RedirectFront:
+    front = RedirectFront(_slow_app)
+    config = BalancerConfig(cdn_host="cdn.example.com", split=Split(1, 1))
+    front.bind(redirect_for(config)[0], limiter=limiter)
+    return front
+
+
+def serve(
+    app: Any, state: ServerState | None = None, peer: str = "127.0.0.1"
+) -> tuple[BoundedHttpToolsProtocol, Transport]:
+    config = Config(app, http="httptools", lifespan="off", log_config=None)
+    config.load()  # wraps the app in uvicorn's proxy-headers middleware (127.0.0.1 trusted)
+    state = state or ServerState()
+    protocol = BoundedHttpToolsProtocol(
+        config, state, {}, asyncio.get_running_loop(), max_head_bytes=4096, read_timeout=10.0
+    )
+    protocol.access_log = False  # as served (pytest's log capture would turn it on)
+    transport = Transport(peer)
+    protocol.connection_made(transport)
+    return protocol, transport
+
+
+def through_asgi(front: RedirectFront) -> Any:
+    """The same front as a plain ASGI app, which the protocol cannot answer for."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await front(scope, receive, send)
+
+    return app
+
+
+def get(query: str, method: str = "GET", version: str = "1.1", headers: str = "") -> bytes:
+    return f"{method} /?{query} HTTP/{version}\r\nHost: a\r\n{headers}\r\n".encode()
+
+
+@pytest.mark.parametrize(
+    ("head", "defaults"),
+    [
+        (get(f"video={VIDEO}"), [DATE]),
+        (get(f"video={VIDEO}", "HEAD"), [DATE]),
+        (get(f"video={VIDEO}", version="1.0"), [DATE]),
+        (get(f"video={VIDEO}", headers="Connection: close\r\n"), [DATE]),
+        (get(f"video={VIDEO}"), [DATE, (b"connection", b"close")]),  # draining
+        (get("video=http://elsewhere.example/v.m3u8"), [DATE]),  # a 400 problem
+        (get("video=http://elsewhere.example/v.m3u8", "HEAD"), [DATE]),
+        (get(f"video={VIDEO}&video=%ZZ"), [DATE]),
+    ],
+    ids=["get", "head", "http-1.0", "close", "draining", "refused", "refused-head", "extra"],
+)
+async def test_the_parser_answers_a_redirect_with_the_bytes_the_asgi_path_sends(
+    head: bytes, defaults: list[tuple[bytes, bytes]]
+) -> None:
+    answers = []
+    for app in (bound_front(), through_asgi(bound_front())):
+        state = ServerState()
+        state.default_headers = defaults
+        protocol, transport = serve(app, state)
+        for _ in range(2):  # the second request: the split's other target
+            protocol.data_received(head)
+            await asyncio.sleep(0.001)
+        answers.append((transport.written, transport.closed, state.total_requests))
+        if protocol.timeout_keep_alive_task is not None:
+            protocol.timeout_keep_alive_task.cancel()
+    assert answers[0] == answers[1]
+    assert answers[0][0].startswith(b"HTTP/1.1 ")
+
+
+async def test_a_redirect_takes_no_task_and_is_written_before_the_read_returns() -> None:
+    protocol, transport = serve(bound_front())
+    protocol.data_received(get(f"video={VIDEO}") * 3)  # three pipelined in one read
+    assert transport.written.count(b"HTTP/1.1 301 ") == 3
+    assert not protocol.tasks
+    assert protocol.timeout_keep_alive_task is not None  # armed once, for the last answer
+    protocol.timeout_keep_alive_task.cancel()
+
+
+async def test_the_idle_timer_runs_from_the_last_answer_only() -> None:
+    protocol, transport = serve(bound_front())
+    protocol.timeout_keep_alive = 0.05  # type: ignore[assignment]  # seconds, int in uvicorn
+    protocol.data_received(get(f"video={VIDEO}") * 3)
+    await asyncio.sleep(0.03)
+    protocol.data_received(get(f"video={VIDEO}"))
+    await asyncio.sleep(0.04)  # past the timers of the first three answers
+    assert not transport.closed
+    await asyncio.sleep(0.03)
+    assert transport.closed  # idle for the timeout after the fourth
+
+
+async def test_a_redirect_pipelined_behind_a_request_of_the_app_is_answered_after_it() -> None:
+    protocol, transport = serve(bound_front())
+    protocol.data_received(b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\n" + get(f"video={VIDEO}"))
+    assert transport.written == b""
+    for _ in range(50):
+        await asyncio.sleep(0.005)
+        if transport.written.count(b"HTTP/1.1 ") == 2:
+            break
+    assert transport.written.index(b"HTTP/1.1 200 ") < transport.written.index(b"HTTP/1.1 301 ")
+    if protocol.timeout_keep_alive_task is not None:
+        protocol.timeout_keep_alive_task.cancel()
+
+
+@pytest.mark.parametrize(
+    ("peer", "statuses"),
+    [
+        ("127.0.0.1", [301, 301, 429, 301]),  # trusted: each forwarded address is a client
+        ("198.51.100.1", [301, 429, 429, 429]),  # not trusted: the header is ignored
+    ],
+)
+async def test_limits_take_the_client_from_forwarded_for_only_from_a_trusted_peer(
+    peer: str, statuses: list[int]
+) -> None:
+    limiter = ClientLimiter(lambda: 1000.0)
+    limiter.set_default(RateLimit(1, 0.001))
+    protocol, transport = serve(bound_front(limiter), peer=peer)
+    forwarded = [
+        "X-Forwarded-For: 203.0.113.7\r\n",
+        "X-Forwarded-For: 203.0.113.8\r\n",
+        "X-Forwarded-For: 203.0.113.7\r\n",
+        # two headers are one list, as uvicorn reads them: the rightmost untrusted address
+        "X-Forwarded-For: 203.0.113.7\r\nX-Forwarded-For: 203.0.113.9, 127.0.0.1\r\n",
+    ]
+    for headers in forwarded:
+        protocol.data_received(get(f"video={VIDEO}", headers=headers))
+    answered = [int(status) for status in re.findall(rb"HTTP/1\.1 (\d{3}) ", transport.written)]
+    assert answered == statuses
+    assert protocol.timeout_keep_alive_task is not None
+    protocol.timeout_keep_alive_task.cancel()

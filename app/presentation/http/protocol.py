@@ -1,5 +1,17 @@
-"""uvicorn's httptools protocol with the two bounds it lacks: header size and slow clients.
+"""uvicorn's httptools protocol with the two bounds it lacks, and the redirect path built in.
 
+The redirect: a plain `GET /?...` (or `HEAD`) is answered from the parser's callback by
+`RedirectFront.answer()`, written straight to the transport: no ASGI scope, request cycle,
+task or `send` messages per viewer request. Everything else (another path, a body to read,
+a request pipelined behind one the app still answers, `Expect`, an upgrade, the access log
+on, the worker not started) goes through uvicorn's ASGI cycle as before. The bytes are what
+uvicorn would send for the same answer: its status line, its default headers (`date`, and
+`connection: close` while draining) and `connection: close` when the request did not keep
+the connection alive. The client address is uvicorn's proxy-headers rule (the rightmost
+untrusted `X-Forwarded-For` address when the peer is trusted), read only while limits or
+regions need it and remembered per header value.
+
+The bounds:
 httptools (llhttp) puts no limit on a request's head: a 100 MB header is buffered whole and
 parsed for seconds while the worker serves nobody else. And uvicorn times out only idle
 keep-alive connections, so a client that sends half a request and stalls keeps its
@@ -14,19 +26,105 @@ for the second: one sweep per worker goes over its connections twice per timeout
 import asyncio
 import functools
 import time
+import weakref
 from typing import Any, ClassVar, cast
 
 import httptools
 import structlog
 from uvicorn.config import Config
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
+from app.domain.config import Redirect
 from app.presentation.http.problem import PROBLEM_JSON, encode, problem
+from app.presentation.http.redirect import REDIRECT_HEADERS, RedirectFront
 
 log = structlog.get_logger(__name__)
 
 _HEAD, _BODY, _APP = "head", "body", "app"
+
+
+def _header_lines(headers: Any) -> bytes:
+    return b"".join(b"%s: %s\r\n" % header for header in headers)
+
+
+_REDIRECT_TAIL = _header_lines(REDIRECT_HEADERS)
+_END, _CLOSE_END = b"\r\n", b"connection: close\r\n\r\n"
+_CLOSE = (b"connection", b"close")
+# Client addresses by X-Forwarded-For value; emptied when full (a worker sees a few thousand
+# proxies' worth of viewers at a time, and a miss costs what uvicorn pays every request).
+_FORWARDED_MEMO_SIZE = 8192
+
+
+class _Served:
+    """`cycle` of a connection whose last request was answered without one: complete."""
+
+    response_complete = True
+    more_body = False
+    keep_alive = True
+    disconnected = False
+
+    class message_event:  # noqa: N801 (uvicorn sets it on disconnect)
+        @staticmethod
+        def set() -> None:
+            pass
+
+
+_SERVED = cast("Any", _Served())
+
+
+class _Worker:
+    """What the protocol needs of the worker's app, found once in uvicorn's wrappers."""
+
+    found: ClassVar[weakref.WeakKeyDictionary[Any, "_Worker"]] = weakref.WeakKeyDictionary()
+
+    def __init__(self, app: Any) -> None:
+        self.front: RedirectFront | None = None
+        self.proxy: ProxyHeadersMiddleware | None = None
+        while app is not None:
+            if isinstance(app, RedirectFront):
+                self.front = app
+            elif isinstance(app, ProxyHeadersMiddleware):
+                self.proxy = app
+            app = getattr(app, "app", None)
+        self.forwarded: dict[bytes, str] = {}
+        self.defaults: object = None
+        self.default_lines = b""
+        self.default_close = False
+
+    @classmethod
+    def of(cls, app: Any) -> "_Worker":
+        worker = cls.found.get(app)
+        if worker is None:
+            worker = cls.found[app] = cls(app)
+        return worker
+
+    def trusts(self, peer: str) -> bool:
+        """Whether `X-Forwarded-For` from `peer` names the client (uvicorn's rule)."""
+        return self.proxy is not None and peer in self.proxy.trusted_hosts
+
+    def default_head(self, defaults: list[tuple[bytes, bytes]]) -> tuple[bytes, bool]:
+        """uvicorn's default headers as lines, and whether they close the connection.
+        uvicorn replaces the list each second (a new `date`): rebuilt then only."""
+        if defaults is not self.defaults:
+            self.defaults = defaults
+            self.default_lines = _header_lines(defaults)
+            self.default_close = _CLOSE in defaults
+        return self.default_lines, self.default_close
+
+    def forwarded_client(self, values: list[bytes]) -> str:
+        """The client a trusted peer's `X-Forwarded-For` values name ("" if none)."""
+        joined = values[0] if len(values) == 1 else b", ".join(values)
+        address = self.forwarded.get(joined)
+        if address is None:
+            assert self.proxy is not None
+            trusted = self.proxy.trusted_hosts
+            address = trusted.get_trusted_client_address(joined.decode("latin-1"))[0]
+            if len(self.forwarded) >= _FORWARDED_MEMO_SIZE:
+                self.forwarded.clear()
+            self.forwarded[joined] = address
+        return address
 
 
 def _head_too_large(limit: int) -> bytes:
@@ -42,6 +140,12 @@ def _head_too_large(limit: int) -> bytes:
         b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
         b"content-type: %s\r\ncontent-length: %d\r\nconnection: close\r\n\r\n%s"
     ) % (PROBLEM_JSON.encode(), len(body), body)
+
+
+_INTERNAL_ERROR = (
+    b"HTTP/1.1 500 Internal Server Error\r\ncontent-type: text/plain; charset=utf-8\r\n"
+    b"content-length: 21\r\nconnection: close\r\n\r\nInternal Server Error"
+)
 
 
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
@@ -61,11 +165,15 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self.max_head_bytes = max_head_bytes
         self.read_timeout = read_timeout
         self.head_bytes = 0
+        self.heads = 0  # request heads parsed on this connection
         self.waiting_since = 0.0
-        self.waiting_for: tuple[object, str] | None = None
+        self.waiting_for: tuple[int, str] | None = None
+        self.worker = _Worker.of(self.app)
+        self.trusted_peer = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self.trusted_peer = self.worker.trusts(self.client[0] if self.client else "")
         _Sweeper.ensure(self.loop, self.connections, self.read_timeout)
 
     def data_received(self, data: bytes) -> None:
@@ -73,6 +181,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if cycle is not None and cycle.more_body and not cycle.response_complete:
             HttpToolsProtocol.data_received(self, data)  # a body: RequestLimits bounds it
             return
+        heads = self.heads
         size = self.head_bytes + len(data)
         # Refused before parsing: httptools would buffer it all and fail on its own terms
         # (a URL over 64 KiB is a plain-text 400). A read that ends the head within the
@@ -100,7 +209,77 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
                 self.handle_websocket_upgrade()
             else:
                 self._unsupported_upgrade_warning()
-        self.head_bytes = size if self.cycle is cycle else 0  # 0: a head ended in this read
+        self.head_bytes = size if self.heads == heads else 0  # 0: a head ended in this read
+
+    def on_headers_complete(self) -> None:
+        self.heads += 1
+        front = self.worker.front
+        url = self.url
+        cycle = self.cycle
+        if (
+            front is None
+            or not front.serving
+            or url[:2] != b"/?"
+            or not (cycle is None or cycle.response_complete)  # pipelined behind the app
+            or self.expect_100_continue
+            or self.access_log
+            or self.flow.write_paused
+        ):
+            super().on_headers_complete()
+            return
+        parser = self.parser
+        method = parser.get_method()
+        if method not in (b"GET", b"HEAD") or parser.should_upgrade() or b"#" in url:
+            super().on_headers_complete()
+            return
+        self._answer(front, "GET" if method == b"GET" else "HEAD", url[2:])
+
+    def _answer(self, front: RedirectFront, method: str, query: bytes) -> None:
+        """Answer a `GET /?query` (or `HEAD`) without an ASGI cycle (see the module)."""
+        address = ""
+        if front.wants_client:
+            address = self.client[0] if self.client else ""
+            if self.trusted_peer:
+                forwarded = [value for name, value in self.headers if name == b"x-forwarded-for"]
+                if forwarded:
+                    address = self.worker.forwarded_client(forwarded) or address
+        result = front.answer(method, query, address)
+        parser = self.parser
+        keep_alive = parser.should_keep_alive() and parser.get_http_version() != "1.0"
+        defaults, closing = self.worker.default_head(self.server_state.default_headers)
+        end = _END if keep_alive or closing else _CLOSE_END
+        if isinstance(result, Redirect):
+            location = result.location
+            if not location.isprintable():
+                # uvicorn refuses control characters in a header value with a 500; so do we
+                log.error("unprintable_location", location=location)
+                self.transport.write(_INTERNAL_ERROR)
+                self.transport.close()
+                return
+            self.transport.write(
+                STATUS_LINE[result.status]
+                + defaults
+                + b"location: "
+                + location.encode()
+                + b"\r\n"
+                + _REDIRECT_TAIL
+                + end
+            )
+        else:
+            body = b"" if method == "HEAD" else result.body
+            head = STATUS_LINE[result.status] + defaults + _header_lines(result.headers)
+            self.transport.write(head + end + body)
+        self.cycle = _SERVED
+        self.server_state.total_requests += 1
+        if not keep_alive or closing:
+            self.transport.close()
+            return
+        # uvicorn's on_response_complete(): the idle timer runs from the answer
+        if self.timeout_keep_alive_task is not None:
+            self.timeout_keep_alive_task.cancel()
+        self.timeout_keep_alive_task = self.loop.call_later(
+            self.timeout_keep_alive, self.timeout_keep_alive_handler
+        )
 
     def _refuse_head(self) -> None:
         if self.transport.is_closing():
@@ -111,12 +290,13 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self.transport.write(_head_too_large(self.max_head_bytes))
         self.transport.close()
 
-    def waiting(self) -> tuple[object, str]:
-        """What the connection waits for: a request's head, its body, or the app."""
+    def waiting(self) -> tuple[int, str]:
+        """What the connection waits for: the head of request `heads + 1`, or the body of
+        request `heads`, or the app's answer to it."""
         cycle = self.cycle
         if cycle is None or cycle.response_complete:
-            return cycle, _HEAD
-        return cycle, _BODY if cycle.more_body else _APP
+            return self.heads, _HEAD
+        return self.heads, _BODY if cycle.more_body else _APP
 
 
 class _Sweeper:

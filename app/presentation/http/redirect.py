@@ -1,5 +1,6 @@
 from collections.abc import Callable
 from time import perf_counter
+from typing import NamedTuple
 from urllib.parse import unquote_to_bytes
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -8,7 +9,7 @@ from app.application.health import Lifecycle
 from app.application.metrics import DURATION_SAMPLE, Tally, redirect_key
 from app.application.redirect import RedirectVideo
 from app.application.snapshot import ConfigSnapshot
-from app.domain.config import ConfigVersion
+from app.domain.config import ConfigVersion, Redirect
 from app.domain.errors import BalancerError, InvalidVideoUrl
 from app.domain.ratelimit import ClientLimiter, retry_after_seconds
 from app.domain.video import MAX_VIDEO_URL_LENGTH
@@ -23,25 +24,13 @@ from app.presentation.http.problem import (
 )
 
 _NO_STORE = (b"cache-control", b"no-store")
-_NO_BODY = (b"content-length", b"0")
+# A redirect's headers after its `location`.
+REDIRECT_HEADERS = (_NO_STORE, (b"content-length", b"0"))
 _EMPTY_BODY = {"type": "http.response.body", "body": b""}
 _MAX_QUERY = 3 * MAX_VIDEO_URL_LENGTH + 64  # a fully percent-encoded URL of the maximum length
-_RATE_LIMITED = encode(
-    problem(429, "Too many requests", "This client is over its rate limit.", "rate-limited")
-)
-_RATE_LIMITED_HEADERS = (
-    (b"content-type", PROBLEM_JSON.encode()),
-    (b"content-length", str(len(_RATE_LIMITED)).encode()),
-    _NO_STORE,
-)
-_RATE_LIMITED_BODY = {"type": "http.response.body", "body": _RATE_LIMITED}
 # Before start-up completes only these answer; everything else needs the configuration.
 _OPEN_WHILE_STARTING = ("/health", "/ready", "/docs", "/redoc", "/openapi.json")
 _OPEN_PREFIXES_WHILE_STARTING = (f"{ASSETS}/", "/admin")
-_METHOD_NOT_ALLOWED = problem(405, "Method not allowed", "Use GET or HEAD.", "method-not-allowed")
-_STARTING = problem(
-    503, "Starting", "This worker has not loaded its configuration yet; retry.", "starting"
-)
 
 
 def video_param(query: bytes) -> str:
@@ -96,12 +85,49 @@ def _later_video(text: str, end: int) -> str:
             return value
 
 
+class Refusal(NamedTuple):
+    """A problem answer of the redirect path: its status, `code`, headers and document."""
+
+    status: int
+    code: str
+    headers: tuple[tuple[bytes, bytes], ...]
+    body: bytes
+
+    def retry_in(self, seconds: int | str) -> "Refusal":
+        return self._replace(headers=(*self.headers, (b"retry-after", str(seconds).encode())))
+
+
+def refusal(document: dict[str, object], extra: tuple[tuple[bytes, bytes], ...] = ()) -> Refusal:
+    body = encode(document)
+    headers = (
+        (b"content-type", PROBLEM_JSON.encode()),
+        (b"content-length", str(len(body)).encode()),
+        _NO_STORE,
+        *extra,
+    )
+    return Refusal(int(str(document["status"])), str(document["code"]), headers, body)
+
+
+_RATE_LIMITED = refusal(
+    problem(429, "Too many requests", "This client is over its rate limit.", "rate-limited")
+)
+_METHOD_NOT_ALLOWED = refusal(
+    problem(405, "Method not allowed", "Use GET or HEAD.", "method-not-allowed"),
+    extra=((b"allow", b"GET, HEAD"),),
+)
+_STARTING = refusal(
+    problem(503, "Starting", "This worker has not loaded its configuration yet; retry.", "starting")
+).retry_in(1)
+
+
 class RedirectFront:
     """The ASGI entry point: `GET /` and `HEAD /` go straight to the redirect use case.
 
     Everything else goes to the FastAPI app. The redirect path skips FastAPI's routing,
     dependency solving and middleware on purpose: it runs per viewer request and costs a
-    few microseconds this way instead of a hundred.
+    few microseconds this way instead of a hundred. `answer()` is that path without ASGI:
+    the HTTP protocol (`protocol.py`) calls it straight from the parser for a plain
+    `GET /?...`, and `__call__` for everything else that reaches `/`.
     """
 
     def __init__(self, app: ASGIApp, lifecycle: Lifecycle | None = None) -> None:
@@ -113,8 +139,15 @@ class RedirectFront:
         self._limit: Callable[[str], float] | None = None
         # True while the served configuration has regions: the router needs the address.
         self._regional = False
+        # Whether `answer()` needs the client's address: limits or regions are on.
+        self.wants_client = False
         # This worker's counts, None while counting is off (BALANCER_METRICS=false).
         self._tally: Tally | None = None
+
+    @property
+    def serving(self) -> bool:
+        """Whether the redirect path is bound (the worker has started)."""
+        return self._redirect is not None
 
     def bind(
         self,
@@ -129,6 +162,7 @@ class RedirectFront:
 
             def regional(version: ConfigVersion) -> None:
                 self._regional = bool(version.config.regions)
+                self.wants_client = self._regional or self._limit is not None
 
             snapshot.watch(regional)
         if limiter is not None:
@@ -136,46 +170,30 @@ class RedirectFront:
 
             def switch(enabled: bool) -> None:
                 self._limit = check if enabled else None
+                self.wants_client = self._regional or enabled
 
             limiter.watch(switch)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != "/" or self._redirect is None:
-            await self._elsewhere(scope, receive, send)
-            return
+    def answer(self, method: str, query: bytes, address: str) -> Redirect | Refusal:
+        """The answer to `method /?query` from `address` (used only while `wants_client`),
+        counted. Only for a bound front (`serving`)."""
         tally = self._tally
         if tally is not None:
             tally.tick = tick = tally.tick + 1
             start = perf_counter() if tick % DURATION_SAMPLE == 0 else 0.0
-        if scope["method"] not in ("GET", "HEAD"):
-            await self._refuse(send, _METHOD_NOT_ALLOWED, extra=((b"allow", b"GET, HEAD"),))
-            return
+        if method not in ("GET", "HEAD"):
+            return self._refused(_METHOD_NOT_ALLOWED)
         limit = self._limit
-        if limit is not None or self._regional:
-            client = scope.get("client")
-            address = client[0] if client else ""  # client_address(), inlined
-            if limit is not None:
-                wait = limit(address)
-                if wait:
-                    await self._rate_limited(send, wait)
-                    return
-        else:
-            address = ""
+        if limit is not None:
+            wait = limit(address)
+            if wait:
+                return self._refused(_RATE_LIMITED.retry_in(retry_after_seconds(wait)))
         try:
-            redirect = self._redirect(video_param(scope["query_string"]), address)
+            redirect = self._redirect(video_param(query), address)  # type: ignore[misc]
         except BalancerError as error:
+            refused = refusal(error_problem(error))
             seconds = retry_after(error)
-            extra = ((b"retry-after", seconds.encode()),) if seconds else ()
-            await self._refuse(send, error_problem(error), extra=extra)
-            return
-        await send(
-            {
-                "type": "http.response.start",
-                "status": redirect.status,
-                "headers": [(b"location", redirect.location.encode()), _NO_STORE, _NO_BODY],
-            }
-        )
-        await send(_EMPTY_BODY)
+            return self._refused(refused.retry_in(seconds) if seconds else refused)
         if tally is not None:
             # Tally.redirect() inlined for a key seen before (nearly every request): a call
             # costs more than the update itself.
@@ -188,6 +206,28 @@ class RedirectFront:
                 counts[key] = count + 1
             if start:
                 tally.observe(perf_counter() - start)
+        return redirect
+
+    def _refused(self, answer: Refusal) -> Refusal:
+        if self._tally is not None:
+            self._tally.reject(answer.code)
+        return answer
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] != "/" or self._redirect is None:
+            await self._elsewhere(scope, receive, send)
+            return
+        address = ""
+        if self.wants_client:
+            client = scope.get("client")
+            address = client[0] if client else ""  # client_address(), inlined
+        result = self.answer(scope["method"], scope["query_string"], address)
+        if isinstance(result, Refusal):
+            await _send_refusal(send, result)
+            return
+        headers = [(b"location", result.location.encode()), *REDIRECT_HEADERS]
+        await send({"type": "http.response.start", "status": result.status, "headers": headers})
+        await send(_EMPTY_BODY)
 
     async def _elsewhere(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Not the redirect path: the FastAPI app, after the rate limit for `POST /balance`.
@@ -195,7 +235,7 @@ class RedirectFront:
         Until the worker has started, only health, docs and the console are served.
         """
         if self._redirect is None and scope["type"] == "http" and _needs_start(scope["path"]):
-            await _send_problem(send, _STARTING, extra=((b"retry-after", b"1"),))
+            await _send_refusal(send, _STARTING)
             return
         limit = self._limit
         if (
@@ -206,52 +246,18 @@ class RedirectFront:
         ):
             wait = limit(client_address(scope))
             if wait:
-                await self._rate_limited(send, wait)
+                refused = _RATE_LIMITED.retry_in(retry_after_seconds(wait))
+                await _send_refusal(send, self._refused(refused))
                 return
         await self.app(scope, receive, send)
-
-    async def _refuse(
-        self,
-        send: Send,
-        document: dict[str, object],
-        extra: tuple[tuple[bytes, bytes], ...] = (),
-    ) -> None:
-        if self._tally is not None:
-            self._tally.reject(str(document["code"]))
-        await _send_problem(send, document, extra)
-
-    async def _rate_limited(self, send: Send, wait: float) -> None:
-        if self._tally is not None:
-            self._tally.reject("rate-limited")
-        header = (b"retry-after", str(retry_after_seconds(wait)).encode())
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 429,
-                "headers": [*_RATE_LIMITED_HEADERS, header],
-            }
-        )
-        await send(_RATE_LIMITED_BODY)
 
 
 def _needs_start(path: str) -> bool:
     return path not in _OPEN_WHILE_STARTING and not path.startswith(_OPEN_PREFIXES_WHILE_STARTING)
 
 
-async def _send_problem(
-    send: Send, document: dict[str, object], extra: tuple[tuple[bytes, bytes], ...] = ()
-) -> None:
-    body = encode(document)
+async def _send_refusal(send: Send, answer: Refusal) -> None:
     await send(
-        {
-            "type": "http.response.start",
-            "status": document["status"],
-            "headers": [
-                (b"content-type", PROBLEM_JSON.encode()),
-                (b"content-length", str(len(body)).encode()),
-                _NO_STORE,
-                *extra,
-            ],
-        }
+        {"type": "http.response.start", "status": answer.status, "headers": list(answer.headers)}
     )
-    await send({"type": "http.response.body", "body": body})
+    await send({"type": "http.response.body", "body": answer.body})
