@@ -11,7 +11,7 @@ from app.domain.ratelimit import RateLimit
 from app.domain.regions import DEFAULT_REGION, Region, RegionMatcher, check_regions
 from app.domain.split import CDN, ORIGIN, Split, Target
 from app.domain.syntax import LABEL, domain_problem, host_problem, parse_port
-from app.domain.video import VideoUrl, common_parts, new_tuple, parse_video_url
+from app.domain.video import common_parts, new_tuple, parse_video_url
 
 REDIRECT_STATUSES = (301, 302, 307, 308)
 MAX_ORIGIN_DOMAINS = 32
@@ -313,10 +313,6 @@ class Router:
         """Route one request. `next_number(name)` hands out the sequence named `name`:
         "" for the global split, the server label for a server with its own rule,
         `region:<name>` for a region. `client` is the viewer's address (for regions)."""
-        if self._match is not None:
-            video = parse_video_url(raw_video, self._domains)
-            rule = self._rules.get(video.server) if self._rules else None
-            return self._redirect_in_region(video, rule, next_number, client)
         common = common_parts(raw_video, self._domains)
         if common is None:
             video = parse_video_url(raw_video, self._domains)
@@ -324,6 +320,10 @@ class Router:
         else:
             (server, rest), origin_url = common, raw_video
         rule = self._rules.get(server) if self._rules else None
+        if self._match is not None:
+            return self._redirect_in_region(
+                server, rest, origin_url, rule, next_number=next_number, index=self._match(client)
+            )
         target: Target
         if rule is None:
             number = next_number("")
@@ -356,18 +356,19 @@ class Router:
 
     def _redirect_in_region(
         self,
-        video: VideoUrl,
+        server: str,
+        rest: str,
+        origin_url: str,
         rule: "_Rule | None",
+        *,
         next_number: Callable[[str], int],
-        client: str,
+        index: int | None,
     ) -> Redirect:
-        """Regions decide the pool; a server rule's split still beats the region's, and a
-        down server still goes to the CDN. A region without a healthy host lends its viewers
-        the pool they would have without regions."""
-        assert self._match is not None
-        index = self._match(client)
+        """Regions decide the pool (`index`: the client's region, None for the default);
+        a server rule's split still beats the region's, and a down server still goes to the
+        CDN. A region without a healthy host lends its viewers the pool they would have
+        without regions."""
         region = None if index is None else self._regions[index]
-        server = video.server
         rotation = self._rotation if rule is None else rule.rotation
         if region is not None:
             if region.rotation.healthy:
@@ -381,14 +382,14 @@ class Router:
         if target is CDN:
             base = rotation.next()
             if base:
-                location = f"{base}/{server}{video.rest}"
+                location = f"{base}/{server}{rest}"
             elif rule is not None and rule.down:
                 raise self._server_down(server)
             else:
-                target, location = self._without_cdn(video.origin_url, name)
+                target, location = self._without_cdn(origin_url, name)
                 base = ""
         else:
-            location = video.origin_url
+            location = origin_url
         return new_tuple(
             Redirect, (target, location, self._status, server, self._version, name, base)
         )

@@ -44,6 +44,11 @@ return table.concat(balances, ' ')
 """
 
 MAX_KEYS_PER_CALL = 500
+# How often a bucket below its threshold is settled. Its unsettled count is at most k - 1 (it
+# would have been settled urgently otherwise), which the error bound already allows for, so a
+# longer period costs no accuracy; a shorter one costs a batch slot per active client each
+# period (at 1 s, 4% of a worker's CPU with 2,000 clients at 5 requests/s each).
+SETTLE_PERIOD_SECONDS = 5.0
 
 
 class RedisLimitSettler:
@@ -63,7 +68,7 @@ class RedisLimitSettler:
         *,
         key: str,
         timeout: float,
-        period: float = 1.0,
+        period: float = SETTLE_PERIOD_SECONDS,
         urgent_delay: float = 0.01,
     ) -> None:
         self._redis = redis
