@@ -34,6 +34,7 @@ from loadtest.bench.load import (
 from loadtest.bench.procs import rss_mb
 from loadtest.bench.report import save, table
 from loadtest.bench.servers import (
+    REFERENCE,
     ROOT,
     Server,
     Variant,
@@ -42,7 +43,7 @@ from loadtest.bench.servers import (
     service_server,
 )
 from loadtest.bench.stats import summarise
-from loadtest.bench.variants import VARIANTS
+from loadtest.bench.variants import REFERENCES, VARIANTS
 from loadtest.support import backing_services, forget_keys, redis_keys, scratch_database
 
 DEFAULT_OUTPUT = ROOT / "loadtest" / "results"
@@ -117,9 +118,10 @@ def run(options: Options) -> dict[str, Any]:
         generators = {}
         for server, variant in servers:
             generator = pinned if server.core is not None else replace(pinned, core=None)
-            if variant is not None and variant.headers is not None:
+            headers = REFERENCES.get(server.name) if variant is None else variant.headers
+            if headers is not None:
                 generator = replace(generator, paths_file=workdir / f"{server.name}.paths.txt")
-                generator.paths_file.write_text(request_lines(paths, variant.headers))
+                generator.paths_file.write_text(request_lines(paths, headers))
             generators[server.name] = generator
         report["rounds"] = _load_rounds([server for server, _ in servers], generators, options)
         report["memory"] = {server.name: _memory(server) for server, _ in servers}
@@ -130,6 +132,7 @@ def run(options: Options) -> dict[str, Any]:
                 "core": server.core,
                 "generator_core": generators[server.name].core,
                 "at_least_of": variant.at_least_of if variant is not None else None,
+                "reference": variant.reference if variant is not None else None,
             }
             for server, variant in servers
         }
@@ -149,7 +152,10 @@ def start_servers(
         migrate(database_url)
     except subprocess.CalledProcessError as error:
         raise BenchError(f"migrating {database_url} failed: {error}") from None
-    servers: list[tuple[Server, Variant | None]] = [(reference_server(core, workdir), None)]
+    references = dict.fromkeys([REFERENCE, *(variant.reference for variant in variants)])
+    servers: list[tuple[Server, Variant | None]] = [
+        (reference_server(core, workdir, name), None) for name in references
+    ]
     for variant in variants:
         sequence_key = f"balancer-bench:{uuid.uuid4().hex}"
         cleanup.callback(forget_keys, redis_url, sequence_key)

@@ -46,6 +46,8 @@ class Variant:
     pinned: bool = True
     # (other variant, share): this variant must reach `share` of the other's requests/s.
     at_least_of: tuple[str, float] | None = None
+    # The reference target it must reach 90% of: the bare reference fed the same requests.
+    reference: str = REFERENCE
 
 
 def _http_get(port: int, path: str) -> tuple[int, bytes]:
@@ -204,12 +206,14 @@ def configure(server: Server, config: Mapping[str, Any]) -> None:
     raise BenchError(f"{server.name}: config version {version} not served within 10 s")
 
 
-def reference_server(core: int | None, workdir: Path) -> Server:
+def reference_server(core: int | None, workdir: Path, name: str = REFERENCE) -> Server:
+    """The bare ASGI redirect; `name` tells apart references fed different request mixes."""
     port = free_port()
     where = f"core {core}" if core is not None else "unpinned"
+    mix = name.removeprefix(REFERENCE).lstrip("-")
     return Server(
-        name=REFERENCE,
-        label=f"reference (bare ASGI, {where})",
+        name=name,
+        label=f"{REFERENCE} (bare ASGI, {where}{', ' + mix + ' requests' if mix else ''})",
         workers=1,
         core=core,
         command=[
@@ -223,5 +227,5 @@ def reference_server(core: int | None, workdir: Path) -> Server:
         port=port,
         ready_path="/?video=http://s1.origin-cluster/video/1/ready.m3u8",
         is_ready=_reference_ready,
-        log_path=workdir / f"{REFERENCE}.log",
+        log_path=workdir / f"{name}.log",
     )

@@ -53,9 +53,9 @@ def summarise(report: dict[str, Any]) -> None:
         if target != REFERENCE and described["core"] is not None
     }
     for target, described in report["targets"].items():
-        if described.get("at_least_of"):
-            other = described["at_least_of"][0]
-            ratios[f"{target}_to_{other}"] = _ratio(rounds, target, other)
+        for other in (described.get("reference"), (described.get("at_least_of") or [None])[0]):
+            if other is not None and other != REFERENCE:
+                ratios[f"{target}_to_{other}"] = _ratio(rounds, target, other)
     if SERVICE in medians and SERVICE_2W in medians:
         ratios["two_workers_to_one"] = _ratio(rounds, SERVICE_2W, SERVICE)
     report["ratios"] = ratios
@@ -66,11 +66,12 @@ def checks(report: dict[str, Any]) -> list[dict[str, Any]]:
     medians, ratios, targets = report["medians"], report["ratios"], report["targets"]
     found = []
     for target, described in targets.items():
-        share = ratios.get(f"{target}_to_{REFERENCE}", {}).get("median")
+        reference = described.get("reference")  # None: a reference itself
+        share = ratios.get(f"{target}_to_{reference}", {}).get("median")
         if share is not None:
             found.append(
                 _check(
-                    f"{target} >= {MIN_SHARE_OF_REFERENCE:.0%} of reference rps",
+                    f"{target} >= {MIN_SHARE_OF_REFERENCE:.0%} of {reference} rps",
                     f"{share:.0%}",
                     share >= MIN_SHARE_OF_REFERENCE,
                 )
@@ -99,8 +100,8 @@ def checks(report: dict[str, Any]) -> list[dict[str, Any]]:
         ]
     service_rss = [
         rss
-        for target in targets
-        if target != REFERENCE
+        for target, described in targets.items()
+        if described.get("reference") is not None
         for rss in report["memory"][target]["workers_rss_mb"]
     ]
     found.append(

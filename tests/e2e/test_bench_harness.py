@@ -92,7 +92,17 @@ def test_report_has_both_targets_and_a_chart_when_run_briefly(
         "service-xff",
         "service-limits",
         "service-regions",
+        "reference-xff",
+        "reference-geo",
     }
+    # Variants that send X-Forwarded-For are held to the reference fed the same requests.
+    checked = {check["name"] for check in report["checks"]}
+    assert {
+        "service >= 90% of reference rps",
+        "service-xff >= 90% of reference-xff rps",
+        "service-limits >= 90% of reference-xff rps",
+        "service-regions >= 90% of reference-geo rps",
+    } <= checked
     assert len(report["memory"]["service-2w"]["workers_rss_mb"]) == 2
     assert (tmp_path / "bench.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
     assert "service / reference" in result.stdout
