@@ -7,7 +7,7 @@ from starlette.types import Receive, Scope, Send
 from uvicorn.config import Config
 from uvicorn.server import ServerState
 
-from app.domain.config import BalancerConfig
+from app.domain.config import BalancerConfig, Redirect
 from app.domain.ratelimit import ClientLimiter, RateLimit
 from app.domain.split import Split
 from app.presentation.http.protocol import BoundedHttpToolsProtocol
@@ -173,8 +173,9 @@ async def test_the_parser_answers_a_redirect_with_the_bytes_the_asgi_path_sends(
         state.default_headers = defaults
         protocol, transport = serve(app, state)
         for _ in range(2):  # the second request: the split's other target
-            protocol.data_received(head)
-            await asyncio.sleep(0.001)
+            if not transport.closed:  # (a closed connection reads nothing more)
+                protocol.data_received(head)
+                await asyncio.sleep(0.001)
         answers.append((transport.written, transport.closed, state.total_requests))
         if protocol.timeout_keep_alive_task is not None:
             protocol.timeout_keep_alive_task.cancel()
@@ -189,6 +190,26 @@ async def test_a_redirect_takes_no_task_and_is_written_before_the_read_returns()
     assert not protocol.tasks
     assert protocol.timeout_keep_alive_task is not None  # armed once, for the last answer
     protocol.timeout_keep_alive_task.cancel()
+
+
+async def test_nothing_is_answered_after_an_answer_that_closes_the_connection() -> None:
+    draining = ServerState()
+    draining.default_headers = [DATE, (b"connection", b"close")]
+    protocol, transport = serve(bound_front(), draining)
+    protocol.data_received(get(f"video={VIDEO}") * 2)  # pipelined: the second is not read
+    assert transport.written.count(b"HTTP/1.1 ") == 1
+    assert transport.closed
+    assert protocol.server_state.total_requests == 1
+
+
+async def test_a_location_with_a_control_character_is_a_500_not_a_header() -> None:
+    front = RedirectFront(_slow_app)
+    front.bind(lambda video, client: Redirect("cdn", "http://cdn/\r\nx: y", 301, "s1", 1))  # type: ignore[arg-type]
+    protocol, transport = serve(front)
+    protocol.data_received(get(f"video={VIDEO}"))
+    assert transport.written.startswith(b"HTTP/1.1 500 ")
+    assert b"x: y" not in transport.written
+    assert transport.closed
 
 
 async def test_the_idle_timer_runs_from_the_last_answer_only() -> None:

@@ -27,6 +27,7 @@ import asyncio
 import functools
 import time
 import weakref
+from collections.abc import Iterable
 from typing import Any, ClassVar, cast
 
 import httptools
@@ -45,16 +46,23 @@ log = structlog.get_logger(__name__)
 _HEAD, _BODY, _APP = "head", "body", "app"
 
 
-def _header_lines(headers: Any) -> bytes:
+def _header_lines(headers: Iterable[tuple[bytes, bytes]]) -> bytes:
     return b"".join(b"%s: %s\r\n" % header for header in headers)
 
 
 _REDIRECT_TAIL = _header_lines(REDIRECT_HEADERS)
 _END, _CLOSE_END = b"\r\n", b"connection: close\r\n\r\n"
 _CLOSE = (b"connection", b"close")
-# Client addresses by X-Forwarded-For value; emptied when full (a worker sees a few thousand
-# proxies' worth of viewers at a time, and a miss costs what uvicorn pays every request).
+# Client addresses by X-Forwarded-For value, for limits and regions: emptied when full, and
+# long values not kept, so the memo stays small whatever is sent; a miss costs what uvicorn's
+# proxy-headers middleware pays on every request.
 _FORWARDED_MEMO_SIZE = 8192
+_FORWARDED_MEMO_KEY_BYTES = 256
+
+
+class _NoWaiter:
+    def set(self) -> None:
+        pass
 
 
 class _Served:
@@ -64,11 +72,7 @@ class _Served:
     more_body = False
     keep_alive = True
     disconnected = False
-
-    class message_event:  # noqa: N801 (uvicorn sets it on disconnect)
-        @staticmethod
-        def set() -> None:
-            pass
+    message_event = _NoWaiter()  # uvicorn sets it when the connection is lost
 
 
 _SERVED = cast("Any", _Served())
@@ -121,9 +125,10 @@ class _Worker:
             assert self.proxy is not None
             trusted = self.proxy.trusted_hosts
             address = trusted.get_trusted_client_address(joined.decode("latin-1"))[0]
-            if len(self.forwarded) >= _FORWARDED_MEMO_SIZE:
-                self.forwarded.clear()
-            self.forwarded[joined] = address
+            if len(joined) <= _FORWARDED_MEMO_KEY_BYTES:
+                if len(self.forwarded) >= _FORWARDED_MEMO_SIZE:
+                    self.forwarded.clear()
+                self.forwarded[joined] = address
         return address
 
 
@@ -232,6 +237,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if method not in (b"GET", b"HEAD") or parser.should_upgrade() or b"#" in url:
             super().on_headers_complete()
             return
+        if self.transport.is_closing():
+            return  # an earlier answer in this read closed the connection (draining)
         self._answer(front, "GET" if method == b"GET" else "HEAD", url[2:])
 
     def _answer(self, front: RedirectFront, method: str, query: bytes) -> None:
