@@ -206,12 +206,14 @@ class _Rule:
 
 
 class _RegionRoute:
-    __slots__ = ("key", "name", "rotation", "split")
+    __slots__ = ("key", "name", "period", "rotation", "schedule", "split")
 
     def __init__(self, region: Region, split: Split, rotation: Rotation) -> None:
         self.name = region.name
         self.key = f"region:{region.name}"  # the region's own sequence
         self.split = region.split or split
+        self.period = self.split.cdn_weight + self.split.origin_weight
+        self.schedule = self.split.schedule() if self.period <= _MAX_SCHEDULE else ()
         self.rotation = rotation
 
 
@@ -450,8 +452,14 @@ class Router:
             assert rule.split is not None
             return rule.split.target(number(server))
         if region is not None:
-            return region.split.target(number(region.key))
-        return self._split.target(number(""))
+            sequence = number(region.key)
+            if region.schedule:
+                return region.schedule[sequence % region.period]
+            return region.split.target(sequence)
+        sequence = number("")
+        if self._targets:
+            return self._targets[sequence % self._period]
+        return self._split.target(sequence)
 
     def _server_down(self, server: str) -> NoHealthyTarget:
         """The refusal for a down origin server with no healthy CDN host to send it to."""
