@@ -1,6 +1,6 @@
 from collections.abc import Callable
 from time import perf_counter
-from typing import NamedTuple
+from typing import Any, NamedTuple
 from urllib.parse import unquote_to_bytes
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -97,7 +97,7 @@ class Refusal(NamedTuple):
         return self._replace(headers=(*self.headers, (b"retry-after", str(seconds).encode())))
 
 
-def refusal(document: dict[str, object], extra: tuple[tuple[bytes, bytes], ...] = ()) -> Refusal:
+def refusal(document: dict[str, Any], extra: tuple[tuple[bytes, bytes], ...] = ()) -> Refusal:
     body = encode(document)
     headers = (
         (b"content-type", PROBLEM_JSON.encode()),
@@ -105,7 +105,7 @@ def refusal(document: dict[str, object], extra: tuple[tuple[bytes, bytes], ...] 
         _NO_STORE,
         *extra,
     )
-    return Refusal(int(str(document["status"])), str(document["code"]), headers, body)
+    return Refusal(document["status"], document["code"], headers, body)
 
 
 _RATE_LIMITED = refusal(
