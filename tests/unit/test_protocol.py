@@ -214,14 +214,14 @@ async def test_a_location_with_a_control_character_is_a_500_not_a_header() -> No
 
 async def test_the_idle_timer_runs_from_the_last_answer_only() -> None:
     protocol, transport = serve(bound_front())
-    protocol.timeout_keep_alive = 0.05  # type: ignore[assignment]  # seconds, int in uvicorn
+    protocol.timeout_keep_alive = 0.2  # type: ignore[assignment]  # seconds, int in uvicorn
     protocol.data_received(get(f"video={VIDEO}") * 3)
-    await asyncio.sleep(0.03)
+    await asyncio.sleep(0.1)
     protocol.data_received(get(f"video={VIDEO}"))
-    await asyncio.sleep(0.04)  # past the timers of the first three answers
+    await asyncio.sleep(0.15)  # past the timers of the first three answers (at 0.2 s)
     assert not transport.closed
-    await asyncio.sleep(0.03)
-    assert transport.closed  # idle for the timeout after the fourth
+    await asyncio.sleep(0.1)
+    assert transport.closed  # idle for the timeout after the fourth (at 0.3 s)
 
 
 async def test_a_redirect_pipelined_behind_a_request_of_the_app_is_answered_after_it() -> None:
