@@ -192,7 +192,11 @@ def _load_rounds(
             )
     rounds = []
     for round_no in range(1, options.rounds + 1):
-        for server in servers:
+        # Each round starts one target later: over len(servers) rounds every target has run
+        # in every position, so a slowdown that recurs at some point of a round (seen here)
+        # does not land on the same target every time.
+        shift = (round_no - 1) % len(servers)
+        for server in servers[shift:] + servers[:shift]:
             result = measure(
                 server,
                 generators[server.name],
