@@ -53,8 +53,9 @@ def summarise(report: dict[str, Any]) -> None:
         if target != REFERENCE and described["core"] is not None
     }
     for target, described in report["targets"].items():
-        for other in (described.get("reference"), (described.get("at_least_of") or [None])[0]):
-            if other is not None and other != REFERENCE:
+        at_least_of = described.get("at_least_of")
+        for other in (described.get("reference"), at_least_of[0] if at_least_of else None):
+            if other not in (None, REFERENCE):
                 ratios[f"{target}_to_{other}"] = _ratio(rounds, target, other)
     if SERVICE in medians and SERVICE_2W in medians:
         ratios["two_workers_to_one"] = _ratio(rounds, SERVICE_2W, SERVICE)

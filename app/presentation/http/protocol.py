@@ -50,7 +50,8 @@ def _header_lines(headers: Iterable[tuple[bytes, bytes]]) -> bytes:
     return b"".join(b"%s: %s\r\n" % header for header in headers)
 
 
-_REDIRECT_TAIL = _header_lines(REDIRECT_HEADERS)
+# What follows a redirect's `location` value, up to the line that ends the head.
+_REDIRECT_TAIL = b"\r\n" + _header_lines(REDIRECT_HEADERS)
 _END, _CLOSE_END = b"\r\n", b"connection: close\r\n\r\n"
 _CLOSE = (b"connection", b"close")
 # Client addresses by X-Forwarded-For value, for limits and regions: emptied when full, and
@@ -264,18 +265,21 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
                 self.transport.close()
                 return
             self.transport.write(
-                STATUS_LINE[result.status]
-                + defaults
-                + b"location: "
-                + location.encode()
-                + b"\r\n"
-                + _REDIRECT_TAIL
-                + end
+                b"".join(
+                    (
+                        STATUS_LINE[result.status],
+                        defaults,
+                        b"location: ",
+                        location.encode(),
+                        _REDIRECT_TAIL,
+                        end,
+                    )
+                )
             )
         else:
             body = b"" if method == "HEAD" else result.body
-            head = STATUS_LINE[result.status] + defaults + _header_lines(result.headers)
-            self.transport.write(head + end + body)
+            lines = _header_lines(result.headers)
+            self.transport.write(b"".join((STATUS_LINE[result.status], defaults, lines, end, body)))
         self.cycle = _SERVED
         self.server_state.total_requests += 1
         if not keep_alive or closing:
