@@ -1,9 +1,10 @@
 """Per-client token buckets: the limits, which limit a client gets, and the local buckets.
 
-A worker decides alone, from memory: `ClientLimiter.check` is a dict lookup and a few
-float operations. What it admitted is counted per bucket and settled with a shared store in
-batches (infrastructure/redis/ratelimit.py), whose answer clamps the local bucket to the
-client's global balance, so a client spread over many workers is held to one limit.
+A worker decides alone, from memory: `ClientLimiter.check` is a dict lookup and, for a
+client below its limit, a decrement of the credit its bucket was granted. What it admitted
+is counted per bucket and settled with a shared store in batches
+(infrastructure/redis/ratelimit.py), whose answer clamps the local bucket to the client's
+global balance, so a client spread over many workers is held to one limit.
 """
 
 import ipaddress
@@ -152,11 +153,20 @@ class LimitTable:
 
 
 class Bucket:
-    """One client's tokens in this worker, plus what it admitted since the last settlement."""
+    """One client's tokens in this worker, plus what it admitted since the last settlement.
+
+    `credit` is admissions handed out in advance: tokens already taken from `tokens` that
+    requests spend without reading the clock (tokens only grow with time, so spending them
+    later is never more than the bucket allows). It never reaches past the settle threshold,
+    so the admission that reaches it still goes through `ClientLimiter.check`'s slow path.
+    `fold()` turns the spent part into `unsettled` and gives the rest back.
+    """
 
     __slots__ = (
         "capacity",
+        "credit",
         "dirty",
+        "granted",
         "key",
         "rate",
         "stamp",
@@ -174,8 +184,20 @@ class Bucket:
         self.tokens = self.capacity
         self.stamp = now
         self.unsettled = 0
+        self.credit = 0  # admissions left of the last grant
+        self.granted = 0  # the size of that grant
         self.dirty = False
         self.urgent = False
+
+    def fold(self) -> int:
+        """Count the spent credit as admitted and return the rest to `tokens`; the
+        admissions not yet settled."""
+        credit = self.credit
+        if self.granted:
+            self.unsettled += self.granted - credit
+            self.tokens += credit
+            self.credit = self.granted = 0
+        return self.unsettled
 
     def refill(self, now: float) -> float:
         """Tokens at `now`. A clock that went back refills nothing and loses nothing."""
@@ -202,13 +224,13 @@ class Bucket:
     def settled(self, available: float, now: float) -> None:
         """The store's answer: the client's global balance after our last report. What this
         worker admitted since then comes off it; the bucket never gains from it."""
-        global_now = available - self.unsettled
+        global_now = available - self.fold()
         if self.refill(now) > global_now:
             self.tokens = global_now
 
     def idle(self, now: float) -> bool:
         """Full and settled: forgetting it loses nothing."""
-        return self.unsettled == 0 and self.refill(now) >= self.capacity
+        return self.fold() == 0 and self.refill(now) >= self.capacity
 
 
 def retry_after_seconds(wait: float) -> int:
@@ -283,33 +305,43 @@ class ClientLimiter:
     def check(self, client: str) -> float:
         """0.0 when `client` may have a request now, else the seconds until it may.
 
-        Bucket.take inlined: this runs per request, and two method calls are a third of it.
+        A client below its limit and its settle threshold spends credit: a lookup and a
+        decrement, no clock. The rest (a grant, a refusal, the threshold) is `_admit`.
         """
         bucket = self._current.get(client, _MISSING)
         if bucket is _MISSING:
             bucket = self._find(client)
         if bucket is None:
             return 0.0
-        now = self._clock()
-        tokens = bucket.tokens
-        elapsed = now - bucket.stamp
-        if elapsed > 0.0:
-            tokens += elapsed * bucket.rate
-            if tokens > bucket.capacity:  # noqa: PLR1730 - min() costs a call per request
-                tokens = bucket.capacity
-        bucket.stamp = now
+        credit = bucket.credit
+        if credit:
+            bucket.credit = credit - 1
+            return 0.0
+        return self._admit(bucket)
+
+    def _admit(self, bucket: Bucket) -> float:
+        """The slow path of `check`: take a token, and grant credit for the requests that
+        may follow before the threshold or the tokens run out."""
+        unsettled = bucket.fold()
+        tokens = bucket.refill(self._clock())
         if tokens < 1.0:
-            bucket.tokens = tokens
             return bucket.wait(tokens)
-        bucket.tokens = tokens - 1.0
-        unsettled = bucket.unsettled = bucket.unsettled + 1
-        if unsettled == 1 and not bucket.dirty:
+        tokens -= 1.0
+        unsettled = bucket.unsettled = unsettled + 1
+        if not bucket.dirty:
             bucket.dirty = True
             self.dirty.append(bucket)
-        if unsettled >= bucket.threshold and not bucket.urgent:
-            bucket.urgent = True
-            self.urgent.append(bucket)
-            self._on_urgent()
+        if unsettled >= bucket.threshold:
+            credit = 0
+            if not bucket.urgent:
+                bucket.urgent = True
+                self.urgent.append(bucket)
+                self._on_urgent()
+        else:
+            # up to the admission before the threshold: that one comes back here
+            credit = min(int(tokens), bucket.threshold - unsettled - 1)
+        bucket.tokens = tokens - credit
+        bucket.credit = bucket.granted = credit
         return 0.0
 
     def _find(self, client: str) -> Bucket | None:
@@ -342,16 +374,19 @@ class ClientLimiter:
         return len(self._current) + len(self._previous)
 
     def take_dirty(self) -> list[Bucket]:
-        """Every bucket with unsettled admissions, for a periodic settlement."""
+        """Every bucket with unsettled admissions, for a periodic settlement, folded (so
+        `unsettled` is what to report)."""
         batch, self.dirty = self.dirty, []
         for bucket in batch:
             bucket.dirty = False
+            bucket.fold()
         return batch
 
     def take_urgent(self) -> list[Bucket]:
         batch, self.urgent = self.urgent, []
         for bucket in batch:
             bucket.urgent = False
+            bucket.fold()
         return batch
 
 

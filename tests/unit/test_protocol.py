@@ -263,3 +263,16 @@ async def test_limits_take_the_client_from_forwarded_for_only_from_a_trusted_pee
     assert answered == statuses
     assert protocol.timeout_keep_alive_task is not None
     protocol.timeout_keep_alive_task.cancel()
+
+
+async def test_a_request_without_forwarded_for_is_its_peer_not_the_last_forwarded_client() -> None:
+    limiter = ClientLimiter(lambda: 1000.0)
+    limiter.set_default(RateLimit(1, 0.001))
+    protocol, transport = serve(bound_front(limiter))
+    protocol.data_received(get(f"video={VIDEO}", headers="X-Forwarded-For: 203.0.113.7\r\n"))
+    protocol.data_received(get(f"video={VIDEO}"))  # the proxy itself: a client of its own
+    protocol.data_received(get(f"video={VIDEO}", headers="X-Forwarded-For: 203.0.113.7\r\n"))
+    answered = [int(status) for status in re.findall(rb"HTTP/1\.1 (\d{3}) ", transport.written)]
+    assert answered == [301, 301, 429]
+    assert protocol.timeout_keep_alive_task is not None
+    protocol.timeout_keep_alive_task.cancel()

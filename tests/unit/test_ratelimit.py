@@ -227,14 +227,63 @@ def test_admissions_are_queued_for_settlement_and_urgent_past_the_threshold() ->
     limiter.on_urgent(lambda: woken.append(1))
     for _ in range(9):
         limiter.check("192.0.2.1")
-    assert [b.unsettled for b in limiter.dirty] == [9]
+    assert [b.fold() for b in limiter.dirty] == [9]
     assert limiter.urgent == []
     assert woken == []
     limiter.check("192.0.2.1")
-    assert [b.unsettled for b in limiter.urgent] == [10]
+    assert [b.fold() for b in limiter.urgent] == [10]
     assert woken == [1]
     assert len(limiter.take_dirty()) == 1
     assert limiter.dirty == []
+
+
+class CountingClock(Clock):
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+
+    def __call__(self) -> float:
+        self.reads += 1
+        return self.now
+
+
+def test_a_client_below_its_threshold_spends_credit_without_reading_the_clock() -> None:
+    clock = CountingClock()
+    limiter = ClientLimiter(clock)
+    limiter.set_default(RateLimit(100, 100.0))  # threshold: 5% of 200 = 10
+    limiter.check("192.0.2.1")  # a new bucket: the clock for its stamp and for the grant
+    reads = clock.reads
+    for _ in range(8):
+        assert limiter.check("192.0.2.1") == 0.0
+    assert clock.reads == reads  # admissions 2 to 9: credit
+    limiter.check("192.0.2.1")  # the 10th reaches the threshold: the slow path
+    assert clock.reads == reads + 1
+    assert [b.fold() for b in limiter.urgent] == [10]
+
+
+def test_credit_is_never_more_than_the_tokens_left() -> None:
+    limiter = ClientLimiter(Clock())
+    limiter.set_default(RateLimit(5, 0.001))  # threshold 1: no credit; every check counts
+    assert [limiter.check("192.0.2.1") == 0.0 for _ in range(7)] == [True] * 5 + [False] * 2
+    limiter.set_default(RateLimit(10, 1000.0))  # threshold 50: the tokens run out first
+    assert sum(limiter.check("192.0.2.2") == 0.0 for _ in range(15)) == 10
+
+
+def test_settlement_reports_spent_credit_and_takes_back_the_rest() -> None:
+    limiter = ClientLimiter(Clock())
+    limiter.set_default(RateLimit(100, 100.0))
+    for _ in range(4):
+        limiter.check("192.0.2.1")
+    [bucket] = limiter.take_dirty()
+    assert bucket.unsettled == 4  # what is reported: admissions, not credit handed out
+    assert bucket.credit == 0
+    assert bucket.tokens == 96.0  # the unspent credit is back
+    bucket.unsettled = 0  # reported
+    for _ in range(3):  # admitted while the report is out: one token, then credit
+        limiter.check("192.0.2.1")
+    bucket.settled(50.0, now=1000.0)  # the global balance after the report
+    admitted = sum(limiter.check("192.0.2.1") == 0.0 for _ in range(100))
+    assert admitted == 47  # 50 less the 3 admitted since: no credit outlives the clamp
 
 
 def test_tracked_clients_stay_bounded_when_a_million_addresses_pass() -> None:

@@ -118,18 +118,16 @@ class _Worker:
             self.default_close = _CLOSE in defaults
         return self.default_lines, self.default_close
 
-    def forwarded_client(self, values: list[bytes]) -> str:
-        """The client a trusted peer's `X-Forwarded-For` values name ("" if none)."""
-        joined = values[0] if len(values) == 1 else b", ".join(values)
-        address = self.forwarded.get(joined)
-        if address is None:
-            assert self.proxy is not None
-            trusted = self.proxy.trusted_hosts
-            address = trusted.get_trusted_client_address(joined.decode("latin-1"))[0]
-            if len(joined) <= _FORWARDED_MEMO_KEY_BYTES:
-                if len(self.forwarded) >= _FORWARDED_MEMO_SIZE:
-                    self.forwarded.clear()
-                self.forwarded[joined] = address
+    def forwarded_client(self, forwarded: bytes) -> str:
+        """The client a trusted peer's `X-Forwarded-For` (its values joined by ", ") names
+        ("" if none), remembered in `forwarded`, which the protocol reads first."""
+        assert self.proxy is not None
+        trusted = self.proxy.trusted_hosts
+        address: str = trusted.get_trusted_client_address(forwarded.decode("latin-1"))[0]
+        if len(forwarded) <= _FORWARDED_MEMO_KEY_BYTES:
+            if len(self.forwarded) >= _FORWARDED_MEMO_SIZE:
+                self.forwarded.clear()
+            self.forwarded[forwarded] = address
         return address
 
 
@@ -175,11 +173,14 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self.waiting_since = 0.0
         self.waiting_for: tuple[int, str] | None = None
         self.worker = _Worker.of(self.app)
+        self.peer = ""  # the connection's client address
+        self.forwarded_for: bytes | None = None  # this request's X-Forwarded-For values
         self.trusted_peer = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self.trusted_peer = self.worker.trusts(self.client[0] if self.client else "")
+        self.peer = self.client[0] if self.client else ""
+        self.trusted_peer = self.worker.trusts(self.peer)
         _Sweeper.ensure(self.loop, self.connections, self.read_timeout)
 
     def data_received(self, data: bytes) -> None:
@@ -217,8 +218,18 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
                 self._unsupported_upgrade_warning()
         self.head_bytes = size if self.heads == heads else 0  # 0: a head ended in this read
 
+    def on_header(self, name: bytes, value: bytes) -> None:
+        name = name.lower()
+        if name == b"x-forwarded-for":
+            forwarded = self.forwarded_for
+            self.forwarded_for = value if forwarded is None else forwarded + b", " + value
+        elif name == b"expect" and value.lower() == b"100-continue":
+            self.expect_100_continue = True
+        self.headers.append((name, value))
+
     def on_headers_complete(self) -> None:
         self.heads += 1
+        forwarded, self.forwarded_for = self.forwarded_for, None
         front = self.worker.front
         url = self.url
         cycle = self.cycle
@@ -240,17 +251,20 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             return
         if self.transport.is_closing():
             return  # an earlier answer in this read closed the connection (draining)
-        self._answer(front, "GET" if method == b"GET" else "HEAD", url[2:])
+        self._answer(front, "GET" if method == b"GET" else "HEAD", url[2:], forwarded)
 
-    def _answer(self, front: RedirectFront, method: str, query: bytes) -> None:
+    def _answer(
+        self, front: RedirectFront, method: str, query: bytes, forwarded: bytes | None
+    ) -> None:
         """Answer a `GET /?query` (or `HEAD`) without an ASGI cycle (see the module)."""
         address = ""
         if front.wants_client:
-            address = self.client[0] if self.client else ""
-            if self.trusted_peer:
-                forwarded = [value for name, value in self.headers if name == b"x-forwarded-for"]
-                if forwarded:
-                    address = self.worker.forwarded_client(forwarded) or address
+            address = self.peer
+            if forwarded is not None and self.trusted_peer:
+                worker = self.worker
+                address = (
+                    worker.forwarded.get(forwarded) or worker.forwarded_client(forwarded) or address
+                )
         result = front.answer(method, query, address)
         parser = self.parser
         keep_alive = parser.should_keep_alive() and parser.get_http_version() != "1.0"
