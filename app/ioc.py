@@ -35,6 +35,7 @@ from app.application.limits import (
     ReplaceLimit,
 )
 from app.application.metrics import (
+    TICK_SECONDS,
     GetStats,
     ReadInstanceFigures,
     ResetStats,
@@ -196,8 +197,18 @@ class InfrastructureProvider(Provider):
         limiter: ClientLimiter,
         files: FileFigures,
         store: RedisStats,
+        settings: Settings,
     ) -> AsyncIterator[MetricsFlusher]:
-        flusher = MetricsFlusher(tally, snapshot, sequence, limiter, backend_errors, files, store)
+        flusher = MetricsFlusher(
+            tally,
+            snapshot,
+            sequence,
+            limiter,
+            backend_errors,
+            files,
+            store,
+            tick=TICK_SECONDS if settings.metrics else None,
+        )
         await flusher.start()
         yield flusher
         await flusher.stop()

@@ -16,6 +16,7 @@ from typing import Any
 import structlog
 
 from app.application.metrics import (
+    TICK_SECONDS,
     Figures,
     StatsUnavailable,
     Tally,
@@ -140,7 +141,8 @@ def _decode(data: dict[str, Any]) -> Figures:
 class MetricsFlusher:
     """Every `interval` seconds: this worker's figures to its file, and the counts since the
     last successful flush to the stats store (one pipeline). Nothing on the redirect path
-    waits for it; a failed store flush keeps its delta for the next one."""
+    waits for it; a failed store flush keeps its delta for the next one. Every `tick`
+    seconds (None: counting is off) the tally folds what the redirect path appended."""
 
     def __init__(  # noqa: PLR0917 - every source of a figure, once
         self,
@@ -152,8 +154,11 @@ class MetricsFlusher:
         files: FileFigures,
         store: RedisStats,
         interval: float = 1.0,
+        tick: float | None = TICK_SECONDS,
     ) -> None:
         self._tally = tally
+        self._tick = tick
+        self._ticker: asyncio.TimerHandle | None = None
         self._snapshot = snapshot
         self._sequence = sequence
         self._limiter = limiter
@@ -228,8 +233,19 @@ class MetricsFlusher:
     async def start(self) -> None:
         await self.flush()
         self._task = asyncio.create_task(self._run(), name="metrics-flusher")
+        if self._tick is not None:
+            self._ticking()
+
+    def _ticking(self) -> None:
+        assert self._tick is not None
+        try:
+            self._tally.tick()
+        finally:  # re-armed whatever happens: the pending list must not grow unfolded
+            self._ticker = asyncio.get_running_loop().call_later(self._tick, self._ticking)
 
     async def stop(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
         if self._task is not None:
             self._task.cancel()
             await asyncio.wait([self._task])

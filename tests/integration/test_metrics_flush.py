@@ -1,5 +1,6 @@
 """A worker's flusher against real Redis and a real directory."""
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -29,7 +30,9 @@ async def redis(redis_url: str) -> AsyncIterator[Redis]:
     await client.aclose()
 
 
-def flusher_for(redis: Redis, key: str, directory: Path, tally: Tally) -> MetricsFlusher:
+def flusher_for(
+    redis: Redis, key: str, directory: Path, tally: Tally, tick: float | None = None
+) -> MetricsFlusher:
     snapshot = ConfigSnapshot()
     snapshot.offer(version(3))
     return MetricsFlusher(
@@ -40,7 +43,28 @@ def flusher_for(redis: Redis, key: str, directory: Path, tally: Tally) -> Metric
         BackendErrors(),
         FileFigures(directory),
         RedisStats(redis, key=f"{key}.stats", timeout=0.3),
+        tick=tick,
     )
+
+
+@pytest.mark.parametrize("tick", [0.01, None], ids=["counting", "off"])
+async def test_a_running_flusher_folds_the_appended_redirects_every_tick(
+    redis: Redis, sequence_key: str, tmp_path: Path, tick: float | None
+) -> None:
+    tally = Tally()
+    flusher = flusher_for(redis, sequence_key, tmp_path, tally, tick)
+    await flusher.start()
+    try:
+        for round_ in range(1, 11):
+            tally.sample = False
+            for _ in range(50):
+                tally.redirect(REDIRECT)
+            await asyncio.sleep(0.03)
+            assert len(tally.pending) == (0 if tick else 50 * round_)
+            assert tally.sample is bool(tick)
+    finally:
+        await flusher.stop()
+    assert tally.redirects == {("cdn", CDN, 301, "default", "s1"): 500}
 
 
 async def test_each_flush_adds_only_what_was_counted_since_the_last_one(

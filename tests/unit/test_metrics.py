@@ -7,7 +7,6 @@ import pytest
 
 from app.application.metrics import (
     DURATION_BUCKETS,
-    DURATION_SAMPLE,
     MAX_REDIRECT_KEYS,
     OTHER_SERVER,
     Figures,
@@ -287,17 +286,35 @@ def test_the_front_counts_every_redirect_and_every_refusal_by_code() -> None:
     front = front_with(tally)
 
     async def drive() -> None:
-        for _ in range(10 * DURATION_SAMPLE):
+        for _ in range(160):
             await front(request(f"video={VIDEO}"), _nothing, _drop)
         await front(request("video=http://elsewhere.example/v.m3u8"), _nothing, _drop)
         await front(request(f"video={VIDEO}", "POST"), _nothing, _drop)
 
     asyncio.run(drive())
 
-    assert sum(tally.redirects.values()) == 10 * DURATION_SAMPLE
-    assert tally.redirects[("cdn", CDN, 301, "default", "s1")] == 9 * DURATION_SAMPLE
+    assert len(tally.pending) == 160  # appended, not yet counted
+    assert sum(tally.redirects.values()) == 160
+    assert tally.pending == []
+    assert tally.redirects[("cdn", CDN, 301, "default", "s1")] == 144
     assert tally.rejected == {"host-not-allowed": 1, "method-not-allowed": 1}
-    assert tally.duration_count == 10  # one redirect in DURATION_SAMPLE is timed
+    assert tally.duration_count == 1  # the first redirect; the next only after a tick
+
+
+def test_the_front_times_one_redirect_after_each_tick() -> None:
+    tally = Tally()
+    front = front_with(tally)
+
+    async def drive() -> None:
+        for _ in range(5):
+            tally.tick()
+            for _ in range(10):
+                await front(request(f"video={VIDEO}"), _nothing, _drop)
+
+    asyncio.run(drive())
+
+    assert tally.duration_count == 5
+    assert sum(tally.buckets) == 5
 
 
 def test_the_front_counts_origin_fallbacks_by_region_when_no_cdn_host_is_up() -> None:

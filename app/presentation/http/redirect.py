@@ -6,7 +6,7 @@ from urllib.parse import unquote_to_bytes
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.application.health import Lifecycle
-from app.application.metrics import DURATION_SAMPLE, Tally, redirect_key
+from app.application.metrics import Tally
 from app.application.redirect import RedirectVideo
 from app.application.snapshot import ConfigSnapshot
 from app.domain.config import ConfigVersion, Redirect
@@ -178,9 +178,10 @@ class RedirectFront:
         """The answer to `method /?query` from `address` (used only while `wants_client`),
         counted. Only for a bound front (`serving`)."""
         tally = self._tally
-        if tally is not None:
-            tally.tick = tick = tally.tick + 1
-            start = perf_counter() if tick % DURATION_SAMPLE == 0 else 0.0
+        start = 0.0
+        if tally is not None and tally.sample:
+            tally.sample = False
+            start = perf_counter()
         if method not in ("GET", "HEAD"):
             return self._refused(_METHOD_NOT_ALLOWED)
         limit = self._limit
@@ -195,15 +196,7 @@ class RedirectFront:
             seconds = retry_after(error)
             return self._refused(refused.retry_in(seconds) if seconds else refused)
         if tally is not None:
-            # Tally.redirect() inlined for a key seen before (nearly every request): a call
-            # costs more than the update itself.
-            key = redirect_key(redirect)
-            counts = tally.redirects
-            count = counts.get(key)
-            if count is None:
-                tally.redirect(redirect)
-            else:
-                counts[key] = count + 1
+            tally.pending.append(redirect)  # Tally.redirect(), inlined: a call costs more
             if start:
                 tally.observe(perf_counter() - start)
         return redirect
