@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -69,16 +70,17 @@ class _Sink:
 
 
 class _Sequence:
+    """Numbers from memory, as a worker hands out a leased block."""
+
     def __init__(self) -> None:
-        self.numbers: dict[str, int] = {}
+        self.taken: Counter[str] = Counter()
 
     def next(self, key: str) -> int:
-        number = self.numbers.get(key, 0)
-        self.numbers[key] = number + 1
-        return number
+        self.taken[key] += 1
+        return self.taken[key] - 1
 
     def peek(self, key: str) -> int:
-        return self.numbers.get(key, 0)
+        return self.taken[key]
 
 
 async def _never(scope: Any, receive: Any, send: Any) -> None:
