@@ -58,6 +58,7 @@ from app.infrastructure.postgres.limits_repository import PostgresLimitRepositor
 from app.infrastructure.postgres.listener import ConfigWatcher
 from app.infrastructure.postgres.pool import create_pool
 from app.infrastructure.redis.cdn_health import CdnHealthMonitor, RedisHealthBoard, instance_id
+from app.infrastructure.redis.client import connect
 from app.infrastructure.redis.ratelimit import RateLimitHealth, RedisLimitSettler
 from app.infrastructure.redis.sequence import RedisLeasedSequence
 from app.infrastructure.redis.stats import RedisStats
@@ -75,11 +76,7 @@ class InfrastructureProvider(Provider):
 
     @provide
     async def redis(self, settings: Settings) -> AsyncIterator[Redis]:
-        client = Redis.from_url(
-            settings.redis_url,
-            socket_timeout=settings.redis_timeout_seconds,
-            socket_connect_timeout=settings.redis_timeout_seconds,
-        )
+        client = connect(settings.redis_url, timeout=settings.redis_timeout_seconds)
         yield client
         await client.aclose()
 
