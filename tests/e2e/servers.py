@@ -118,3 +118,49 @@ async def behind_redis_proxy(
     finally:
         await asyncio.to_thread(process.stop)
         await redis.close()
+
+
+class WorkerLines:
+    """A kept-alive connection to each worker of some servers, by worker pid.
+
+    A new connection lands on whichever worker the kernel hands it to, and sequential ones
+    can land on the same worker for a second or more: a test that must hear from every
+    worker by a deadline finds a connection to each first, then asks each over its own.
+    """
+
+    def __init__(self, servers: list[ServerProcess], workers: int, attempts: int = 200) -> None:
+        self._clients: dict[int, httpx.Client] = {}
+        for attempt in range(attempts):
+            client = httpx.Client(
+                base_url=servers[attempt % len(servers)].url,
+                timeout=5,
+                limits=httpx.Limits(max_connections=1),
+            )
+            pid = client.get("/ready").json()["worker"]
+            if pid in self._clients:
+                client.close()
+            else:
+                self._clients[pid] = client
+            if len(self._clients) == workers:
+                return
+        self.close()
+        raise AssertionError(f"only workers {sorted(self._clients)} answered in {attempts} tries")
+
+    def ready(self) -> dict[int, dict[str, object]]:
+        """`/ready` of every worker, each asked over its own connection."""
+        seen = {}
+        for pid, client in self._clients.items():
+            body = client.get("/ready").json()
+            assert body["worker"] == pid, "a kept-alive connection reached another worker"
+            seen[pid] = body
+        return seen
+
+    def close(self) -> None:
+        for client in self._clients.values():
+            client.close()
+
+    def __enter__(self) -> "WorkerLines":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -16,7 +16,7 @@ import pytest
 from loadtest.fake_cdn import FakeCdn
 from loadtest.support import ServerProcess
 from tests.conftest import ADMIN_TOKEN
-from tests.e2e.servers import key_prefix, running_server
+from tests.e2e.servers import WorkerLines, key_prefix, running_server
 
 pytestmark = pytest.mark.e2e
 
@@ -102,26 +102,27 @@ def test_every_worker_of_every_instance_sees_a_stopped_host_leave_and_return_in_
     b = cdns[1]
     check_on_every_worker(cluster, cdns)
     time.sleep(2 * INTERVAL)
-    b.stop()
-    stopped = time.monotonic()
-    first_down: dict[int, float] = {}
-    limit = FALL * INTERVAL + TIMEOUT + INTERVAL + SLACK
-    while len(first_down) < 3:
-        assert time.monotonic() - stopped < limit, first_down
-        for pid, body in workers_view(cluster, rounds=4).items():
-            if body["cdn_hosts"][b.base_url] == "down":  # type: ignore[index]
-                first_down.setdefault(pid, time.monotonic() - stopped)
-    assert max(first_down.values()) - min(first_down.values()) < 1.0, first_down
-    for _ in range(20):
-        response = httpx.get(f"{cluster[1].url}/", params={"video": VIDEO}, headers=CLOSE)
-        assert urlsplit(response.headers["location"]).netloc != b.host
-    b.start()
-    back = time.monotonic()
-    while not all(
-        body["cdn_hosts"][b.base_url] == "up"  # type: ignore[index]
-        for body in workers_view(cluster, rounds=4).values()
-    ):
-        assert time.monotonic() - back < RISE * INTERVAL + INTERVAL + SLACK
+    with WorkerLines(cluster, 3) as workers:
+        b.stop()
+        stopped = time.monotonic()
+        first_down: dict[int, float] = {}
+        limit = FALL * INTERVAL + TIMEOUT + INTERVAL + SLACK
+        while len(first_down) < 3:
+            assert time.monotonic() - stopped < limit, first_down
+            for pid, body in workers.ready().items():
+                if body["cdn_hosts"][b.base_url] == "down":  # type: ignore[index]
+                    first_down.setdefault(pid, time.monotonic() - stopped)
+        assert max(first_down.values()) - min(first_down.values()) < 1.0, first_down
+        for _ in range(20):
+            response = httpx.get(f"{cluster[1].url}/", params={"video": VIDEO}, headers=CLOSE)
+            assert urlsplit(response.headers["location"]).netloc != b.host
+        b.start()
+        back = time.monotonic()
+        while not all(
+            body["cdn_hosts"][b.base_url] == "up"  # type: ignore[index]
+            for body in workers.ready().values()
+        ):
+            assert time.monotonic() - back < RISE * INTERVAL + INTERVAL + SLACK
 
 
 def test_one_prober_per_cluster_and_a_survivor_takes_over_when_it_dies(
@@ -130,7 +131,8 @@ def test_one_prober_per_cluster_and_a_survivor_takes_over_when_it_dies(
     a, b = cdns
     check_on_every_worker(cluster, cdns)
     time.sleep(LEASE)
-    probers = [pid for pid, body in workers_view(cluster).items() if body["cdn_prober"]]
+    with WorkerLines(cluster, 3) as workers:
+        probers = [pid for pid, body in workers.ready().items() if body["cdn_prober"]]
     assert len(probers) == 1, probers
     hits = a.hits
     time.sleep(4 * INTERVAL)

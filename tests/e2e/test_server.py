@@ -12,6 +12,7 @@ import pytest
 from loadtest.support import ServerProcess
 from tests.conftest import ADMIN_TOKEN
 from tests.e2e.redirects import redirect_hosts
+from tests.e2e.servers import WorkerLines
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 CLOSE = {"Connection": "close"}  # a new connection per request spreads them over the workers
@@ -68,20 +69,18 @@ async def test_split_3_to_2_is_exact_across_two_workers(server: ServerProcess) -
 
 
 def test_config_change_reaches_every_worker_within_a_second(server: ServerProcess) -> None:
-    workers = set(worker_versions(server))
-    assert len(workers) == WORKERS
-    cdn_host = f"cdn-{uuid.uuid4().hex[:8]}.example.com"
-    response = httpx.patch(f"{server.url}/config", json={"cdn_host": cdn_host}, headers=ADMIN)
-    version = response.json()["version"]
-    started = time.monotonic()
-    current: dict[int, int] = {}
-    while time.monotonic() - started < 1.0:
-        body = httpx.get(f"{server.url}/ready", headers=CLOSE).json()
-        current[body["worker"]] = body["config_version"]
-        if set(current) == workers and set(current.values()) == {version}:
-            break
-    elapsed = time.monotonic() - started
-    assert set(current) == workers
+    with WorkerLines([server], WORKERS) as workers:
+        cdn_host = f"cdn-{uuid.uuid4().hex[:8]}.example.com"
+        response = httpx.patch(f"{server.url}/config", json={"cdn_host": cdn_host}, headers=ADMIN)
+        version = response.json()["version"]
+        started = time.monotonic()
+        current: dict[int, object] = {}
+        while time.monotonic() - started < 1.0:
+            current = {pid: body["config_version"] for pid, body in workers.ready().items()}
+            if set(current.values()) == {version}:
+                break
+        elapsed = time.monotonic() - started
+    assert len(current) == WORKERS
     assert set(current.values()) == {version}, current
     assert elapsed < 1.0
     for _ in range(20):
