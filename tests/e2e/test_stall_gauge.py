@@ -1,0 +1,30 @@
+"""The gauge the admin-action stall tests rely on tells a stalled worker from a busy one."""
+
+import os
+import signal
+import time
+
+from loadtest.support import ServerProcess
+from tests.support.stalls import RedirectGaps
+
+
+def test_gaps_stay_short_when_nothing_else_runs(server: ServerProcess) -> None:
+    with RedirectGaps(server.url, workers=2) as gaps:
+        time.sleep(1)
+    assert len(gaps.per_worker) == 2
+    assert all(figures["answers"] > 100 for figures in gaps.per_worker.values()), gaps.report
+    assert gaps.longest() < 0.05, gaps.report
+
+
+def test_a_stopped_worker_shows_as_a_gap_of_that_worker_only(server: ServerProcess) -> None:
+    with RedirectGaps(server.url, workers=2) as gaps:
+        stopped = min(gaps.pids)
+        os.kill(stopped, signal.SIGSTOP)
+        try:
+            time.sleep(0.3)
+        finally:
+            os.kill(stopped, signal.SIGCONT)
+    assert gaps.per_worker[stopped]["longest_gap"] >= 0.3, gaps.report
+    others = [f["longest_gap"] for pid, f in gaps.per_worker.items() if pid != stopped]
+    assert others, gaps.report
+    assert max(others) < 0.3, gaps.report

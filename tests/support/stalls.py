@@ -1,0 +1,167 @@
+"""How long viewers wait on each worker while something else runs (an admin action, say).
+
+`RedirectGaps` starts a child process that keeps one kept-alive connection to every worker
+of a server busy with redirects, one thread each, and records per worker the longest time
+between two consecutive answers. A worker whose event loop is blocked for 2 s shows a 2 s
+gap; a worker that keeps serving shows gaps of a few milliseconds. A child process, so the
+test's own work (its requests, its garbage collector) does not show up as a stalled worker.
+
+    with RedirectGaps(server.url, workers=2) as gaps:
+        admin_action()
+    assert gaps.longest() < 0.05, gaps.report
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from types import TracebackType
+
+_REDIRECT = (
+    b"GET /?video=http://s1.origin-cluster/video/1/a.m3u8 HTTP/1.1\r\nHost: balancer\r\n\r\n"
+)
+_READY = b"GET /ready HTTP/1.1\r\nHost: balancer\r\n\r\n"
+
+
+def _read_answer(connection: socket.socket, buffer: bytearray) -> bytes:
+    """One answer's head and body (by its content-length) off a kept-alive connection."""
+    while (end := buffer.find(b"\r\n\r\n")) == -1:
+        chunk = connection.recv(65536)
+        if not chunk:
+            raise ConnectionError("the server closed the connection")
+        buffer += chunk
+    head = bytes(buffer[: end + 4])
+    length = 0
+    for line in head.split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    while len(buffer) < end + 4 + length:
+        chunk = connection.recv(65536)
+        if not chunk:
+            raise ConnectionError("the server closed the connection")
+        buffer += chunk
+    answer = bytes(buffer[: end + 4 + length])
+    del buffer[: end + 4 + length]
+    return answer
+
+
+def _connect_to_each(host: str, port: int, workers: int) -> dict[int, socket.socket]:
+    """A kept-alive connection to each worker, by pid (the kernel picks the worker)."""
+    found: dict[int, socket.socket] = {}
+    for _ in range(500):
+        connection = socket.create_connection((host, port), timeout=10)
+        connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        connection.sendall(_READY)
+        answer = _read_answer(connection, bytearray())
+        pid = int(json.loads(answer.partition(b"\r\n\r\n")[2])["worker"])
+        if pid in found:
+            connection.close()
+        else:
+            found[pid] = connection
+        if len(found) == workers:
+            return found
+    raise SystemExit(f"only workers {sorted(found)} answered")
+
+
+def _child(host: str, port: int, workers: int) -> None:
+    """Redirect loops until stdin closes; then one JSON line per worker on stdout."""
+    import gc  # noqa: PLC0415 - the child's own
+
+    gc.disable()  # it allocates little, and a collection would look like a stalled worker
+    connections = _connect_to_each(host, port, workers)
+    stop = threading.Event()
+    results: dict[int, dict[str, float]] = {}
+
+    def loop(pid: int, connection: socket.socket) -> None:
+        buffer = bytearray()
+        answers = 0
+        longest = 0.0
+        last = time.perf_counter()
+        while not stop.is_set():
+            connection.sendall(_REDIRECT)
+            status = _read_answer(connection, buffer)[9:12]
+            if status not in (b"301", b"302", b"307", b"308"):
+                raise SystemExit(f"worker {pid} answered {status!r}")
+            now = time.perf_counter()
+            longest = max(longest, now - last)
+            last = now
+            answers += 1
+        results[pid] = {"answers": answers, "longest_gap": longest}
+
+    threads = [
+        threading.Thread(target=loop, args=(pid, connection), daemon=True)
+        for pid, connection in connections.items()
+    ]
+    for thread in threads:
+        thread.start()
+    print("running", *connections, flush=True)
+    sys.stdin.read()
+    stop.set()
+    for thread in threads:
+        thread.join(30)
+    print(json.dumps(results), flush=True)
+
+
+class RedirectGaps:
+    """Redirects looping on every worker of the server at `url` while the block runs."""
+
+    def __init__(self, url: str, *, workers: int) -> None:
+        host, _, port = url.removeprefix("http://").rstrip("/").partition(":")
+        self._args = [host, port or "80", str(workers)]
+        self._process: subprocess.Popen[str] | None = None
+        self.pids: list[int] = []  # the workers, known once the block starts
+        self.per_worker: dict[int, dict[str, float]] = {}
+
+    def __enter__(self) -> "RedirectGaps":
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "tests.support.stalls", *self._args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=os.getcwd(),
+        )
+        assert self._process.stdout is not None
+        line = self._process.stdout.readline().split()
+        assert line[:1] == ["running"], f"the redirect loops did not start: {line!r}"
+        self.pids = [int(pid) for pid in line[1:]]
+        time.sleep(0.2)  # some answers before the action starts
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        process = self._process
+        assert process is not None
+        time.sleep(0.2)  # the action's after-effects (a reload, a notification) included
+        try:
+            output, _ = process.communicate("", timeout=30)
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGKILL)
+            raise
+        if kind is None:
+            assert process.returncode == 0, f"the redirect loops failed: {output}"
+            self.per_worker = {int(pid): figures for pid, figures in json.loads(output).items()}
+
+    def longest(self) -> float:
+        """The longest gap between two answers of any one worker, in seconds."""
+        return max(figures["longest_gap"] for figures in self.per_worker.values())
+
+    @property
+    def report(self) -> str:
+        return ", ".join(
+            f"worker {pid}: {figures['answers']:.0f} answers, longest gap "
+            f"{figures['longest_gap'] * 1000:.1f} ms"
+            for pid, figures in sorted(self.per_worker.items())
+        )
+
+
+if __name__ == "__main__":
+    _child(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))
