@@ -1,5 +1,5 @@
 """The health prober against broken and hostile CDN hosts: real sockets, each fake host a
-small asyncio server of the test's own.
+small asyncio server of the test's own, and the prober's round on a real Redis board.
 
 Whatever one host answers (or does not), that host alone is marked, with a readable
 `last_error`, and every other host is still probed and published.
@@ -11,11 +11,20 @@ import ssl
 import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from redis.asyncio import Redis
 
+from app.application.cdn_health import ProbeCdnHosts
+from app.application.snapshot import ConfigSnapshot
+from app.domain.config import BalancerConfig, ConfigVersion
+from app.domain.health import HealthSettings
+from app.domain.pool import CdnPool
+from app.domain.split import Split
 from app.infrastructure.http.probe import HttpProbe
+from app.infrastructure.redis.cdn_health import RedisHealthBoard
 from tests.tools import require_tool
 
 Answer = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -255,3 +264,60 @@ async def test_one_host_that_hangs_delays_no_other_verdict_beyond_the_timeout() 
         took = time.monotonic() - started
     assert verdicts == ["no answer within 0.5 s", "no answer within 0.5 s", None]
     assert took < 2 * TIMEOUT  # one after the other would take three timeouts
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[Redis]:
+    client = Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+async def test_a_round_marks_each_hostile_host_down_and_still_publishes_the_healthy_ones(
+    redis: Redis, sequence_key: str
+) -> None:
+    board = RedisHealthBoard(
+        redis, key=f"{sequence_key}.cdn-health", lease_seconds=5, timeout=0.5, me="prober"
+    )
+    assert await board.hold_lease()
+    async with (
+        fake_host(says(OK)) as up,
+        fake_host(says(b"HTTP/1.1 \xb200 OK\r\n\r\n")) as superscript,
+        fake_host(says(b"HTTP/1.1 200 " + b"A" * MB + b"\r\n\r\n")) as long_line,
+        fake_host(says(b"HTTP/2 200\r\n\r\n")) as http2,
+        fake_host(says(b"HTTP/1.1 20")) as cut,
+    ):
+        hosts = {
+            name: f"http://127.0.0.1:{port}"
+            for name, port in (
+                ("up", up),
+                ("superscript", superscript),
+                ("long line", long_line),
+                ("http2", http2),
+                ("cut", cut),
+            )
+        }
+        config = BalancerConfig(
+            cdn_host="x",
+            split=Split(1, 0),
+            cdn_hosts=CdnPool.of((url, 1) for url in hosts.values()),
+            cdn_health=HealthSettings(interval_seconds=1.0, timeout_seconds=TIMEOUT, fall=1),
+        )
+        snapshot = ConfigSnapshot()
+        snapshot.offer(ConfigVersion(1, config, datetime.now(UTC)))
+        before = (await board.read()).round
+        states = await ProbeCdnHosts(snapshot, HttpProbe(), board)()
+    published = await board.read()
+    assert published.round == before + 1
+    assert published.hosts == states
+    assert {name: states[url].healthy for name, url in hosts.items()} == {
+        "up": True,
+        "superscript": False,
+        "long line": False,
+        "http2": False,
+        "cut": False,
+    }
+    assert states[hosts["superscript"]].last_error == (
+        "not an HTTP/1.x status line: b'HTTP/1.1 \\xb200 OK'"
+    )
+    assert states[hosts["long line"]].last_error == "status line longer than 1024 bytes"
