@@ -120,7 +120,15 @@ class ProbeCdnHosts:
 class CdnHealthView:
     """This worker's copy of the board, and whether it is current."""
 
-    __slots__ = ("hosts", "last_change", "last_read", "prober", "read_error", "round")
+    __slots__ = (
+        "hosts",
+        "last_change",
+        "last_read",
+        "prober",
+        "read_error",
+        "round",
+        "round_failures",
+    )
 
     def __init__(self) -> None:
         self.hosts: Mapping[str, HostState] = {}
@@ -130,6 +138,8 @@ class CdnHealthView:
         self.last_change: float | None = None
         self.read_error: str | None = None
         self.prober = False  # this worker holds the prober lease
+        # Rounds this worker ran as the prober that failed for an unexpected reason.
+        self.round_failures = 0
 
 
 class RefreshCdnHealth:

@@ -7,6 +7,7 @@ Whatever one host answers (or does not), that host alone is marked, with a reada
 
 import asyncio
 import contextlib
+import itertools
 import ssl
 import subprocess
 import time
@@ -17,14 +18,15 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from app.application.cdn_health import ProbeCdnHosts
+from app.application.cdn_health import CdnHealthView, ProbeCdnHosts
 from app.application.snapshot import ConfigSnapshot
 from app.domain.config import BalancerConfig, ConfigVersion
 from app.domain.health import HealthSettings
 from app.domain.pool import CdnPool
 from app.domain.split import Split
 from app.infrastructure.http.probe import HttpProbe
-from app.infrastructure.redis.cdn_health import RedisHealthBoard
+from app.infrastructure.redis.cdn_health import CdnHealthMonitor, RedisHealthBoard
+from tests.support.logs import events, json_logs
 from tests.tools import require_tool
 
 Answer = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -321,3 +323,42 @@ async def test_a_round_marks_each_hostile_host_down_and_still_publishes_the_heal
         "not an HTTP/1.x status line: b'HTTP/1.1 \\xb200 OK'"
     )
     assert states[hosts["long line"]].last_error == "status line longer than 1024 bytes"
+
+
+async def test_a_round_that_fails_unexpectedly_is_logged_once_counted_and_the_next_runs_on_time(
+    redis: Redis, sequence_key: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    interval = 0.3
+    board = RedisHealthBoard(
+        redis, key=f"{sequence_key}.cdn-health", lease_seconds=1.5, timeout=0.5, me="prober"
+    )
+    view = CdnHealthView()
+    rounds: list[float] = []
+
+    async def probe_round() -> None:
+        rounds.append(time.monotonic())
+        if len(rounds) <= 3:
+            raise RuntimeError("a bug in the round")
+
+    async def refresh() -> None:
+        pass
+
+    with json_logs():
+        monitor = CdnHealthMonitor(
+            board, probe_round, refresh, lambda: interval, view, lease_seconds=1.5
+        )
+        await monitor.start()
+        try:
+            while len(rounds) < 5:
+                assert not rounds or time.monotonic() - rounds[0] < 10 * interval, rounds
+                await asyncio.sleep(0.02)
+        finally:
+            await monitor.stop()
+        logged = capsys.readouterr().err
+    gaps = [later - earlier for earlier, later in itertools.pairwise(rounds[:5])]
+    assert all(interval - 0.02 < gap < interval + 0.25 for gap in gaps), gaps
+    assert view.round_failures == 3
+    (failed,) = events(logged, "cdn_probe_round_failed")
+    assert "RuntimeError: a bug in the round" in str(failed["exception"])
+    (recovered,) = events(logged, "cdn_probe_round_recovered")
+    assert recovered["failed_rounds"] == 3
