@@ -32,8 +32,10 @@ from tests.tools import require_tool
 Answer = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 TIMEOUT = 0.5
-# What a probe may take beyond its timeout on a loaded 2-core machine: closing, scheduling.
-SLACK = 0.5
+# What a probe may take beyond its timeout on a loaded 2-core machine (closing, scheduling:
+# 0.55 s seen with two CPU hogs running). A deadline per read would take 3.4 s for the
+# answer that drips a byte every 0.2 s.
+SLACK = 1.0
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
 MB = 1024 * 1024
 LINE_LIMIT = 1024  # bytes of a status line, its line end included
@@ -249,10 +251,11 @@ async def test_a_name_that_resolves_to_a_link_local_address_is_refused() -> None
     assert allowed is None  # connected to the resolved 127.0.0.1
 
 
-async def test_one_host_that_hangs_delays_no_other_verdict_beyond_the_timeout() -> None:
+async def test_hosts_that_hang_delay_no_other_verdict_beyond_the_timeout() -> None:
     async with (
         fake_host(hangs) as hung_a,
         fake_host(hangs) as hung_b,
+        fake_host(hangs) as hung_c,
         fake_host(says(OK)) as up,
     ):
         probe = HttpProbe()
@@ -260,12 +263,12 @@ async def test_one_host_that_hangs_delays_no_other_verdict_beyond_the_timeout() 
         verdicts = await asyncio.gather(
             *(
                 probe(f"http://127.0.0.1:{port}/", method="HEAD", timeout=TIMEOUT)
-                for port in (hung_a, hung_b, up)
+                for port in (hung_a, hung_b, hung_c, up)
             )
         )
         took = time.monotonic() - started
-    assert verdicts == ["no answer within 0.5 s", "no answer within 0.5 s", None]
-    assert took < 2 * TIMEOUT  # one after the other would take three timeouts
+    assert verdicts == [*["no answer within 0.5 s"] * 3, None]
+    assert took < 2.4 * TIMEOUT  # one after the other would take three timeouts
 
 
 @pytest.fixture
