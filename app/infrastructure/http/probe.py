@@ -160,7 +160,6 @@ def _verdict(status_line: bytes) -> str | None:
         shown = status_line.rstrip(b"\r\n")
         cut = "..." if len(shown) > _EXCERPT else ""
         return f"not an HTTP/1.x status line: {shown[:_EXCERPT]!r}{cut}"
-    code = match[1].decode()
-    if "200" <= code < "400":
+    if 200 <= int(match[1]) < 400:  # three ASCII digits, by the pattern
         return None
-    return f"status {code}"
+    return f"status {match[1].decode()}"
