@@ -1,5 +1,6 @@
-"""A stand-in CDN edge on a loopback port: answers health checks, can be stopped, started
-again on the same port, or made to hang (accept and never answer)."""
+"""A stand-in CDN edge on a loopback port: answers health checks (`200 OK`, or the bytes it
+is given), can be stopped, started again on the same port, or made to hang (accept and never
+answer)."""
 
 import socket
 import socketserver
@@ -11,11 +12,12 @@ _OK = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 
 
 class FakeCdn:
-    def __init__(self, port: int | None = None, *, hang: bool = False) -> None:
+    def __init__(self, port: int | None = None, *, hang: bool = False, answer: bytes = _OK) -> None:
         self.port = port or free_port()
         self.host = f"127.0.0.1:{self.port}"
         self.base_url = f"http://{self.host}"
         self.hang = hang
+        self.answer = answer
         self.hits = 0
         self._server: socketserver.ThreadingTCPServer | None = None
         self._released = threading.Event()
@@ -30,7 +32,7 @@ class FakeCdn:
                 if fake.hang:
                     fake._released.wait()
                     return
-                self.wfile.write(_OK)
+                self.wfile.write(fake.answer)
 
         socketserver.ThreadingTCPServer.allow_reuse_address = True
         server = socketserver.ThreadingTCPServer(("127.0.0.1", self.port), Handler)

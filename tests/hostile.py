@@ -194,7 +194,10 @@ def host_names(draw: st.DrawFn) -> str:
 def cdn_hosts(draw: st.DrawFn) -> str:
     """A `cdn_host` value: optional scheme, a host of hostile labels, an optional port."""
     scheme = _part(draw, (st.sampled_from(["", "http://", "HTTPS://"]), st.just("ftp://")))
-    host = draw(host_names() | st.sampled_from(["10.0.0.7", "010.0.0.7", "1.2.3", "[::1]"]))
+    host = draw(
+        host_names()
+        | st.sampled_from(["10.0.0.7", "010.0.0.7", "1.2.3", "[::1]", "169.254.169.254"])
+    )
     tail = _part(draw, (st.sampled_from(["", "/"]), st.sampled_from(["/x", " ", "?", "#", "@x"])))
     return scheme + host + _part(draw, _PORTS) + tail
 

@@ -15,6 +15,9 @@ from app.domain.health import HealthSettings, HostState
 log = structlog.get_logger(__name__)
 
 UNKNOWN = HostState()
+# How long past its own timeout a probe may run (closing its connection, say) before the
+# round stops waiting for it: one host never holds the others' verdicts back for longer.
+PROBE_GRACE_SECONDS = 0.2
 
 
 class HealthBoardUnavailable(BalancerError):
@@ -52,7 +55,11 @@ class HealthBoard(Protocol):
 
 class ProbeCdnHosts:
     """One round of the elected prober: probe every configured CDN host at once, apply
-    `fall`/`rise`, log state changes, publish. Runs every `interval_seconds`."""
+    `fall`/`rise`, log state changes, publish. Runs every `interval_seconds`.
+
+    Each host's probe is on its own: whatever it raises, or however long it overruns its
+    timeout, counts as that host's failed check, and the round still publishes every host.
+    """
 
     def __init__(
         self,
@@ -77,14 +84,7 @@ class ProbeCdnHosts:
         previous = (await self._board.read()).hosts
         targets = config.probe_targets()
         errors = await asyncio.gather(
-            *(
-                self._probe(
-                    f"{url}{settings.path}",
-                    method=settings.method,
-                    timeout=settings.timeout_seconds,
-                )
-                for url in targets
-            )
+            *(self._check(url, settings, previous.get(url, UNKNOWN)) for url in targets)
         )
         now = self.clock()
         states = {}
@@ -101,11 +101,34 @@ class ProbeCdnHosts:
             log.info("cdn_prober_lease_lost")
         return states
 
+    async def _check(self, url: str, settings: HealthSettings, before: HostState) -> str | None:
+        timeout = settings.timeout_seconds
+        try:
+            async with asyncio.timeout(timeout + PROBE_GRACE_SECONDS):
+                return await self._probe(
+                    f"{url}{settings.path}", method=settings.method, timeout=timeout
+                )
+        except TimeoutError:
+            return f"no answer within {timeout:g} s"
+        except Exception as error:
+            problem = f"probe failed: {type(error).__name__} (a bug of the prober: see its log)"
+            if before.last_error != problem:  # the traceback once, not every round
+                log.exception("cdn_probe_failed", host=url)
+            return problem
+
 
 class CdnHealthView:
     """This worker's copy of the board, and whether it is current."""
 
-    __slots__ = ("hosts", "last_change", "last_read", "prober", "read_error", "round")
+    __slots__ = (
+        "hosts",
+        "last_change",
+        "last_read",
+        "prober",
+        "read_error",
+        "round",
+        "round_failures",
+    )
 
     def __init__(self) -> None:
         self.hosts: Mapping[str, HostState] = {}
@@ -115,6 +138,8 @@ class CdnHealthView:
         self.last_change: float | None = None
         self.read_error: str | None = None
         self.prober = False  # this worker holds the prober lease
+        # Rounds this worker ran as the prober that failed for an unexpected reason.
+        self.round_failures = 0
 
 
 class RefreshCdnHealth:

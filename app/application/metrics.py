@@ -135,6 +135,7 @@ class Figures:
     buckets: list[int] = field(default_factory=lambda: [0] * (len(DURATION_BUCKETS) + 1))
     duration_sum: float = 0.0
     backend_errors: dict[tuple[str, str], int] = field(default_factory=dict)
+    probe_round_failures: int = 0  # CDN prober rounds that failed unexpectedly
     # Gauges: only live workers count.
     config_version: int = 0
     sequence_degraded: bool = False
@@ -164,6 +165,7 @@ def merge(figures: Iterable[Figures]) -> Figures:
         _add(merged.backend_errors, one.backend_errors)
         merged.buckets = [a + b for a, b in zip(merged.buckets, one.buckets, strict=True)]
         merged.duration_sum += one.duration_sum
+        merged.probe_round_failures += one.probe_round_failures
         if not one.live:
             continue
         live_seen = True

@@ -10,7 +10,7 @@ from app.domain.pool import CdnPool, Rotation
 from app.domain.ratelimit import RateLimit
 from app.domain.regions import DEFAULT_REGION, Region, RegionMatcher, check_regions
 from app.domain.split import CDN, ORIGIN, Split, Target
-from app.domain.syntax import LABEL, domain_problem, host_problem, parse_port
+from app.domain.syntax import LABEL, domain_problem, host_problem, is_link_local, parse_port
 from app.domain.video import common_parts, new_tuple, parse_video_url
 
 REDIRECT_STATUSES = (301, 302, 307, 308)
@@ -44,6 +44,12 @@ def cdn_base_url(cdn_host: str, field: str = "cdn_host") -> str:
     if problem is not None:
         raise InvalidConfig(
             field, f"must be a host name with an optional scheme and port, and no path: {problem}"
+        )
+    if is_link_local(host):
+        raise InvalidConfig(
+            field,
+            "must not be a link-local address (169.254.0.0/16): cloud metadata services "
+            "answer there, no CDN does",
         )
     if not colon:
         return f"{scheme}://{host}"

@@ -10,7 +10,7 @@ a `Location` header raw.
 import re
 from encodings import idna
 from functools import cache
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address, ip_address
 
 from publicsuffixlist import PublicSuffixList
 
@@ -63,6 +63,18 @@ def host_problem(host: str, *, allow_ip: bool) -> str | None:
             else "must not be numeric or look like an IP address"
         )
     return None
+
+
+def is_link_local(address: str) -> bool:
+    """`address` is an IP address in 169.254.0.0/16 or fe80::/10 (also written as an
+    IPv4-mapped IPv6 address). Cloud metadata services answer there; no CDN does."""
+    try:
+        ip = ip_address(address.partition("%")[0])  # a scope (`fe80::1%eth0`) aside
+    except ValueError:
+        return False
+    if isinstance(ip, IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped.is_link_local
+    return ip.is_link_local
 
 
 def domain_problem(domain: str) -> str | None:

@@ -15,6 +15,7 @@ from typing import Any
 
 import structlog
 
+from app.application.cdn_health import CdnHealthView
 from app.application.metrics import (
     TICK_SECONDS,
     Figures,
@@ -104,6 +105,7 @@ def _encode(figures: Figures) -> dict[str, Any]:
         "buckets": figures.buckets,
         "duration_sum": figures.duration_sum,
         "backend_errors": [[*key, count] for key, count in figures.backend_errors.items()],
+        "probe_round_failures": figures.probe_round_failures,
         "config_version": figures.config_version,
         "sequence_degraded": figures.sequence_degraded,
         "cdn_up": figures.cdn_up,
@@ -130,6 +132,7 @@ def _decode(data: dict[str, Any]) -> Figures:
         backend_errors={
             (backend, kind): int(count) for backend, kind, count in data["backend_errors"]
         },
+        probe_round_failures=int(data["probe_round_failures"]),
         config_version=int(data["config_version"]),
         sequence_degraded=bool(data["sequence_degraded"]),
         cdn_up={str(host): bool(up) for host, up in data["cdn_up"].items()},
@@ -156,6 +159,7 @@ class MetricsFlusher:
         sequence: RedisLeasedSequence,
         limiter: ClientLimiter,
         errors: BackendErrors,
+        cdn_health: CdnHealthView,
         files: FileFigures,
         store: RedisStats,
         interval: float = 1.0,
@@ -168,6 +172,7 @@ class MetricsFlusher:
         self._sequence = sequence
         self._limiter = limiter
         self._errors = errors
+        self._cdn_health = cdn_health
         self._files = files
         self._store = store
         self._interval = interval
@@ -191,6 +196,7 @@ class MetricsFlusher:
             buckets=list(tally.buckets),
             duration_sum=tally.duration_sum,
             backend_errors=dict(self._errors.counts),
+            probe_round_failures=self._cdn_health.round_failures,
             sequence_degraded=self._sequence.degraded,
             rate_limit_clients=self._limiter.tracked,
         )

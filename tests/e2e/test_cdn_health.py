@@ -188,3 +188,46 @@ def test_a_probe_target_that_hangs_does_not_slow_redirects(
     finally:
         hanging.stop()
         up.stop()
+
+
+def test_a_host_answering_garbage_leaves_the_others_probed_and_ready_current(
+    cluster: list[ServerProcess], cdns: list[FakeCdn]
+) -> None:
+    """`HTTP/1.1 ²00 OK` (a Latin-1 superscript two) from one host once failed every round:
+    nothing was published, a host stopped meanwhile stayed up for every worker, and `/ready`
+    went stale. That host is down by its own answer now, and the others' states move on."""
+    a, b = cdns
+    garbage = FakeCdn(answer=b"HTTP/1.1 \xb200 OK\r\nContent-Length: 0\r\n\r\n").start()
+    try:
+        check_on_every_worker(cluster, [garbage, a, b])
+        limit = FALL * INTERVAL + TIMEOUT + INTERVAL + SLACK
+        with WorkerLines(cluster, 3) as workers:
+            b.stop()
+            stopped = time.monotonic()
+            first_down: dict[int, float] = {}
+            while len(first_down) < 3:
+                assert time.monotonic() - stopped < limit, first_down
+                for pid, body in workers.ready().items():
+                    assert body["checks"]["cdn_health"] == "ok", body  # type: ignore[index]
+                    if body["cdn_hosts"][b.base_url] == "down":  # type: ignore[index]
+                        first_down.setdefault(pid, time.monotonic() - stopped)
+            print(f"stopped host down on every worker after {max(first_down.values()):.2f} s")
+            for _ in range(20):
+                response = httpx.get(f"{cluster[1].url}/", params={"video": VIDEO}, headers=CLOSE)
+                assert urlsplit(response.headers["location"]).netloc not in (b.host, garbage.host)
+            # Past the point where a frozen prober's view is called stale, still current.
+            watch_until = stopped + 2 * INTERVAL + TIMEOUT + 1.0 + INTERVAL
+            while time.monotonic() < watch_until:
+                for body in workers.ready().values():
+                    assert body["status"] == "ok", body
+                    assert body["cdn_hosts"][garbage.base_url] == "down"  # type: ignore[index]
+                time.sleep(0.1)
+        health = httpx.get(f"{cluster[0].url}/cdn/health", headers=ADMIN).json()
+        states = {host["host"]: host for host in health}
+        assert states[garbage.base_url]["last_error"] == (
+            "not an HTTP/1.x status line: b'HTTP/1.1 \\xb200 OK'"
+        )
+        assert states[b.base_url]["last_error"].startswith("connection failed")
+        assert states[a.base_url]["healthy"] is True
+    finally:
+        garbage.stop()

@@ -237,6 +237,23 @@ async def test_cdn_host_and_cdn_hosts_read_back_consistently(
         ({"cdn_health": {"timeout_seconds": 2}}, "cdn_health.timeout_seconds"),
         ({"cdn_health": {"fall": 0}}, "cdn_health.fall"),
         ({"down_servers": ["s 1"]}, "down_servers"),
+        ({"cdn_host": "http://169.254.169.254"}, "cdn_host"),
+        (
+            {"cdn_hosts": [{"host": "cdn-a.example.com"}, {"host": "169.254.169.254:8080"}]},
+            "cdn_hosts[1].host",
+        ),
+        (
+            {
+                "server_rules": {
+                    "s9": {
+                        "cdn_weight": 1,
+                        "origin_weight": 0,
+                        "cdn_hosts": [{"host": "https://169.254.0.1"}],
+                    }
+                }
+            },
+            "server_rules.s9.cdn_hosts[0].host",
+        ),
         (
             {"server_rules": {"s9": {"cdn_weight": 1, "origin_weight": 0, "cdn_hosts": []}}},
             "server_rules.s9.cdn_hosts",

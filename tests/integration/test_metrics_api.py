@@ -117,6 +117,7 @@ async def test_metrics_are_open_without_a_metrics_token(client: httpx.AsyncClien
     assert samples(response.text, "balancer_sequence_degraded")[()] == 0
     assert samples(response.text, "balancer_configured_origin_share")[()] == 0.1
     assert samples(response.text, "balancer_workers")[()] == 1
+    assert samples(response.text, "balancer_cdn_probe_round_failures_total") == {(): 0}
     assert samples(response.text, "balancer_redirect_duration_seconds_count")
     assert samples(response.text, "process_resident_memory_bytes")
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
+from app.application.cdn_health import CdnHealthView
 from app.application.metrics import Tally
 from app.application.snapshot import ConfigSnapshot
 from app.domain.config import Redirect
@@ -31,7 +32,13 @@ async def redis(redis_url: str) -> AsyncIterator[Redis]:
 
 
 def flusher_for(
-    redis: Redis, key: str, directory: Path, tally: Tally, tick: float | None = None
+    redis: Redis,
+    key: str,
+    directory: Path,
+    tally: Tally,
+    tick: float | None = None,
+    *,
+    cdn_health: CdnHealthView | None = None,
 ) -> MetricsFlusher:
     snapshot = ConfigSnapshot()
     snapshot.offer(version(3))
@@ -41,6 +48,7 @@ def flusher_for(
         RedisLeasedSequence(redis, key=key, block=10, timeout=0.3, period=lambda _: 10),
         ClientLimiter(time.monotonic),
         BackendErrors(),
+        cdn_health or CdnHealthView(),
         FileFigures(directory),
         RedisStats(redis, key=f"{key}.stats", timeout=0.3),
         tick=tick,
@@ -71,8 +79,10 @@ async def test_each_flush_adds_only_what_was_counted_since_the_last_one(
     redis: Redis, sequence_key: str, tmp_path: Path
 ) -> None:
     tally = Tally()
-    flusher = flusher_for(redis, sequence_key, tmp_path, tally)
+    cdn_health = CdnHealthView()
+    flusher = flusher_for(redis, sequence_key, tmp_path, tally, cdn_health=cdn_health)
     store = RedisStats(redis, key=f"{sequence_key}.stats", timeout=0.3)
+    cdn_health.round_failures = 2  # this worker is the prober, and two rounds failed
     for _ in range(5):
         tally.redirect(REDIRECT)
     await flusher.flush()
@@ -96,6 +106,7 @@ async def test_each_flush_adds_only_what_was_counted_since_the_last_one(
     assert written.total == 7
     assert written.config_version == 3
     assert written.cdn_up == {"cdn.example.com": True}
+    assert written.probe_round_failures == 2
 
 
 async def test_the_rate_is_what_was_flushed_over_the_last_seconds(

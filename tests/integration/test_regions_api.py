@@ -60,6 +60,7 @@ async def test_regions_are_stored_and_read_back_when_patched(
         ({"networks": ["10.20.0.0/33"]}, "regions[0].networks"),
         ({"name": "default"}, "regions[0].name"),
         ({"cdn_hosts": []}, "regions[0].cdn_hosts"),
+        ({"cdn_hosts": [{"host": "169.254.169.254"}]}, "regions[0].cdn_hosts[0].host"),
         ({"cdn_weight": 5, "origin_weight": None}, "regions[0].origin_weight"),
     ],
 )

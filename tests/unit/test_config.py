@@ -16,6 +16,11 @@ BASE = BalancerConfig(cdn_host="cdn.example.com", split=Split(9, 1))
         ("HTTPS://CDN.Example.com/", "https://cdn.example.com"),
         ("cdn.example.com:8080", "http://cdn.example.com:8080"),
         ("10.0.0.7", "http://10.0.0.7"),
+        ("127.0.0.1:8080", "http://127.0.0.1:8080"),
+        ("192.168.1.20", "http://192.168.1.20"),
+        # the neighbours of 169.254.0.0/16, which is refused
+        ("169.253.255.255", "http://169.253.255.255"),
+        ("169.255.0.0", "http://169.255.0.0"),
         ("localhost", "http://localhost"),
         ("cdn.example.com:08443", "http://cdn.example.com:8443"),
         ("xn--80ak6aa92e.example", "http://xn--80ak6aa92e.example"),
@@ -60,6 +65,17 @@ def test_cdn_hosts_that_cannot_serve_are_refused(cdn_host: str) -> None:
     with pytest.raises(InvalidConfig) as error:
         BalancerConfig(cdn_host=cdn_host, split=Split(9, 1))
     assert error.value.field == "cdn_host"
+
+
+@pytest.mark.parametrize(
+    "cdn_host",
+    ["169.254.169.254", "169.254.0.0", "https://169.254.255.255:8443", "169.254.170.2"],
+)
+def test_link_local_cdn_hosts_are_refused_naming_the_range(cdn_host: str) -> None:
+    with pytest.raises(InvalidConfig) as error:
+        BalancerConfig(cdn_host=cdn_host, split=Split(9, 1))
+    assert error.value.field == "cdn_host"
+    assert "link-local" in error.value.detail
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ import json
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from hypothesis import assume, event, example, given
 from hypothesis import strategies as st
@@ -19,7 +19,7 @@ from app.application.errors import PreconditionFailed
 from app.domain.config import BalancerConfig, ConfigVersion, Router, cdn_base_url
 from app.domain.errors import InvalidConfig, InvalidVideoUrl
 from app.domain.split import Split
-from app.domain.syntax import parse_number
+from app.domain.syntax import is_link_local, parse_number
 from app.domain.video import (
     _COMMON,
     MAX_VIDEO_URL_LENGTH,
@@ -197,6 +197,7 @@ def _patch_config(body: dict[str, object]) -> BalancerConfig | None:
 )
 @example(body={"origin_domains": ["com"]}, data=None)
 @example(body={"cdn_host": "cdn.example\N{LATIN SMALL LETTER LONG S}.com"}, data=None)
+@example(body={"cdn_hosts": [{"host": "https://169.254.169.254:8443"}]}, data=None)
 def test_any_patch_body_is_refused_or_gives_a_config_whose_redirects_are_safe(
     body: dict[str, object], data: st.DataObject | None
 ) -> None:
@@ -210,6 +211,7 @@ def test_any_patch_body_is_refused_or_gives_a_config_whose_redirects_are_safe(
     assert len(set(config.origin_domains)) == len(config.origin_domains)
     for host in config.probe_targets():
         assert host.isascii()
+        assert not is_link_local(urlsplit(host).hostname or "")
     config = replace(config, split=Split(1, 1), server_rules={}, server_pools={}, down_servers=())
     for domain in config.origin_domains:
         route_both_ways(config, f"http://s1.{domain}/v.m3u8")

@@ -89,8 +89,23 @@ def worker(pid: int, redirects: int, *, live: bool = True, **gauges: Any) -> Fig
 def test_merge_keeps_a_dead_workers_counters_but_not_its_gauges() -> None:
     merged = merge(
         [
-            worker(1, 10, config_version=7, rate_limit_clients=3, cdn_up={"a": True}),
-            worker(2, 5, live=False, config_version=9, sequence_degraded=True, cdn_up={"a": False}),
+            worker(
+                1,
+                10,
+                config_version=7,
+                rate_limit_clients=3,
+                cdn_up={"a": True},
+                probe_round_failures=3,
+            ),
+            worker(
+                2,
+                5,
+                live=False,
+                config_version=9,
+                sequence_degraded=True,
+                cdn_up={"a": False},
+                probe_round_failures=2,  # it was the prober once
+            ),
             worker(3, 1, config_version=6, rate_limit_clients=4, cdn_up={"a": True}),
         ]
     )
@@ -102,6 +117,7 @@ def test_merge_keeps_a_dead_workers_counters_but_not_its_gauges() -> None:
     assert merged.sequence_degraded is False
     assert merged.cdn_up == {"a": True}
     assert merged.rate_limit_clients == 7
+    assert merged.probe_round_failures == 5
     assert merged.workers == 2
     assert merged.started == 101.0
 
@@ -147,6 +163,7 @@ def test_worker_figures_survive_the_file_round_trip(tmp_path: Path) -> None:
         region_fallback={"us": 5},
         backend_errors={("redis", "TimeoutError"): 3},
         origin_share=0.1,
+        probe_round_failures=2,
     )
     files.write(figures)
 
@@ -192,6 +209,17 @@ def test_prometheus_families_drop_the_server_and_sum_over_it() -> None:
         ): 5,
         (("cdn_host", ""), ("region", "eu"), ("status", "301"), ("target", "origin")): 1,
     }
+
+
+def test_failed_prober_rounds_are_a_counter_in_prometheus() -> None:
+    families = {family.name: family for family in figure_families(Figures(probe_round_failures=4))}
+
+    (sample,) = families["balancer_cdn_probe_round_failures"].samples
+    assert (sample.name, sample.labels, sample.value) == (
+        "balancer_cdn_probe_round_failures_total",
+        {},
+        4,
+    )
 
 
 class FakeStore:

@@ -1,21 +1,46 @@
 import asyncio
 import contextlib
+import re
+import socket
 import ssl
+from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
+from app.domain.syntax import is_link_local
+
 _USER_AGENT = "video-balancer-health-check/1"
+# The most of an answer ever read: its status line, line end included. Nothing after it is.
+MAX_STATUS_LINE = 1024
+# RFC 9112 `HTTP-version SP 3DIGIT SP [reason]`, read leniently where clients are lenient:
+# the reason (which clients ignore) and the space before it may be missing, the line may
+# end in a bare LF. Strict where it matters: HTTP/1.0 or 1.1, three ASCII digits.
+_STATUS_LINE = re.compile(rb"HTTP/1\.[01] ([0-9]{3})(?: [^\r\n]*)?\r?\n")
+_EXCERPT = 40  # bytes of an answer that is not a status line shown in the error
+
+Resolve = Callable[[str, int], Awaitable[list[str]]]
+
+
+async def resolve(host: str, port: int) -> list[str]:
+    """The addresses `host` resolves to, each once, in the resolver's order."""
+    found = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(str(info[4][0]) for info in found))
 
 
 class HttpProbe:
     """A minimal HTTP/1.1 health check: one request on a fresh connection, the status line
-    read, the connection closed. Nothing else of the answer is needed, so no client library.
+    read (at most MAX_STATUS_LINE bytes, never the body), the connection closed. Nothing
+    else of the answer is needed, so no client library.
 
-    Every step runs under one deadline: a host that accepts and never answers costs this
-    coroutine `timeout` seconds and nothing else (the event loop keeps serving).
+    Whatever the host sends or does, the answer is None (up) or what went wrong, never an
+    exception. The name is resolved first and the connection made to the address found:
+    a host that resolves to a link-local address is refused without connecting. Every
+    step runs under one deadline: a host that accepts and never answers (or sends a byte a
+    second) costs this coroutine `timeout` seconds and nothing else.
     """
 
     def __init__(self) -> None:
         self._tls = ssl.create_default_context()
+        self.resolve: Resolve = resolve
 
     async def __call__(self, url: str, *, method: str, timeout: float) -> str | None:
         parts = urlsplit(url)
@@ -29,18 +54,27 @@ class HttpProbe:
             f"{method} {target} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
             f"User-Agent: {_USER_AGENT}\r\nAccept: */*\r\nConnection: close\r\n\r\n"
         ).encode()
+        stage = "resolve"
+        line = bytearray()  # of the status line, what came so far
         writer: asyncio.StreamWriter | None = None
         try:
             async with asyncio.timeout(timeout):
-                reader, writer = await asyncio.open_connection(
-                    host, port, ssl=self._tls if https else None
-                )
+                addresses = await self._addresses(host, port)
+                stage = "connect"
+                reader, writer = await self._connect(addresses, port, host if https else None)
+                stage = "answer"
                 writer.write(request)
                 await writer.drain()
-                status_line = await reader.readline()
+                status_line = await _read_status_line(reader, line)
+        except _Failed as failed:
+            return str(failed)
         except TimeoutError:
-            return f"no answer within {timeout:g} s"
-        except (OSError, ssl.SSLError) as error:
+            return _late(stage, timeout, len(line))
+        except socket.gaierror as error:
+            return f"DNS lookup failed: {error.strerror or type(error).__name__}"
+        except ssl.SSLError as error:
+            return f"TLS failed: {_tls_problem(error)}"
+        except OSError as error:
             return f"connection failed: {error.strerror or type(error).__name__}"
         finally:
             if writer is not None:
@@ -49,12 +83,83 @@ class HttpProbe:
                     await asyncio.wait_for(writer.wait_closed(), 0.1)
         return _verdict(status_line)
 
+    async def _addresses(self, host: str, port: int) -> list[str]:
+        addresses = await self.resolve(host, port)
+        if not addresses:
+            raise _Failed("DNS lookup failed: no address")
+        refused = next((address for address in addresses if is_link_local(address)), None)
+        if refused is not None:
+            named = "" if refused == host else f" for {host}"
+            raise _Failed(
+                f"refused: link-local address {refused}{named} (cloud metadata services "
+                "answer there, no CDN does)"
+            )
+        return addresses
+
+    async def _connect(
+        self, addresses: list[str], port: int, tls_name: str | None
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """A connection to the first address that takes one: to the address itself, so the
+        name is not resolved again (to something else) on the way."""
+        failure: OSError = OSError("no address")
+        for address in addresses:
+            try:
+                return await asyncio.open_connection(
+                    address,
+                    port,
+                    ssl=self._tls if tls_name is not None else None,
+                    server_hostname=tls_name,
+                )
+            except ssl.SSLError:
+                raise  # the host answered: another address of it would not do better
+            except OSError as error:
+                failure = error
+        raise failure
+
+
+class _Failed(Exception):
+    """The host's answer (or its address) is not one a healthy CDN host gives: why."""
+
+
+async def _read_status_line(reader: asyncio.StreamReader, line: bytearray) -> bytes:
+    """Up to and including the first LF, reading MAX_STATUS_LINE bytes at most into `line`."""
+    while (end := line.find(b"\n")) < 0:
+        if len(line) >= MAX_STATUS_LINE:
+            raise _Failed(f"status line longer than {MAX_STATUS_LINE} bytes")
+        chunk = await reader.read(MAX_STATUS_LINE - len(line))
+        if not chunk:
+            if line:
+                raise _Failed(f"connection closed mid status line ({len(line)} bytes received)")
+            raise _Failed("connection closed without an answer")
+        line += chunk
+    return bytes(line[: end + 1])
+
+
+def _late(stage: str, timeout: float, received: int) -> str:
+    if stage == "resolve":
+        return f"no DNS answer within {timeout:g} s"
+    if stage == "connect":
+        return f"no connection within {timeout:g} s"
+    if received:
+        return f"status line not complete within {timeout:g} s ({received} bytes received)"
+    return f"no answer within {timeout:g} s"
+
+
+def _tls_problem(error: ssl.SSLError) -> str:
+    verify = getattr(error, "verify_message", None)
+    if verify:
+        return f"certificate verify failed: {verify}"
+    if error.reason:
+        return str(error.reason).lower().replace("_", " ")
+    return type(error).__name__
+
 
 def _verdict(status_line: bytes) -> str | None:
-    version, _, rest = status_line.decode("latin-1").partition(" ")
-    code = rest[:3]
-    if not version.startswith("HTTP/") or not code.isdigit():
-        return "not an HTTP answer"
-    if 200 <= int(code) < 400:
+    match = _STATUS_LINE.fullmatch(status_line)
+    if match is None:
+        shown = status_line.rstrip(b"\r\n")
+        cut = "..." if len(shown) > _EXCERPT else ""
+        return f"not an HTTP/1.x status line: {shown[:_EXCERPT]!r}{cut}"
+    if 200 <= int(match[1]) < 400:  # three ASCII digits, by the pattern
         return None
-    return f"status {code}"
+    return f"status {match[1].decode()}"

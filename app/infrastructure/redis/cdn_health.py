@@ -205,6 +205,8 @@ class CdnHealthMonitor:
 
     async def _keep_probing(self) -> None:
         loop = asyncio.get_running_loop()
+        failing = 0  # unexpected failures in a row
+        failure = ""  # the last one's exception type
         while True:
             await self._lease_held.wait()
             started = loop.time()
@@ -212,8 +214,17 @@ class CdnHealthMonitor:
                 await self._probe_round()
             except HealthBoardUnavailable as error:
                 log.warning("cdn_probe_round_skipped", error=error.detail)
-            except Exception:
-                log.exception("cdn_probe_round_failed")
+            except Exception as error:
+                self._view.round_failures += 1
+                failing += 1
+                # The traceback once per kind of failure in a row, not every interval.
+                if type(error).__name__ != failure:
+                    failure = type(error).__name__
+                    log.exception("cdn_probe_round_failed", failed_rounds=failing)
+            else:
+                if failing:
+                    log.info("cdn_probe_round_recovered", failed_rounds=failing)
+                failing, failure = 0, ""
             # In short steps, so that a new interval (or checks just turned on) applies at once.
             while (remaining := started + self._interval() - loop.time()) > 0:
                 if not await self._pause(min(remaining, 0.1)):

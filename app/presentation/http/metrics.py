@@ -130,6 +130,13 @@ def figure_families(figures: Figures) -> Iterator[Metric]:
         errors.add_metric([backend, kind], count)
     yield errors
 
+    yield CounterMetricFamily(
+        "balancer_cdn_probe_round_failures",
+        "CDN prober rounds that failed for an unexpected reason and published nothing (the "
+        "traceback is logged as cdn_probe_round_failed).",
+        value=figures.probe_round_failures,
+    )
+
     yield _gauge(
         "balancer_config_version",
         "The newest configuration version served.",
