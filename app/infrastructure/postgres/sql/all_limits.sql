@@ -1,2 +1,4 @@
-SELECT client_id, capacity, refill_per_second, comment, created_at, updated_at
+SELECT client_id, capacity, refill_per_second
 FROM rate_limits
+ORDER BY client_id
+LIMIT $1

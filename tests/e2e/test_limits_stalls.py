@@ -1,0 +1,191 @@
+"""Limits changes with 100,000 overrides stored: no worker stops answering redirects.
+
+Each test loops redirects on both workers (`RedirectGaps`, idle gaps ~5 ms) while an admin
+action runs and holds the longest gap between two answers of a worker under 50 ms. The
+overrides are written with straight SQL where the test needs many (the API is what is
+measured, not what fills the table), and removed afterwards.
+"""
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
+
+import asyncpg
+import httpx
+import pytest
+
+from loadtest.support import ServerProcess
+from tests.conftest import ADMIN_TOKEN
+from tests.e2e.servers import WorkerLines, running_server
+from tests.support.stalls import RedirectGaps
+
+pytestmark = pytest.mark.e2e
+
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+VIDEO = {"video": "http://s1.origin-cluster/video/1488/xcg2djHckad.m3u8"}
+CAP = 100_000
+LONGEST_GAP = 0.05
+LANDS_WITHIN = 2.0
+LOADED_WITHIN = 15.0  # 100,000 overrides read in slices while the box is busy with redirects
+
+# Override number i of the filler, i from 0 to CAP - 1: IPv4 addresses in 10.0.0.0/8, then
+# IPv6 /64 blocks in 2001:db8::/48, then IPv4 /24 blocks in 11.0.0.0/8. None of them holds
+# 127.0.0.1 (the redirect loops) or the probes of 198.51.100.0/24.
+_FILLER = """
+SELECT CASE
+    WHEN i < 80000 THEN set_masklen('10.0.0.0'::inet + i, 32)::cidr
+    WHEN i < 90000 THEN format('2001:db8:0:%s::/64', to_hex(i - 80000))::cidr
+    ELSE format('11.%s.%s.0/24', (i - 90000) / 256, (i - 90000) % 256)::cidr
+END AS client_id
+FROM generate_series($1::int, $2::int - 1) AS i
+"""
+_FILL = f"""
+INSERT INTO rate_limits (client_id, capacity, refill_per_second, comment)
+SELECT client_id, 0, 1, 'filler' FROM ({_FILLER}) AS filler
+ON CONFLICT (client_id) DO NOTHING
+"""
+
+
+@pytest.fixture(scope="module")
+def server(database_url: str, redis_url: str) -> Iterator[ServerProcess]:
+    """Two workers trusting X-Forwarded-For from 127.0.0.1, so probes can name a client."""
+    with running_server(database_url, redis_url, workers=2) as process:
+        yield process
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection to the server's database; every override is gone afterwards."""
+    connection = await asyncpg.connect(database_url)
+    try:
+        await connection.execute("DELETE FROM rate_limits")
+        yield connection
+        await connection.execute("DELETE FROM rate_limits")
+    finally:
+        await connection.close()
+
+
+@pytest.fixture
+def lines(server: ServerProcess) -> Iterator[WorkerLines]:
+    with WorkerLines([server], workers=2) as lines:
+        yield lines
+
+
+async def fill(db: asyncpg.Connection, start: int = 0) -> None:
+    """Filler overrides `start` to CAP - 1 stored in one statement, each blocking its client."""
+    await db.execute(_FILL, start, CAP)
+    assert await db.fetchval("SELECT count(*) FROM rate_limits") == CAP - start
+
+
+def loaded(lines: WorkerLines) -> None:
+    """Every worker serves the filler: its last override and its last in address order."""
+    for client in ("2001:db8:0:270f::1", "11.39.15.7"):
+        lands(lines, client, 429, LOADED_WITHIN)
+
+
+def probe(lines: WorkerLines, client: str) -> dict[int, int]:
+    return lines.statuses("/", params=VIDEO, headers={"X-Forwarded-For": client})
+
+
+def lands(lines: WorkerLines, client: str, status: int, within: float = LANDS_WITHIN) -> float:
+    """Seconds until every worker answers `client` with `status`."""
+    started = time.monotonic()
+    while (seen := probe(lines, client)) != dict.fromkeys(seen, status):
+        assert time.monotonic() - started < within, (client, seen)
+        time.sleep(0.01)
+    return time.monotonic() - started
+
+
+async def test_no_worker_stalls_while_100000_overrides_are_stored_at_once(
+    server: ServerProcess, db: asyncpg.Connection, lines: WorkerLines
+) -> None:
+    with RedirectGaps(server.url, workers=2) as gaps:
+        await fill(db)
+        await asyncio.to_thread(loaded, lines)
+    assert gaps.longest() < LONGEST_GAP, gaps.report
+
+
+async def test_no_worker_stalls_when_one_of_100000_overrides_changes(
+    server: ServerProcess, db: asyncpg.Connection, lines: WorkerLines
+) -> None:
+    await fill(db, start=1)
+    await asyncio.to_thread(loaded, lines)
+    client = "198.51.100.77"
+    async with httpx.AsyncClient(base_url=server.url, headers=ADMIN) as admin:
+        with RedirectGaps(server.url, workers=2) as gaps:
+            body = {"client_id": client, "capacity": 0, "refill_per_second": 1}
+            assert (await admin.post("/limits", json=body)).status_code == 201
+            await asyncio.to_thread(lands, lines, client, 429)
+            body = {"capacity": 1_000_000, "refill_per_second": 1_000_000}
+            assert (await admin.put(f"/limits/{client}", json=body)).status_code == 200
+            await asyncio.to_thread(lands, lines, client, 301)
+            body = {"capacity": 0, "refill_per_second": 1}
+            assert (await admin.put(f"/limits/{client}", json=body)).status_code == 200
+            await asyncio.to_thread(lands, lines, client, 429)
+            assert (await admin.delete(f"/limits/{client}")).status_code == 204
+            await asyncio.to_thread(lands, lines, client, 301)
+    assert gaps.longest() < LONGEST_GAP, gaps.report
+
+
+async def test_no_worker_stalls_when_a_block_among_100000_overrides_changes(
+    server: ServerProcess, db: asyncpg.Connection, lines: WorkerLines
+) -> None:
+    await fill(db, start=1)
+    await asyncio.to_thread(loaded, lines)
+    block, client = "198.51.100.0/24", "198.51.100.78"
+    async with httpx.AsyncClient(base_url=server.url, headers=ADMIN) as admin:
+        with RedirectGaps(server.url, workers=2) as gaps:
+            body = {"client_id": block, "capacity": 0, "refill_per_second": 1}
+            assert (await admin.post("/limits", json=body)).status_code == 201
+            await asyncio.to_thread(lands, lines, client, 429)
+            assert (await admin.delete(f"/limits/{block}")).status_code == 204
+            await asyncio.to_thread(lands, lines, client, 301)
+    assert gaps.longest() < LONGEST_GAP, gaps.report
+
+
+async def test_overrides_created_one_by_one_over_the_api_run_at_hundreds_per_second(
+    server: ServerProcess, db: asyncpg.Connection, lines: WorkerLines
+) -> None:
+    count, senders = 2000, 8  # an admin script on a few connections
+    await fill(db, start=count)
+    await asyncio.to_thread(loaded, lines)
+    ids = [f"12.0.{n // 256}.{n % 256}" for n in range(count)]
+
+    async def send(mine: list[str]) -> None:
+        async with httpx.AsyncClient(base_url=server.url, headers=ADMIN, timeout=10) as admin:
+            for client_id in mine:
+                body = {"client_id": client_id, "capacity": 0, "refill_per_second": 1}
+                response = await admin.post("/limits", json=body)
+                assert response.status_code == 201, response.text
+
+    with RedirectGaps(server.url, workers=2) as gaps:
+        started = time.monotonic()
+        async with asyncio.TaskGroup() as senders_group:  # one failing stops the others
+            for n in range(senders):
+                senders_group.create_task(send(ids[n::senders]))
+        rate = count / (time.monotonic() - started)
+        await asyncio.to_thread(lands, lines, ids[-1], 429)
+    assert rate >= 200, f"{rate:.0f} overrides a second"
+    assert gaps.longest() < LONGEST_GAP, gaps.report
+    assert await db.fetchval("SELECT count(*) FROM rate_limits") == CAP
+
+
+async def test_the_cap_is_100000_overrides_and_one_more_is_422(
+    server: ServerProcess, db: asyncpg.Connection
+) -> None:
+    await fill(db, start=1)
+    async with httpx.AsyncClient(base_url=server.url, headers=ADMIN) as admin:
+        body = {"client_id": "198.51.100.80", "capacity": 1, "refill_per_second": 1}
+        assert (await admin.post("/limits", json=body)).status_code == 201
+        over = await admin.post("/limits", json={**body, "client_id": "198.51.100.81"})
+        assert over.status_code == 422, over.text
+        assert over.headers["content-type"] == "application/problem+json"
+        assert over.json()["code"] == "too-many-limits"
+        assert "100,000" in over.json()["detail"]
+        assert (await admin.get("/limits/198.51.100.81")).status_code == 404
+        # a replacement does not add one: it is not refused at the cap
+        replaced = await admin.put("/limits/198.51.100.80", json=body)
+        assert replaced.status_code == 200, replaced.text
+        assert (await admin.delete("/limits/198.51.100.80")).status_code == 204
+        assert (await admin.post("/limits", json=body)).status_code == 201
+    assert await db.fetchval("SELECT count(*) FROM rate_limits") == CAP
