@@ -82,8 +82,9 @@ class LimitRepository(Protocol):
 
     async def revision(self) -> LimitsRevision: ...
 
-    async def changes(self, *, since: int, limit: int) -> list[LimitChange]:
-        """The overrides changed after revision `since`, in revision order."""
+    async def changes(self, *, since: int, limit: int) -> tuple[LimitsRevision, list[LimitChange]]:
+        """Where the overrides are, and those changed after revision `since` (at most
+        `limit`, in revision order), read at once."""
         ...
 
     async def enforced(self, *, after: IPNetwork | None, limit: int) -> list[ClientLimit]:
@@ -175,31 +176,25 @@ class ReloadLimits:
     async def __call__(self) -> None:
         async with self._running:
             await _in_slices(self._limiter.sweep())  # what a change of the default left
-            stored = await self._repository.revision()
-            if stored.revision == self._revision:
-                return
-            if (
-                self._revision is None
-                or self._revision < stored.pruned
-                or not await self._catch_up()
-            ):
-                await self._load(stored.revision)
+            if self._revision is None:
+                await self._load((await self._repository.revision()).revision)
+            else:
+                await self._catch_up(self._revision)
             await _in_slices(self._limiter.sweep())
 
-    async def _catch_up(self) -> bool:
-        since = self._revision
-        assert since is not None
-        changes = await self._repository.changes(since=since, limit=MAX_CATCH_UP + 1)
-        if len(changes) > MAX_CATCH_UP:
-            return False
+    async def _catch_up(self, since: int) -> None:
+        stored, changes = await self._repository.changes(since=since, limit=MAX_CATCH_UP + 1)
+        if stored.revision == since:
+            return
+        if since < stored.pruned or len(changes) > MAX_CATCH_UP:
+            await self._load(stored.revision)
+            return
         for count, change in enumerate(changes, start=1):
             self._limiter.change(network_key(change.client_id), change.limit)
             if count % _CHANGE_SLICE == 0:
                 await asyncio.sleep(0)
-        if changes:
-            self._revision = changes[-1].revision
-            log.info("limits_changed", changes=len(changes), revision=self._revision)
-        return True
+        self._revision = changes[-1].revision if changes else stored.revision
+        log.debug("limits_changed", changes=len(changes), revision=self._revision)
 
     async def _load(self, revision: int) -> None:
         resync = self._limiter.resync()

@@ -94,10 +94,11 @@ class PostgresLimitRepository:
         assert row is not None  # the migration made the one row
         return LimitsRevision(row["revision"], row["pruned"])
 
-    async def changes(self, *, since: int, limit: int) -> list[LimitChange]:
+    async def changes(self, *, since: int, limit: int) -> tuple[LimitsRevision, list[LimitChange]]:
         async with storage_errors():
             rows = await self._pool.fetch(_CHANGES, since, limit)
-        return [
+        stored = LimitsRevision(rows[0]["stored"], rows[0]["pruned"])
+        return stored, [
             LimitChange(
                 row["revision"],
                 row["client_id"],
@@ -106,6 +107,7 @@ class PostgresLimitRepository:
                 else RateLimit(row["capacity"], row["refill_per_second"]),
             )
             for row in rows
+            if row["revision"] is not None
         ]
 
     async def enforced(self, *, after: IPNetwork | None, limit: int) -> list[ClientLimit]:
