@@ -123,13 +123,6 @@ def network_key(network: IPNetwork) -> NetworkKey:
     return network.version, network.prefixlen, int(network.network_address) >> shift
 
 
-def key_network(key: NetworkKey) -> IPNetwork:
-    version, prefixlen, number = key
-    if version == 4:
-        return ipaddress.IPv4Network((number << (32 - prefixlen), prefixlen))
-    return ipaddress.IPv6Network((number << (128 - prefixlen), prefixlen))
-
-
 def _max_bits(version: int) -> int:
     return 32 if version == 4 else 128
 
