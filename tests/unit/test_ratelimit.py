@@ -37,7 +37,7 @@ def admitted(bucket: Bucket, now: float, attempts: int) -> int:
 def store(limiter: ClientLimiter, *overrides: ClientLimit) -> None:
     """Make `overrides` the stored ones, as a worker's full reload does, sweeps included."""
     resync = limiter.resync()
-    resync.page(overrides)
+    resync.page((network_key(o.client_id), o.limit) for o in overrides)
     for _ in resync.finish():
         pass
     for _ in limiter.sweep():

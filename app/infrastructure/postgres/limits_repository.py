@@ -1,7 +1,10 @@
+import socket
+
 import asyncpg
 
 from app.application.limits import (
     MAX_LIMITS,
+    EnforcedPage,
     LimitChange,
     LimitExists,
     LimitsRevision,
@@ -110,13 +113,19 @@ class PostgresLimitRepository:
             if row["revision"] is not None
         ]
 
-    async def enforced(self, *, after: IPNetwork | None, limit: int) -> list[ClientLimit]:
+    async def enforced(self, *, after: str | None, limit: int) -> EnforcedPage:
         async with storage_errors():
             if after is None:
                 rows = await self._pool.fetch(_ALL, limit)
             else:
                 rows = await self._pool.fetch(_ALL_AFTER, after, limit)
-        return [
-            ClientLimit(row["client_id"], RateLimit(row["capacity"], row["refill_per_second"]))
-            for row in rows
-        ]
+        limits: dict[tuple[int, float], RateLimit] = {}
+        overrides = []
+        for version, prefixlen, address, capacity, refill, _ in rows:
+            bits, family = (32, socket.AF_INET) if version == 4 else (128, socket.AF_INET6)
+            number = int.from_bytes(socket.inet_pton(family, address)) >> (bits - prefixlen)
+            rate = limits.get((capacity, refill))
+            if rate is None:
+                rate = limits[capacity, refill] = RateLimit(capacity, refill)
+            overrides.append(((version, prefixlen, number), rate))
+        return EnforcedPage(overrides, rows[-1]["id"] if rows else None)
