@@ -155,6 +155,10 @@ class WorkerLines:
             seen[pid] = body
         return seen
 
+    @property
+    def pids(self) -> list[int]:
+        return list(self._clients)
+
     def statuses(self, path: str, **request: object) -> dict[int, int]:
         """The status of `GET path` from every worker, each asked over its own connection."""
         return {

@@ -9,6 +9,7 @@ measured, not what fills the table), and removed afterwards.
 import asyncio
 import http.client
 import json
+import os
 import time
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +31,7 @@ CAP = 100_000
 LONGEST_GAP = 0.05
 LANDS_WITHIN = 2.0
 LOADED_WITHIN = 15.0  # 100,000 overrides read in slices while the box is busy with redirects
+SETTLE = 2.0
 
 # Override number i of the filler, i from 0 to CAP - 1: IPv4 addresses in 10.0.0.0/8, then
 # IPv6 /64 blocks in 2001:db8::/48, then IPv4 /24 blocks in 11.0.0.0/8. None of them holds
@@ -81,9 +83,21 @@ async def fill(db: asyncpg.Connection, start: int = 0) -> None:
 
 
 def loaded(lines: WorkerLines) -> None:
-    """Every worker serves the filler: its last override and its last in address order."""
+    """Every worker serves the filler (its last override, and its last in address order)
+    and is done with it: a full reload's last slices remove what the test before left."""
     for client in ("2001:db8:0:270f::1", "11.39.15.7"):
         lands(lines, client, 429, LOADED_WITHIN)
+    time.sleep(SETTLE)
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User and system CPU time the processes `pids` have used."""
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rpartition(")")[2].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def probe(lines: WorkerLines, client: str) -> dict[int, int]:
@@ -170,17 +184,23 @@ def create_one_by_one(server: ServerProcess, client_ids: list[str]) -> None:
 async def test_overrides_created_one_by_one_over_the_api_run_at_hundreds_per_second(
     server: ServerProcess, db: asyncpg.Connection, lines: WorkerLines
 ) -> None:
+    """Hundreds a second as the workers' CPU time per creation (every worker applying it
+    included): what the box's other load does not change. The wall-clock rate is held to a
+    floor a design that reloads every override per change misses by far (about 1 a second
+    with 100,000 stored)."""
     count, senders = 2000, 8  # an admin script on a few connections
     await fill(db, start=count)
     await asyncio.to_thread(loaded, lines)
     ids = [f"12.0.{n // 256}.{n % 256}" for n in range(count)]
-    started = time.monotonic()
     shares = [ids[n::senders] for n in range(senders)]
+    started, cpu = time.monotonic(), cpu_seconds(lines.pids)
     with ThreadPoolExecutor(senders) as pool:
         list(pool.map(create_one_by_one, [server] * senders, shares))
     rate = count / (time.monotonic() - started)
     await asyncio.to_thread(lands, lines, ids[-1], 429)  # and every worker applied them
-    assert rate >= 200, f"{rate:.0f} overrides a second"
+    per_creation = (cpu_seconds(lines.pids) - cpu) / count
+    assert per_creation < 1 / 400, f"{per_creation * 1000:.2f} ms of worker CPU a creation"
+    assert rate >= 100, f"{rate:.0f} overrides a second"
     assert await db.fetchval("SELECT count(*) FROM rate_limits") == CAP
 
 
