@@ -97,7 +97,7 @@ class LimitRepository(Protocol):
         `limit`, in revision order), read at once."""
         ...
 
-    async def enforced(self, *, after: str | None, limit: int) -> "EnforcedPage":
+    async def enforced(self, *, after: str | None, limit: int) -> EnforcedPage:
         """Overrides in client id order as a worker holds them, only those after the client
         id `after` when it is given."""
         ...
