@@ -124,6 +124,8 @@ class Settings:
     rate_limit_key: str = "balancer:ratelimit"
     rate_limit_max_clients: int = 100_000
     rate_limit_idle_seconds: float = 60.0
+    # An IPv6 client is the block of this many leading bits holding its address.
+    rate_limit_ipv6_prefix: int = 64
     # A MaxMind DB country file (GeoLite2-Country, DB-IP lite); empty: iptocc's bundled data.
     geoip_database: str = ""
     metrics: bool = True  # count redirects for /metrics and /stats
@@ -159,11 +161,16 @@ class Settings:
             raise SettingsError("BALANCER_READ_TIMEOUT_SECONDS must be positive")
         if not 0.3 <= self.cdn_prober_lease_seconds <= 600:
             raise SettingsError("BALANCER_CDN_PROBER_LEASE_SECONDS must be from 0.3 to 600")
+        self._check_rate_limits()
+        self._check_lifecycle()
+
+    def _check_rate_limits(self) -> None:
         if not 2 <= self.rate_limit_max_clients <= 100_000_000:
             raise SettingsError("BALANCER_RATE_LIMIT_MAX_CLIENTS must be from 2 to 100000000")
         if self.rate_limit_idle_seconds <= 0:
             raise SettingsError("BALANCER_RATE_LIMIT_IDLE_SECONDS must be positive")
-        self._check_lifecycle()
+        if not 48 <= self.rate_limit_ipv6_prefix <= 128:
+            raise SettingsError("BALANCER_RATE_LIMIT_IPV6_PREFIX must be from 48 to 128")
 
     def _check_lifecycle(self) -> None:
         if self.startup_timeout_seconds < 0:

@@ -55,7 +55,7 @@ from app.infrastructure.http.probe import HttpProbe
 from app.infrastructure.metrics import FileFigures, MetricsFlusher, metrics_directory
 from app.infrastructure.postgres.config_repository import PostgresConfigRepository
 from app.infrastructure.postgres.limits_repository import PostgresLimitRepository
-from app.infrastructure.postgres.listener import ConfigWatcher
+from app.infrastructure.postgres.listener import LIMITS_CHANNEL, ConfigWatcher, LimitsWatcher
 from app.infrastructure.postgres.pool import create_pool
 from app.infrastructure.redis.cdn_health import CdnHealthMonitor, RedisHealthBoard, instance_id
 from app.infrastructure.redis.client import connect
@@ -118,13 +118,28 @@ class InfrastructureProvider(Provider):
     ) -> AsyncIterator[ConfigWatcher]:
         async def reload_all() -> None:
             await reload()
-            await reload_limits()
+            await reload_limits()  # cheap when no override changed: a new default's sweep
 
         watcher = ConfigWatcher(
             settings.database_url,
             reload_all,
             resync_seconds=settings.resync_seconds,
             timeout=settings.db_timeout_seconds,
+        )
+        await watcher.start()
+        yield watcher
+        await watcher.stop()
+
+    @provide
+    async def limits_watcher(
+        self, settings: Settings, reload_limits: ReloadLimits
+    ) -> AsyncIterator[LimitsWatcher]:
+        watcher = LimitsWatcher(
+            settings.database_url,
+            reload_limits,
+            resync_seconds=settings.resync_seconds,
+            timeout=settings.db_timeout_seconds,
+            channel=LIMITS_CHANNEL,
         )
         await watcher.start()
         yield watcher
@@ -258,6 +273,7 @@ class ApplicationProvider(Provider):
             time.monotonic,
             max_clients=settings.rate_limit_max_clients,
             idle_seconds=settings.rate_limit_idle_seconds,
+            ipv6_prefix=settings.rate_limit_ipv6_prefix,
         )
         snapshot.watch(lambda version: limiter.set_default(version.config.rate_limit))
         return limiter

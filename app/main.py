@@ -23,7 +23,7 @@ from app.domain.ratelimit import ClientLimiter
 from app.infrastructure.logging import configure_logging
 from app.infrastructure.metrics import MetricsFlusher
 from app.infrastructure.postgres.errors import UNREACHABLE
-from app.infrastructure.postgres.listener import ConfigWatcher, reconnect_delays
+from app.infrastructure.postgres.listener import ConfigWatcher, LimitsWatcher, reconnect_delays
 from app.infrastructure.redis.cdn_health import CdnHealthMonitor
 from app.infrastructure.redis.ratelimit import RedisLimitSettler
 from app.infrastructure.redis.sequence import RedisLeasedSequence
@@ -137,6 +137,7 @@ class Startup:
         loaded = await (await container.get(ReloadConfig))()
         await (await container.get(ReloadLimits))()
         await container.get(ConfigWatcher)
+        await container.get(LimitsWatcher)
         await container.get(CdnHealthMonitor)
         await container.get(RedisLimitSettler)
         await container.get(MetricsFlusher)

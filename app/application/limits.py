@@ -1,5 +1,8 @@
 """Per-client rate limit overrides: the admin use cases and the ports they need."""
 
+import asyncio
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Protocol
 
 import structlog
@@ -10,12 +13,21 @@ from app.domain.ratelimit import (
     ClientLimiter,
     InvalidLimit,
     IPNetwork,
+    NetworkKey,
+    RateLimit,
     client_id_text,
+    network_key,
     parse_client_id,
 )
 
 MAX_PAGE = 1000
 MAX_COMMENT_LENGTH = 1000
+# Overrides a worker holds, all of them in memory (the storage refuses more).
+MAX_LIMITS = 100_000
+# More changes than this since the revision a worker has: it reads every override instead.
+MAX_CATCH_UP = 1000
+# Overrides read at a time when a worker reads them all.
+LOAD_PAGE = 500
 
 log = structlog.get_logger(__name__)
 
@@ -28,11 +40,42 @@ class LimitExists(BalancerError):
     code = "limit-exists"
 
 
+class TooManyLimits(BalancerError):
+    code = "too-many-limits"
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsRevision:
+    """Where the stored overrides are: `revision` moves with every change, and the changes
+    up to `pruned` are no longer kept (a worker behind it reads every override)."""
+
+    revision: int
+    pruned: int
+
+
+@dataclass(frozen=True, slots=True)
+class EnforcedPage:
+    """Overrides as the limiter holds them (read without a network object each: a worker
+    reads 100,000 of them), and the client id of the last one."""
+
+    overrides: list[tuple[NetworkKey, RateLimit]]
+    last: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class LimitChange:
+    """An override that `revision` created, replaced or removed (`limit` None), as it is now."""
+
+    revision: int
+    client_id: IPNetwork
+    limit: RateLimit | None
+
+
 class LimitRepository(Protocol):
     """Stored overrides; every change is announced to every worker."""
 
     async def create(self, limit: ClientLimit) -> ClientLimit:
-        """Raises LimitExists when the client id is taken."""
+        """Raises LimitExists when the client id is taken, TooManyLimits past MAX_LIMITS."""
         ...
 
     async def get(self, client_id: IPNetwork) -> ClientLimit | None: ...
@@ -47,11 +90,17 @@ class LimitRepository(Protocol):
 
     async def delete(self, client_id: IPNetwork) -> bool: ...
 
-    async def revision(self) -> int:
-        """A number that changes whenever any override changes."""
+    async def revision(self) -> LimitsRevision: ...
+
+    async def changes(self, *, since: int, limit: int) -> tuple[LimitsRevision, list[LimitChange]]:
+        """Where the overrides are, and those changed after revision `since` (at most
+        `limit`, in revision order), read at once."""
         ...
 
-    async def all(self) -> list[ClientLimit]: ...
+    async def enforced(self, *, after: str | None, limit: int) -> EnforcedPage:
+        """Overrides in client id order as a worker holds them, only those after the client
+        id `after` when it is given."""
+        ...
 
 
 def _checked(limit: ClientLimit) -> ClientLimit:
@@ -120,19 +169,62 @@ class DeleteLimit:
 
 
 class ReloadLimits:
-    """Hand this worker's limiter the stored overrides when they changed."""
+    """Bring this worker's limiter up to the stored overrides.
+
+    It applies the changes made since the revision it has, one override at a time; a worker
+    that has none yet (start-up), or is further behind than the changes kept or than
+    MAX_CATCH_UP, reads every override a page at a time and applies the difference. Either
+    way the work is cut into slices with the event loop let run in between, so redirects
+    are never held up for long, whatever the number of overrides.
+    """
 
     def __init__(self, repository: LimitRepository, limiter: ClientLimiter) -> None:
         self._repository = repository
         self._limiter = limiter
         self._revision: int | None = None
+        self._running = asyncio.Lock()  # the limits and the config watchers both call it
 
     async def __call__(self) -> None:
-        revision = await self._repository.revision()
-        if revision == self._revision:
+        async with self._running:
+            await _in_slices(self._limiter.sweep())  # what a change of the default left
+            if self._revision is None:
+                await self._load((await self._repository.revision()).revision)
+            else:
+                await self._catch_up(self._revision)
+            await _in_slices(self._limiter.sweep())
+
+    async def _catch_up(self, since: int) -> None:
+        stored, changes = await self._repository.changes(since=since, limit=MAX_CATCH_UP + 1)
+        if stored.revision == since:
             return
-        overrides = await self._repository.all()
-        self._limiter.set_overrides(overrides)
-        if self._revision is not None or overrides:
-            log.info("limits_loaded", overrides=len(overrides), revision=revision)
+        if since < stored.pruned or len(changes) > MAX_CATCH_UP:
+            await self._load(stored.revision)
+            return
+        for count, change in enumerate(changes, start=1):
+            self._limiter.change(network_key(change.client_id), change.limit)
+            if count % _CHANGE_SLICE == 0:
+                await asyncio.sleep(0)
+        self._revision = changes[-1].revision if changes else stored.revision
+        log.debug("limits_changed", changes=len(changes), revision=self._revision)
+
+    async def _load(self, revision: int) -> None:
+        resync = self._limiter.resync()
+        after: str | None = None
+        while True:
+            page = await self._repository.enforced(after=after, limit=LOAD_PAGE)
+            resync.page(page.overrides)
+            if len(page.overrides) < LOAD_PAGE:
+                break
+            after = page.last
+        await _in_slices(resync.finish())
+        if self._revision is not None or resync.count:
+            log.info("limits_loaded", overrides=resync.count, revision=revision)
         self._revision = revision
+
+
+_CHANGE_SLICE = 200
+
+
+async def _in_slices(work: Iterator[None]) -> None:
+    for _ in work:
+        await asyncio.sleep(0)

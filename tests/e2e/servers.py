@@ -155,6 +155,17 @@ class WorkerLines:
             seen[pid] = body
         return seen
 
+    @property
+    def pids(self) -> list[int]:
+        return list(self._clients)
+
+    def statuses(self, path: str, **request: object) -> dict[int, int]:
+        """The status of `GET path` from every worker, each asked over its own connection."""
+        return {
+            pid: client.get(path, **request).status_code  # type: ignore[arg-type]
+            for pid, client in self._clients.items()
+        }
+
     def close(self) -> None:
         for client in self._clients.values():
             client.close()

@@ -1,6 +1,8 @@
 """Rate limits on the real server: two workers, one client spread over both."""
 
 import asyncio
+import ipaddress
+import itertools
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
@@ -145,14 +147,37 @@ REFILL = 20.0
 SECONDS = 10.0
 
 
+def same_address(client_id: str) -> Iterator[str]:
+    while True:
+        yield client_id
+
+
+def rotating_in_64(client_id: str) -> Iterator[str]:
+    """A new address of the /64 for every request, in ever new spellings."""
+    prefix = ipaddress.IPv6Network(client_id).network_address
+    for number in itertools.count(1):
+        address = ipaddress.IPv6Address(int(prefix) + number * 7919).exploded
+        yield address if number % 2 else address.upper()
+
+
+CLIENTS = {
+    "ipv4 address": ("198.51.100.{}", same_address),
+    "ipv6 client rotating through its /64": ("2001:db8:{}::/64", rotating_in_64),
+}
+
+
+@pytest.mark.parametrize("client", list(CLIENTS))
 @pytest.mark.parametrize("times_the_limit", [2, 20])
 async def test_a_client_over_both_workers_is_held_to_its_limit_within_15_percent(
     server: ServerProcess,
     limits: list[str],
     connections: dict[int, list[httpx.AsyncClient]],
     times_the_limit: int,
+    client: str,
 ) -> None:
-    client_id = f"198.51.100.{times_the_limit}"
+    pattern, spellings = CLIENTS[client]
+    client_id = pattern.format(times_the_limit)
+    addresses = spellings(client_id)
     create(server, limits, client_id, capacity=CAPACITY, refill_per_second=REFILL)
     await asyncio.sleep(1)
     clients = [client for per_worker in connections.values() for client in per_worker]
@@ -166,7 +191,8 @@ async def test_a_client_over_both_workers_is_held_to_its_limit_within_15_percent
         due = started + offset
         while due < started + SECONDS:
             await asyncio.sleep(max(0.0, due - time.monotonic()))
-            response = await client.get("/", params=VIDEO, headers={"X-Forwarded-For": client_id})
+            forwarded = {"X-Forwarded-For": next(addresses)}
+            response = await client.get("/", params=VIDEO, headers=forwarded)
             statuses[response.status_code] += 1
             if response.status_code == 301:
                 by_worker[worker_of[id(client)]] += 1
@@ -181,3 +207,42 @@ async def test_a_client_over_both_workers_is_held_to_its_limit_within_15_percent
     assert statuses[429] > 0
     assert len(by_worker) == 2, by_worker  # both workers admitted some of it
     assert abs(statuses[301] - expected) <= 0.15 * expected, (statuses, expected, by_worker)
+
+
+async def test_an_emptied_bucket_stays_empty_on_both_workers_when_another_override_lands(
+    server: ServerProcess, limits: list[str], connections: dict[int, list[httpx.AsyncClient]]
+) -> None:
+    emptied, other = "198.51.100.40", "198.51.100.41"
+    create(server, limits, emptied, capacity=3, refill_per_second=0.01)
+    started = time.monotonic()
+    while set().union(*(await statuses_per_worker(connections, emptied)).values()) != {429}:
+        assert time.monotonic() - started < 2
+    create(server, limits, other, capacity=0, refill_per_second=1)
+    started = time.monotonic()
+    while set().union(*(await statuses_per_worker(connections, other)).values()) != {429}:
+        assert time.monotonic() - started < 2  # landed on both workers
+    assert set().union(*(await statuses_per_worker(connections, emptied)).values()) == {429}
+
+
+async def test_spellings_and_addresses_of_one_ipv6_64_are_one_client(
+    server: ServerProcess, limits: list[str], connections: dict[int, list[httpx.AsyncClient]]
+) -> None:
+    create(server, limits, "2001:db8:77::/48", capacity=4, refill_per_second=0.01)
+    await asyncio.sleep(1)
+    clients = [client for per_worker in connections.values() for client in per_worker]
+    spellings = ["2001:db8:77:1::1", "2001:0db8:0077:0001::1", "2001:DB8:77:1:0:0:0:1"]
+    spellings += [f"2001:db8:77:1:{n:x}::{n:x}" for n in range(1, 20)]
+    statuses = [
+        (
+            await clients[n % len(clients)].get(
+                "/", params=VIDEO, headers={"X-Forwarded-For": address}
+            )
+        ).status_code
+        for n, address in enumerate(spellings)
+    ]
+    # 4 in all, give or take what a worker admits before its first settlement answers: one
+    # bucket per address would admit every one of them
+    assert 4 <= statuses.count(301) <= 8, statuses
+    # another /64 of the block is another client
+    other = await clients[0].get("/", params=VIDEO, headers={"X-Forwarded-For": "2001:db8:77:2::1"})
+    assert other.status_code == 301

@@ -267,3 +267,58 @@ async def test_limits_hold_per_worker_and_ready_says_so_when_redis_is_down(
         assert "per worker" in ready["checks"]["rate_limits"]
         statuses = [(await client.get("/", params={"video": VIDEO})).status_code]
         assert statuses == [429]  # still enforced: never dropped, never an error
+
+
+# --- what changes leave alone ------------------------------------------------------------
+
+
+async def test_an_emptied_bucket_stays_empty_when_another_clients_override_is_created(
+    client: httpx.AsyncClient,
+) -> None:
+    await create(client, client_id="127.0.0.1", capacity=3, refill_per_second=0.01)
+    await until_limited(client)  # landed, and its 3 tokens spent
+    await create(client, client_id="192.0.2.1", capacity=5, refill_per_second=1)
+    await create(client, client_id="198.51.100.0/24", capacity=5, refill_per_second=1)
+    await asyncio.sleep(1)  # both changes reached this worker ("within a second")
+    statuses = [(await client.get("/", params={"video": VIDEO})).status_code for _ in range(3)]
+    assert statuses == [429] * 3
+
+
+# --- client ids and the PUT body ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("client_id", ["fe80::1%eth0", "fe80::%1/64"])
+async def test_a_client_id_with_a_zone_is_422_not_stored_without_it(
+    client: httpx.AsyncClient, client_id: str
+) -> None:
+    response = await create(client, client_id=client_id, capacity=1, refill_per_second=1)
+    assert response.status_code == 422
+    assert response.json()["field"] == "client_id"
+    assert (await client.get("/limits", headers=ADMIN)).json()["items"] == []
+
+
+async def test_put_takes_back_what_get_answered_edited(client: httpx.AsyncClient) -> None:
+    await create(client, client_id="2001:db8::/48", capacity=3, refill_per_second=1, comment="a")
+    got = (await client.get("/limits/2001:db8::/48", headers=ADMIN)).json()
+    edited = {**got, "capacity": 7, "comment": "b", "updated_at": "2000-01-01T00:00:00Z"}
+    response = await client.put("/limits/2001:db8::/48", json=edited, headers=ADMIN)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["capacity"], body["comment"], body["created_at"]) == (7, "b", got["created_at"])
+    assert body["updated_at"] > got["updated_at"]
+
+
+@pytest.mark.parametrize("other", ["2001:db8::/64", "2001:db8:1::/48", "10.0.0.1"])
+async def test_put_with_another_client_id_in_the_body_is_422(
+    client: httpx.AsyncClient, other: str
+) -> None:
+    await create(client, client_id="2001:db8::/48", capacity=3, refill_per_second=1)
+    body = {"client_id": other, "capacity": 9, "refill_per_second": 1}
+    response = await client.put("/limits/2001:db8::/48", json=body, headers=ADMIN)
+    assert response.status_code == 422
+    assert response.json()["field"] == "client_id"
+    assert (await client.get("/limits/2001:db8::/48", headers=ADMIN)).json()["capacity"] == 3
+    same = await client.put(
+        "/limits/2001:db8::/48", json={**body, "client_id": "2001:0DB8::/48"}, headers=ADMIN
+    )
+    assert same.status_code == 200  # another spelling of the same client id

@@ -4,6 +4,7 @@ import pytest
 
 from app.domain.ratelimit import (
     BLOCKED_RETRY_SECONDS,
+    MAX_ALIASES,
     Bucket,
     ClientLimit,
     ClientLimiter,
@@ -11,6 +12,7 @@ from app.domain.ratelimit import (
     LimitTable,
     RateLimit,
     client_id_text,
+    network_key,
     parse_client_id,
     retry_after_seconds,
 )
@@ -30,6 +32,27 @@ def override(client_id: str, capacity: int, refill: float = 1.0) -> ClientLimit:
 
 def admitted(bucket: Bucket, now: float, attempts: int) -> int:
     return sum(bucket.take(now) == 0.0 for _ in range(attempts))
+
+
+def store(limiter: ClientLimiter, *overrides: ClientLimit) -> None:
+    """Make `overrides` the stored ones, as a worker's full reload does, sweeps included."""
+    resync = limiter.resync()
+    resync.page((network_key(o.client_id), o.limit) for o in overrides)
+    for _ in resync.finish():
+        pass
+    for _ in limiter.sweep():
+        pass
+
+
+def change(limiter: ClientLimiter, client_id: str, limit: RateLimit | None) -> None:
+    """One override changed, as a worker applies a change it was told of."""
+    limiter.change(network_key(parse_client_id(client_id)), limit)
+    for _ in limiter.sweep():
+        pass
+
+
+def served(limiter: ClientLimiter, client: str, attempts: int) -> int:
+    return sum(limiter.check(client) == 0.0 for _ in range(attempts))
 
 
 # --- the bucket ------------------------------------------------------------------------
@@ -205,8 +228,9 @@ def test_the_front_is_told_when_limits_switch_on_and_off() -> None:
     limiter.watch(switches.append)
     limiter.set_default(RateLimit(1, 1.0))
     limiter.set_default(None)
-    limiter.set_overrides([override("10.0.0.0/8", 1)])
-    assert switches == [False, True, False, True]
+    store(limiter, override("10.0.0.0/8", 1))
+    change(limiter, "10.0.0.0/8", None)
+    assert switches == [False, True, False, True, False]
 
 
 def test_each_client_has_a_bucket_of_its_own_when_limited_by_default() -> None:
@@ -317,3 +341,159 @@ def test_idle_buckets_are_dropped_after_two_idle_periods() -> None:
     clock.now += 61
     limiter.expire()
     assert limiter.tracked == 0
+
+
+# --- changes touch the buckets they decide only ------------------------------------------
+
+
+def test_an_emptied_bucket_stays_empty_when_another_clients_override_is_created() -> None:
+    limiter = ClientLimiter(Clock())
+    store(limiter, override("192.0.2.1", 3, 0.001))
+    assert served(limiter, "192.0.2.1", 5) == 3
+    change(limiter, "192.0.2.2", RateLimit(10, 1.0))
+    change(limiter, "198.51.100.0/24", RateLimit(10, 1.0))
+    store(limiter, override("192.0.2.1", 3, 0.001), override("203.0.113.9", 1))
+    assert served(limiter, "192.0.2.1", 5) == 0
+
+
+def test_an_emptied_bucket_stays_empty_when_the_default_changes_under_an_override() -> None:
+    limiter = ClientLimiter(Clock())
+    store(limiter, override("192.0.2.1", 3, 0.001))
+    served(limiter, "192.0.2.1", 5)
+    limiter.set_default(RateLimit(100, 100.0))
+    for _ in limiter.sweep():
+        pass
+    assert served(limiter, "192.0.2.1", 5) == 0
+
+
+def test_a_replaced_override_gives_its_client_a_fresh_bucket_with_the_new_limit() -> None:
+    limiter = ClientLimiter(Clock())
+    store(limiter, override("192.0.2.1", 0))
+    assert served(limiter, "192.0.2.1", 5) == 0
+    change(limiter, "192.0.2.1", RateLimit(4, 0.001))
+    assert served(limiter, "192.0.2.1", 10) == 4
+    change(limiter, "192.0.2.1", None)
+    assert served(limiter, "192.0.2.1", 10) == 10
+
+
+def test_a_new_block_limits_the_clients_inside_it_and_spares_the_others() -> None:
+    limiter = ClientLimiter(Clock())
+    limiter.set_default(RateLimit(3, 0.001))
+    for client in ("10.1.0.1", "10.2.0.1"):
+        served(limiter, client, 5)
+    change(limiter, "10.1.0.0/16", RateLimit(0, 1.0))
+    assert served(limiter, "10.1.0.1", 1) == 0
+    assert served(limiter, "10.1.0.2", 1) == 0  # a client new to this worker too
+    assert served(limiter, "10.2.0.1", 1) == 0  # outside it: still emptied, not refilled
+    change(limiter, "10.1.0.0/16", None)
+    assert served(limiter, "10.1.0.1", 5) == 3  # back to the default, afresh
+
+
+def test_a_block_change_spares_the_clients_a_more_specific_override_decides() -> None:
+    limiter = ClientLimiter(Clock())
+    store(limiter, override("10.0.0.0/8", 5, 0.001), override("10.1.2.3", 2, 0.001))
+    served(limiter, "10.1.2.3", 5)
+    change(limiter, "10.0.0.0/8", RateLimit(50, 1.0))
+    assert served(limiter, "10.1.2.3", 5) == 0
+
+
+def test_a_full_reload_that_finds_nothing_new_changes_no_bucket() -> None:
+    limiter = ClientLimiter(Clock())
+    stored = [override("192.0.2.1", 2, 0.001), override("10.0.0.0/8", 2, 0.001)]
+    store(limiter, *stored)
+    for client in ("192.0.2.1", "10.9.9.9"):
+        served(limiter, client, 5)
+    store(limiter, *(override(client_id_text(o.client_id), 2, 0.001) for o in stored))
+    assert served(limiter, "192.0.2.1", 1) + served(limiter, "10.9.9.9", 1) == 0
+    store(limiter, stored[0])  # the block went away while this worker was not told
+    assert served(limiter, "10.9.9.9", 5) == 5
+
+
+def test_100000_overrides_are_looked_up_by_prefix_length_not_one_by_one() -> None:
+    table = LimitTable(
+        None,
+        [override(str(ipaddress.IPv4Address(0x0A000000 + n)), 1) for n in range(100_000)]
+        + [override("2001:db8::/32", 2), override("11.0.0.0/8", 3)],
+    )
+    assert len(table) == 100_002
+    assert table.resolve("10.1.134.159") == RateLimit(1, 1.0)  # 10.0.0.0 + 99,999
+    assert table.resolve("10.1.134.160") is None
+    assert table.resolve("11.1.2.3") == RateLimit(3, 1.0)
+    assert table.resolve("2001:db8:ffff::1") == RateLimit(2, 1.0)
+    assert len(table._order) == 3
+
+
+# --- identity: an IPv4 address, an IPv6 /64 ---------------------------------------------
+
+
+def test_addresses_of_one_ipv6_64_share_one_bucket_when_the_client_rotates() -> None:
+    limiter = ClientLimiter(Clock())
+    limiter.set_default(RateLimit(5, 0.001))
+    rotating = [f"2001:db8:1:2:{n:x}::{n:x}" for n in range(1, 50)]
+    assert sum(limiter.check(address) == 0.0 for address in rotating) == 5
+    assert served(limiter, "2001:db8:1:3::1", 10) == 5  # the next /64 is another client
+
+
+@pytest.mark.parametrize(
+    "spellings",
+    [
+        ["2001:db8::1", "2001:0db8::1", "2001:DB8:0:0:0:0:0:1", "2001:db8::0:1"],
+        ["192.0.2.1", "::ffff:192.0.2.1", "::FFFF:c000:201"],
+        ["fe80::1", "fe80::1%eth0", "fe80::2%eth1"],
+    ],
+)
+def test_spellings_of_one_address_share_one_bucket(spellings: list[str]) -> None:
+    limiter = ClientLimiter(Clock())
+    limiter.set_default(RateLimit(6, 0.001))
+    assert [limiter.check(spelling) == 0.0 for spelling in spellings * 3][6:] == [False] * (
+        len(spellings) * 3 - 6
+    )
+
+
+def test_a_block_override_gives_each_64_inside_it_a_bucket_of_its_own() -> None:
+    limiter = ClientLimiter(Clock())
+    store(limiter, override("2001:db8::/48", 2, 0.001), override("198.51.100.0/24", 2, 0.001))
+    assert served(limiter, "2001:db8:0:1::1", 5) == 2
+    assert served(limiter, "2001:db8:0:1::2", 5) == 0
+    assert served(limiter, "2001:db8:0:2::1", 5) == 2
+    assert served(limiter, "198.51.100.1", 5) == 2
+    assert served(limiter, "198.51.100.2", 5) == 2
+
+
+@pytest.mark.parametrize(("prefix", "shared"), [(48, True), (64, False), (128, False)])
+def test_the_ipv6_prefix_sets_how_much_of_an_address_is_the_client(
+    prefix: int, shared: bool
+) -> None:
+    limiter = ClientLimiter(Clock(), ipv6_prefix=prefix)
+    limiter.set_default(RateLimit(2, 0.001))
+    served(limiter, "2001:db8:0:1::1", 2)
+    assert (served(limiter, "2001:db8:0:2::1", 1) == 0) is shared
+    assert (served(limiter, "2001:db8:0:1::2", 1) == 0) is (prefix < 128)
+
+
+def test_an_override_more_specific_than_a_64_has_a_bucket_of_its_own() -> None:
+    limiter = ClientLimiter(Clock())
+    limiter.set_default(RateLimit(2, 0.001))
+    served(limiter, "2001:db8::1", 2)
+    served(limiter, "2001:db8::5", 2)  # both spellings of the /64 client, now empty
+    change(limiter, "2001:db8::5", RateLimit(100, 1.0))
+    assert served(limiter, "2001:db8::5", 10) == 10
+    assert served(limiter, "2001:db8::1", 1) == 0  # the rest of the /64 stays empty
+    change(limiter, "2001:db8::5", None)
+    assert served(limiter, "2001:db8::5", 1) == 0  # part of its /64 again
+
+
+def test_the_spellings_remembered_stay_bounded_when_a_client_rotates_through_its_64() -> None:
+    limiter = ClientLimiter(Clock())
+    limiter.set_default(RateLimit(1_000_000, 1_000_000.0))
+    for n in range(10_000):
+        limiter.check(f"2001:db8::{n:x}")
+    assert limiter.tracked <= MAX_ALIASES + 1
+    limiter.check("2001:db8::ffff")
+    assert limiter.tracked <= MAX_ALIASES + 1
+
+
+def test_a_client_id_with_a_zone_is_refused() -> None:
+    with pytest.raises(InvalidLimit) as error:
+        parse_client_id("fe80::1%eth0")
+    assert error.value.field == "client_id"

@@ -50,6 +50,7 @@ def test_metrics_can_be_turned_off_and_put_behind_a_token() -> None:
     assert settings.startup_timeout_seconds == 60.0
     assert settings.drain_seconds == 5.0
     assert settings.shutdown_timeout_seconds == 10
+    assert settings.rate_limit_ipv6_prefix == 64
 
 
 @pytest.mark.parametrize(
@@ -71,6 +72,9 @@ def test_metrics_can_be_turned_off_and_put_behind_a_token() -> None:
         ({**REQUIRED, "BALANCER_DRAIN_SECONDS": "-0.5"}, "BALANCER_DRAIN_SECONDS"),
         ({**REQUIRED, "BALANCER_SHUTDOWN_TIMEOUT_SECONDS": "0"}, "SHUTDOWN_TIMEOUT"),
         ({**REQUIRED, "BALANCER_SHUTDOWN_TIMEOUT_SECONDS": "1.5"}, "SHUTDOWN_TIMEOUT"),
+        ({**REQUIRED, "BALANCER_RATE_LIMIT_IPV6_PREFIX": "47"}, "IPV6_PREFIX must be from 48"),
+        ({**REQUIRED, "BALANCER_RATE_LIMIT_IPV6_PREFIX": "129"}, "IPV6_PREFIX must be from 48"),
+        ({**REQUIRED, "BALANCER_RATE_LIMIT_IPV6_PREFIX": "/64"}, "IPV6_PREFIX"),
     ],
 )
 def test_bad_settings_are_refused_with_the_variable_named(
@@ -78,6 +82,12 @@ def test_bad_settings_are_refused_with_the_variable_named(
 ) -> None:
     with pytest.raises(SettingsError, match=message):
         load_settings(environ)
+
+
+@pytest.mark.parametrize("prefix", [48, 56, 64, 128])
+def test_the_ipv6_client_prefix_is_read_from_48_to_128(prefix: int) -> None:
+    environ = {**REQUIRED, "BALANCER_RATE_LIMIT_IPV6_PREFIX": str(prefix)}
+    assert load_settings(environ).rate_limit_ipv6_prefix == prefix
 
 
 PLACEHOLDERS = [

@@ -1,6 +1,15 @@
+import socket
+
 import asyncpg
 
-from app.application.limits import LimitExists
+from app.application.limits import (
+    MAX_LIMITS,
+    EnforcedPage,
+    LimitChange,
+    LimitExists,
+    LimitsRevision,
+    TooManyLimits,
+)
 from app.domain.ratelimit import ClientLimit, IPNetwork, RateLimit, client_id_text
 from app.infrastructure.postgres.errors import storage_errors
 from app.infrastructure.postgres.pool import read_sql
@@ -11,7 +20,11 @@ _LIST = read_sql("list_limits")
 _REPLACE = read_sql("replace_limit")
 _DELETE = read_sql("delete_limit")
 _REVISION = read_sql("limits_revision")
+_CHANGES = read_sql("limits_changes")
 _ALL = read_sql("all_limits")
+_ALL_AFTER = read_sql("all_limits_after")
+# The CHECK on rate_limits_revision.overrides (db/migrations), at MAX_LIMITS.
+_CAP = "rate_limits_cap"
 
 
 def _to_limit(row: asyncpg.Record) -> ClientLimit:
@@ -32,13 +45,20 @@ class PostgresLimitRepository:
 
     async def create(self, limit: ClientLimit) -> ClientLimit:
         async with storage_errors():
-            row = await self._pool.fetchrow(
-                _INSERT,
-                limit.client_id,
-                limit.limit.capacity,
-                limit.limit.refill_per_second,
-                limit.comment,
-            )
+            try:
+                row = await self._pool.fetchrow(
+                    _INSERT,
+                    limit.client_id,
+                    limit.limit.capacity,
+                    limit.limit.refill_per_second,
+                    limit.comment,
+                )
+            except asyncpg.CheckViolationError as error:
+                if error.constraint_name != _CAP:
+                    raise
+                raise TooManyLimits(
+                    f"At most {MAX_LIMITS:,} overrides can be stored; delete some first."
+                ) from None
         if row is None:
             raise LimitExists(
                 f"There is a limit for {client_id_text(limit.client_id)} already; PUT replaces it."
@@ -71,12 +91,41 @@ class PostgresLimitRepository:
             deleted = await self._pool.fetchval(_DELETE, client_id)
         return deleted is not None
 
-    async def revision(self) -> int:
+    async def revision(self) -> LimitsRevision:
         async with storage_errors():
-            revision = await self._pool.fetchval(_REVISION)
-        return int(revision)
+            row = await self._pool.fetchrow(_REVISION)
+        assert row is not None  # the migration made the one row
+        return LimitsRevision(row["revision"], row["pruned"])
 
-    async def all(self) -> list[ClientLimit]:
+    async def changes(self, *, since: int, limit: int) -> tuple[LimitsRevision, list[LimitChange]]:
         async with storage_errors():
-            rows = await self._pool.fetch(_ALL)
-        return [_to_limit(row) for row in rows]
+            rows = await self._pool.fetch(_CHANGES, since, limit)
+        stored = LimitsRevision(rows[0]["stored"], rows[0]["pruned"])
+        return stored, [
+            LimitChange(
+                row["revision"],
+                row["client_id"],
+                None
+                if row["capacity"] is None
+                else RateLimit(row["capacity"], row["refill_per_second"]),
+            )
+            for row in rows
+            if row["revision"] is not None
+        ]
+
+    async def enforced(self, *, after: str | None, limit: int) -> EnforcedPage:
+        async with storage_errors():
+            if after is None:
+                rows = await self._pool.fetch(_ALL, limit)
+            else:
+                rows = await self._pool.fetch(_ALL_AFTER, after, limit)
+        limits: dict[tuple[int, float], RateLimit] = {}
+        overrides = []
+        for version, prefixlen, address, capacity, refill, _ in rows:
+            bits, family = (32, socket.AF_INET) if version == 4 else (128, socket.AF_INET6)
+            number = int.from_bytes(socket.inet_pton(family, address)) >> (bits - prefixlen)
+            rate = limits.get((capacity, refill))
+            if rate is None:
+                rate = limits[capacity, refill] = RateLimit(capacity, refill)
+            overrides.append(((version, prefixlen, number), rate))
+        return EnforcedPage(overrides, rows[-1]["id"] if rows else None)

@@ -11,6 +11,8 @@ from app.infrastructure.backend_errors import backend_errors
 from app.infrastructure.postgres.errors import UNREACHABLE
 
 CHANNEL = "balancer_config"
+# Changes of the rate limit overrides (db/migrations: rate_limits_changed()).
+LIMITS_CHANNEL = "balancer_limits"
 RECONNECT_FIRST_SECONDS = 0.1
 RECONNECT_MAX_SECONDS = 0.5
 # Unreachable, or refusing us (a wrong password, a missing database): reconnect and retry.
@@ -51,8 +53,10 @@ class ConfigWatcher:
         *,
         resync_seconds: float,
         timeout: float,
+        channel: str = CHANNEL,
     ) -> None:
         self._dsn = dsn
+        self._channel = channel
         self._reload = reload
         self._resync_seconds = resync_seconds
         self._timeout = timeout
@@ -72,7 +76,7 @@ class ConfigWatcher:
         except Exception as error:  # whatever it is, the background loop retries it
             backend_errors.record("postgres", error)
             self._set_healthy(False, error)
-        self._task = asyncio.create_task(self._run(), name="config-watcher")
+        self._task = asyncio.create_task(self._run(), name=f"watcher-{self._channel}")
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -108,7 +112,7 @@ class ConfigWatcher:
     async def _listen(self) -> None:
         connection = await asyncpg.connect(self._dsn, timeout=self._timeout)
         try:
-            await connection.add_listener(CHANNEL, self._on_notify)
+            await connection.add_listener(self._channel, self._on_notify)
         except BaseException:
             await connection.close()
             raise
@@ -134,3 +138,9 @@ class ConfigWatcher:
             else:
                 log.warning("config_watch_lost", error=type(error).__name__)
         self.healthy = healthy
+
+
+class LimitsWatcher(ConfigWatcher):
+    """Keeps this worker's rate limit overrides current, as ConfigWatcher does the
+    configuration, on a channel of their own: a burst of limit changes (hundreds a second
+    from a script) costs no configuration reloads."""

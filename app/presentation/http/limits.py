@@ -13,7 +13,7 @@ from app.application.limits import (
     ListLimits,
     ReplaceLimit,
 )
-from app.domain.ratelimit import ClientLimit, client_id_text, parse_client_id
+from app.domain.ratelimit import ClientLimit, InvalidLimit, client_id_text, parse_client_id
 from app.presentation.http.auth import AdminAuth
 from app.presentation.http.schemas import PROBLEM_RESPONSE, RateLimitBody
 
@@ -43,6 +43,15 @@ class LimitCreate(LimitWrite):
     )
 
     client_id: str = Field(description="An IPv4/IPv6 address or CIDR block.")
+
+
+class LimitPut(LimitWrite):
+    """The whole override; what `GET` answers is accepted as it is (its `client_id` must be
+    the one of the path, its timestamps are ignored)."""
+
+    client_id: str | None = Field(None, description="Optional; the client id of the path.")
+    created_at: datetime | None = Field(None, strict=False, description="Read-only; ignored.")
+    updated_at: datetime | None = Field(None, strict=False, description="Read-only; ignored.")
 
 
 class LimitBody(BaseModel):
@@ -101,10 +110,16 @@ def limits_router(auth: AdminAuth) -> APIRouter:
 
     @router.put("/{client_id:path}", responses=ERRORS)
     async def replace_limit(
-        client_id: ClientIdPath, body: LimitWrite, replace: FromDishka[ReplaceLimit]
+        client_id: ClientIdPath, body: LimitPut, replace: FromDishka[ReplaceLimit]
     ) -> LimitBody:
-        """Replace the whole override (a missing `comment` clears it)."""
-        limit = ClientLimit(parse_client_id(client_id), body.to_limit(), body.comment)
+        """Replace the whole override (a missing `comment` clears it). The body `GET`
+        answers, edited, is a valid one."""
+        network = parse_client_id(client_id)
+        if body.client_id is not None and parse_client_id(body.client_id) != network:
+            raise InvalidLimit(
+                "client_id", f"must be {client_id_text(network)}, the client id of the path"
+            )
+        limit = ClientLimit(network, body.to_limit(), body.comment)
         return LimitBody.of(await replace(limit))
 
     @router.delete("/{client_id:path}", status_code=204, responses=ERRORS)

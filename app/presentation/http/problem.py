@@ -13,7 +13,7 @@ from app.application.errors import (
     VersionConflict,
     VersionNotFound,
 )
-from app.application.limits import LimitExists, LimitNotFound
+from app.application.limits import LimitExists, LimitNotFound, TooManyLimits
 from app.application.metrics import MetricsDisabled, StatsUnavailable
 from app.domain.errors import BalancerError, InvalidConfig, InvalidVideoUrl, NoHealthyTarget
 from app.domain.ratelimit import InvalidLimit
@@ -27,6 +27,7 @@ STATUS_BY_ERROR: tuple[tuple[type[BalancerError], int, str], ...] = (
     (InvalidConfig, 422, "Invalid configuration"),
     (LimitNotFound, 404, "Rate limit not found"),
     (LimitExists, 409, "Rate limit exists"),
+    (TooManyLimits, 422, "Too many rate limits"),
     (VersionNotFound, 404, "Configuration version not found"),
     (ServerRuleNotFound, 404, "Server rule not found"),
     (PreconditionFailed, 412, "Precondition failed"),

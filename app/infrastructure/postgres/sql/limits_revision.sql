@@ -1,1 +1,1 @@
-SELECT revision FROM rate_limits_revision
+SELECT revision, pruned FROM rate_limits_revision
