@@ -35,6 +35,10 @@ ENCODED_DOT_PATHS = [
     "a%5c..%5cs2%5cx.m3u8",
     "%c0%ae%c0%ae/s2/x.m3u8",
     "\N{FULLWIDTH FULL STOP}\N{FULLWIDTH FULL STOP}/s2/x.m3u8",
+    "..%3F/s2/x.m3u8",
+    "..%253F/s2/x.m3u8",
+    "..%23/s2/x.m3u8",
+    "%u002e%u002e/s2/x.m3u8",
 ]
 
 
