@@ -69,6 +69,8 @@ def create_app(settings: Settings | None = None) -> RedirectFront:
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
+        # Starlette's slash redirect builds its Location from the Host header: `/config/` is 404.
+        redirect_slashes=False,
     )
     api.include_router(health.router)
     api.include_router(balance.router)

@@ -1,5 +1,6 @@
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from urllib.parse import urljoin
 
 import asyncpg
 import httpx
@@ -237,6 +238,60 @@ async def test_openapi_documents_every_endpoint_including_the_redirect(
     assert {"/config", "/health", "/ready"} <= set(paths)
     assert (await client.get("/docs")).status_code == 200
     assert (await client.get("/redoc")).status_code == 200
+
+
+# Paths one slash away from a route or mount, and the console's directory by another name.
+SLASH_PATHS = ["/config/", "/stats/", "/health/", "/docs/", "/redoc/", "/openapi.json/"]
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD", "PATCH", "POST"])
+async def test_no_answer_carries_a_location_built_from_the_host_header(
+    client: httpx.AsyncClient, method: str
+) -> None:
+    for path in [*SLASH_PATHS, "/limits/", "/admin", "/admin/%2e", "/static-offline-docs/%2e"]:
+        response = await client.request(method, path, headers={"Host": "evil.example"})
+        location = response.headers.get("location", "")
+        assert "evil.example" not in location, (method, path, location)
+        assert "//" not in location, (method, path, location)
+
+
+@pytest.mark.parametrize("path", SLASH_PATHS)
+async def test_a_path_with_a_trailing_slash_is_404_problem_not_a_redirect(
+    client: httpx.AsyncClient, path: str
+) -> None:
+    response = await client.get(path, headers=ADMIN)
+    assert response.status_code == 404
+    assert response.headers["content-type"] == "application/problem+json"
+    assert "location" not in response.headers
+
+
+async def test_the_console_and_the_docs_are_still_where_they_were(
+    client: httpx.AsyncClient,
+) -> None:
+    console = await client.get("/admin")
+    assert (console.status_code, console.headers["location"]) == (308, "admin/")
+    for path in ("/admin/", "/admin/app.js", "/docs", "/redoc", "/docs/oauth2-redirect"):
+        assert (await client.get(path)).status_code == 200, path
+    directory = await client.get("/admin/%2e")
+    assert directory.status_code == 307
+    assert urljoin("http://balancer/admin/%2e", directory.headers["location"]) == (
+        "http://balancer/admin/"
+    )
+
+
+@pytest.mark.parametrize("path", ["/docs", "/redoc", "/docs/oauth2-redirect"])
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+async def test_docs_pages_cannot_be_framed_and_load_nothing_from_elsewhere(
+    client: httpx.AsyncClient, method: str, path: str
+) -> None:
+    response = await client.request(method, path)
+    assert response.status_code == 200
+    policy = response.headers["content-security-policy"]
+    assert "frame-ancestors 'none'" in policy
+    assert "default-src 'self'" in policy
+    assert response.headers["x-frame-options"] == "DENY"
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["referrer-policy"] == "no-referrer"
 
 
 async def origin_pattern(client: httpx.AsyncClient, count: int) -> list[bool]:

@@ -22,7 +22,10 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "no-referrer",
     "X-Content-Type-Options": "nosniff",
+    "Cross-Origin-Opener-Policy": "same-origin",
 }
+# HEAD as well as GET, as the console's files answer it: `curl -I` sees the same headers.
+_METHODS = ["GET", "HEAD"]
 
 
 def _secured(page: HTMLResponse) -> HTMLResponse:
@@ -39,7 +42,7 @@ def mount_docs(app: FastAPI, docs_url: str = "/docs", redoc_url: str = "/redoc")
     openapi_url = app.openapi_url or "/openapi.json"
     oauth2_redirect_url = app.swagger_ui_oauth2_redirect_url or f"{docs_url}/oauth2-redirect"
 
-    @app.get(docs_url, include_in_schema=False)
+    @app.api_route(docs_url, methods=_METHODS, include_in_schema=False)
     async def swagger_ui(request: Request) -> HTMLResponse:
         root = request.scope.get("root_path", "")
         return _secured(
@@ -55,11 +58,11 @@ def mount_docs(app: FastAPI, docs_url: str = "/docs", redoc_url: str = "/redoc")
             )
         )
 
-    @app.get(oauth2_redirect_url, include_in_schema=False)
+    @app.api_route(oauth2_redirect_url, methods=_METHODS, include_in_schema=False)
     async def swagger_ui_redirect() -> HTMLResponse:
         return _secured(get_swagger_ui_oauth2_redirect_html())
 
-    @app.get(redoc_url, include_in_schema=False)
+    @app.api_route(redoc_url, methods=_METHODS, include_in_schema=False)
     async def redoc(request: Request) -> HTMLResponse:
         root = request.scope.get("root_path", "")
         return _secured(
