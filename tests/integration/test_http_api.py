@@ -11,7 +11,13 @@ from app.main import create_app
 from app.presentation.http.auth import fingerprint
 from loadtest.support import scratch_database
 from tests.conftest import ADMIN_TOKEN, Servers
-from tests.integration.conftest import ADMIN, SECOND_ADMIN_TOKEN, VIDEO, app_settings
+from tests.integration.conftest import (
+    ADMIN,
+    SECOND_ADMIN_TOKEN,
+    VIDEO,
+    app_client,
+    app_settings,
+)
 
 pytestmark = pytest.mark.usefixtures("initial_config")
 
@@ -158,6 +164,72 @@ async def test_admin_endpoints_refuse_a_missing_or_wrong_token_and_change_nothin
     assert "items" not in response.json()
     config = (await client.get("/config")).json()
     assert (config["version"], config["cdn_weight"]) == (2, 4)
+
+
+METRICS_TOKEN = "Rk5wXb2NqT8zLc4VmY7hGd3JsP9fEa6U"
+PATH_PARAMETERS = {"version": "1", "server": "s1", "client_id": "10.0.0.0/8"}
+UNREAD_BODIES = {
+    "malformed": b"{not json",
+    "oversized": b"{" + b" " * (64 * 1024) + b"}",  # four times BALANCER_MAX_BODY_BYTES
+}
+
+
+@pytest.fixture
+async def guarded_client(
+    database_url: str, redis_url: str, sequence_key: str
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The app with a metrics token too, so that every operation that documents 401 needs
+    a token."""
+    settings = app_settings(database_url, redis_url, sequence_key, metrics_token=(METRICS_TOKEN,))
+    async with app_client(settings) as client:
+        yield client
+
+
+async def admin_operations(client: httpx.AsyncClient) -> list[tuple[str, str]]:
+    """(METHOD, path) of every operation the OpenAPI document says answers 401."""
+    document = (await client.get("/openapi.json")).json()
+    return [
+        (method.upper(), path.format_map(PATH_PARAMETERS))
+        for path, item in document["paths"].items()
+        for method, operation in item.items()
+        if "401" in operation["responses"]
+    ]
+
+
+@pytest.mark.parametrize("body", UNREAD_BODIES.values(), ids=UNREAD_BODIES)
+@pytest.mark.parametrize(
+    ("credentials", "status", "code"),
+    [({}, 401, "unauthorized"), ({"Authorization": "Bearer not-a-token"}, 403, "forbidden")],
+    ids=["missing", "wrong"],
+)
+async def test_every_admin_endpoint_refuses_a_bad_token_before_it_reads_the_body(
+    guarded_client: httpx.AsyncClient,
+    body: bytes,
+    credentials: dict[str, str],
+    status: int,
+    code: str,
+) -> None:
+    operations = await admin_operations(guarded_client)
+    assert len(operations) >= 15
+    for method, path in operations:
+        read: list[bytes] = []
+
+        async def sent(read: list[bytes] = read) -> AsyncIterator[bytes]:
+            read.append(body)
+            yield body
+
+        headers = {
+            **credentials,
+            "Content-Type": "application/json",
+            "Content-Length": str(len(body)),
+        }
+        response = await guarded_client.request(method, path, content=sent(), headers=headers)
+
+        assert (method, path, response.status_code) == (method, path, status), response.text
+        assert response.headers["content-type"] == "application/problem+json"
+        assert response.json()["code"] == code
+        assert response.headers["connection"] == "close"
+        assert read == [], f"{method} {path} read the body"
 
 
 @pytest.mark.parametrize(("method", "path", "body"), ADMIN_REQUESTS)
