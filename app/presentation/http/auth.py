@@ -4,8 +4,9 @@ from collections.abc import Iterable
 from typing import Annotated
 
 import structlog
-from fastapi import Header, HTTPException
+from fastapi import Depends, HTTPException, Request
 from fastapi.routing import APIRoute
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -19,6 +20,13 @@ def fingerprint(token: bytes) -> str:
     return hashlib.sha256(token).hexdigest()[:12]
 
 
+# Declares the scheme in the OpenAPI document (Swagger UI's "Authorize"); the check is ours.
+BEARER = HTTPBearer(
+    auto_error=False,
+    description="The admin token (`BALANCER_ADMIN_TOKEN`); for `/metrics`, the metrics token.",
+)
+
+
 class AdminAuth:
     """FastAPI dependency: `Authorization: Bearer <token>` must be one of the admin tokens.
 
@@ -28,8 +36,10 @@ class AdminAuth:
     def __init__(self, tokens: tuple[str, ...]) -> None:
         self._tokens = tuple(token.encode() for token in tokens)
 
-    async def __call__(self, authorization: Annotated[str | None, Header()] = None) -> None:
-        refused = self.refusal(authorization)
+    async def __call__(
+        self, request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]
+    ) -> None:
+        refused = self.refusal(request.headers.get("authorization"))
         if refused is not None:
             raise refused
 
