@@ -1,4 +1,7 @@
+import base64
+import hashlib
 import os
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from urllib.parse import urljoin
 
@@ -364,6 +367,23 @@ async def test_docs_pages_cannot_be_framed_and_load_nothing_from_elsewhere(
     assert response.headers["x-frame-options"] == "DENY"
     assert response.headers["x-content-type-options"] == "nosniff"
     assert response.headers["referrer-policy"] == "no-referrer"
+
+
+@pytest.mark.parametrize("path", ["/docs", "/redoc", "/docs/oauth2-redirect"])
+async def test_docs_pages_run_their_own_inline_script_and_no_other(
+    client: httpx.AsyncClient, path: str
+) -> None:
+    response = await client.get(path)
+    directives = dict(
+        directive.strip().partition(" ")[::2]
+        for directive in response.headers["content-security-policy"].split(";")
+    )
+    scripts = directives["script-src"].split()
+    assert "'unsafe-inline'" not in scripts
+    assert "'unsafe-eval'" not in scripts
+    for inline in re.findall(r"<script>(.*?)</script>", response.text, re.DOTALL):
+        digest = base64.b64encode(hashlib.sha256(inline.encode()).digest()).decode()
+        assert f"'sha256-{digest}'" in scripts
 
 
 async def origin_pattern(client: httpx.AsyncClient, count: int) -> list[bool]:
