@@ -56,6 +56,9 @@ REFUSED_DESPITE_THE_SCHEMA = {
 CONFIG = {
     "headers": {"Authorization": f"Bearer {ADMIN_TOKEN}"},
     "generation": {"max-examples": 40},
+    # The links schemathesis infers start from GET /limits and never create a limit, so the
+    # stateful checks (use_after_free, ensure_resource_availability) saw nothing to check: a
+    # DELETE /limits that deleted nothing passed them. Not run, rather than run for show.
     "phases": {"stateful": {"enabled": False}},
     "checks": {
         "enabled": True,  # every check (`--checks all`)
