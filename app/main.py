@@ -29,7 +29,7 @@ from app.infrastructure.redis.ratelimit import RedisLimitSettler
 from app.infrastructure.redis.sequence import RedisLeasedSequence
 from app.ioc import providers
 from app.presentation.http import balance, cdn, config, health, limits, metrics, route
-from app.presentation.http.auth import AdminAuth
+from app.presentation.http.auth import AdminAuth, AdminGate
 from app.presentation.http.console import mount_console
 from app.presentation.http.context import RequestContext
 from app.presentation.http.docs import mount_docs
@@ -69,23 +69,31 @@ def create_app(settings: Settings | None = None) -> RedirectFront:
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
+        # Starlette's slash redirect builds its Location from the Host header: `/config/` is 404.
+        redirect_slashes=False,
     )
-    api.include_router(health.router)
-    api.include_router(balance.router)
     auth = AdminAuth(settings.admin_token)
-    api.include_router(config.config_router(auth))
-    api.include_router(route.route_router(auth))
-    api.include_router(cdn.cdn_router(auth))
-    api.include_router(limits.limits_router(auth))
     metrics_token = AdminAuth(settings.metrics_token) if settings.metrics_token else None
-    api.include_router(metrics.metrics_router(metrics_token))
-    api.include_router(metrics.stats_router(auth))
+    routers = (
+        health.router,
+        balance.router,
+        config.config_router(auth),
+        route.route_router(auth),
+        cdn.cdn_router(auth),
+        limits.limits_router(auth),
+        metrics.metrics_router(metrics_token),
+        metrics.stats_router(auth),
+    )
+    for router in routers:
+        api.include_router(router)
     install_error_handlers(api)
     document_redirect(api)
     mount_docs(api)
     mount_console(api)
     setup_dishka(container, api)
     api.add_middleware(RequestLimits, max_body_bytes=settings.max_body_bytes)
+    # Outside RequestLimits: a request without a valid admin token is refused before its body.
+    api.add_middleware(AdminGate, routes=[one for router in routers for one in router.routes])
     api.add_middleware(RequestContext)  # added last, so outermost: refusals carry the id too
     front = RedirectFront(api, lifecycle)
     return front

@@ -169,7 +169,9 @@ class _VersionWriter:
         for _ in range(MAX_WRITE_ATTEMPTS):
             active = await self._repository.get_active()
             if if_match is not None and active.version != if_match:
-                raise PreconditionFailed(f"The active version is {active.version}, not {if_match}.")
+                raise PreconditionFailed(
+                    f"If-Match does not name the active version ({active.version})."
+                )
             try:
                 saved = await self._repository.append(
                     build(active), after=active.version, comment=comment

@@ -6,7 +6,6 @@ from bisect import bisect_left
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from itertools import islice
 from operator import itemgetter
 from typing import Protocol, TypeVar
 
@@ -14,8 +13,9 @@ from app.application.snapshot import ConfigSnapshot
 from app.domain.config import Redirect
 from app.domain.errors import BalancerError
 
-# A redirect's counter key: (target, cdn, status, region, server).
-redirect_key = itemgetter(0, 6, 2, 5, 3)
+# A redirect's counter key: (target, cdn, status, region); its server is counted apart.
+redirect_key = itemgetter(0, 6, 2, 5)
+server_of = itemgetter(3)
 
 # Time inside the service is tens of microseconds; the buckets reach a slow event loop.
 DURATION_BUCKETS = (
@@ -36,12 +36,11 @@ DURATION_BUCKETS = (
 # one to be timed: at most 100 timed redirects a second, and a fold of at most 10 ms of
 # traffic, so the pending list stays small.
 TICK_SECONDS = 0.01
-# Distinct (target, CDN host, status, region, server) keys one worker tracks; beyond it new
-# servers are counted under OTHER_SERVER (a viewer can name any server label).
-MAX_REDIRECT_KEYS = 2000
-OTHER_SERVER = "(other)"
+# Server labels counted, by each worker and in the cluster's stats store: the heaviest (a
+# viewer can name any server label, so they cannot all be kept).
+MAX_SERVERS = 2000
 
-RedirectKey = tuple[str, str, int, str, str]  # target, CDN base URL, status, region, server
+RedirectKey = tuple[str, str, int, str]  # target, CDN base URL, status, region
 
 
 class StatsUnavailable(BalancerError):
@@ -56,18 +55,74 @@ class MetricsDisabled(BalancerError):
     code = "metrics-disabled"
 
 
+class ServerCounts:
+    """Redirects by origin server label, kept for the heaviest `capacity` labels whatever is
+    sent: space-saving (Metwally, Agrawal, El Abbadi), added in batches.
+
+    Past `2 * capacity` labels the lightest are dropped down to `capacity`; `floor` is the
+    largest count ever dropped, and a label counted again after it was dropped starts from
+    it. So a listed count is at least the label's true count and at most `floor` above it,
+    and a label not listed was seen at most `floor` times. `error` also carries the bounds
+    of the summaries merged in: every count is within `error` of the true one, and every
+    label seen more than `error` times is listed. While no more than `2 * capacity` labels
+    were ever seen, counts are exact and `error` is 0.
+    """
+
+    __slots__ = ("capacity", "counts", "floor", "inherited")
+
+    def __init__(self, capacity: int = MAX_SERVERS) -> None:
+        self.capacity = capacity
+        self.counts: Counter[str] = Counter()
+        self.floor = 0
+        self.inherited = 0
+
+    @property
+    def error(self) -> int:
+        return self.floor + self.inherited
+
+    def add(self, servers: Iterable[str]) -> None:
+        """Count one redirect for each label in `servers` (in C while nothing was dropped)."""
+        if self.floor:
+            self._add_counts(Counter(servers))
+            return
+        self.counts.update(servers)
+        if len(self.counts) > 2 * self.capacity:
+            self._drop_lightest()
+
+    def merge(self, other: "ServerCounts") -> None:
+        """Add the counts of `other` (and its error bound)."""
+        self.inherited += other.error
+        self._add_counts(other.counts)
+
+    def _add_counts(self, batch: Mapping[str, int]) -> None:
+        counts = self.counts
+        if self.floor:
+            for label in batch.keys() - counts.keys():
+                counts[label] = self.floor
+        counts.update(batch)
+        if len(counts) > 2 * self.capacity:
+            self._drop_lightest()
+
+    def _drop_lightest(self) -> None:
+        ordered = sorted(self.counts.items(), key=itemgetter(1), reverse=True)
+        self.floor = max(self.floor, ordered[self.capacity][1])
+        self.counts = Counter(dict(ordered[: self.capacity]))
+
+
 class Tally:
     """One worker's counts since it started. The redirect front writes them, background
     tasks read them: no lock, one thread.
 
     A redirect costs the front a list append: `fold()`, every TICK_SECONDS and before any
     read of `redirects`, counts the appended ones in C (counting in Python on the redirect
-    path cost 3.9k instructions a request, this way 2.6k). `sample` asks the front to time
-    its next redirect; `tick()` sets it.
+    path cost 3.9k instructions a request, this way 2.6k), by key and, since the last
+    `take_servers()`, by server label (bounded there). `sample` asks the front to time its
+    next redirect; `tick()` sets it.
     """
 
     __slots__ = (
         "_redirects",
+        "_servers",
         "buckets",
         "duration_count",
         "duration_sum",
@@ -78,6 +133,7 @@ class Tally:
 
     def __init__(self) -> None:
         self._redirects: Counter[RedirectKey] = Counter()
+        self._servers = ServerCounts()
         self.pending: list[Redirect] = []
         self.rejected: dict[str, int] = {}
         self.buckets = [0] * (len(DURATION_BUCKETS) + 1)  # the last one is +Inf
@@ -91,6 +147,12 @@ class Tally:
         self.fold()
         return self._redirects
 
+    def take_servers(self) -> ServerCounts:
+        """Redirects by server label since the last call, every one appended counted."""
+        self.fold()
+        taken, self._servers = self._servers, ServerCounts()
+        return taken
+
     def redirect(self, redirect: Redirect) -> None:
         self.pending.append(redirect)
 
@@ -99,13 +161,8 @@ class Tally:
         if not pending:
             return
         self.pending = []
-        redirects = self._redirects
-        redirects.update(map(redirect_key, pending))  # counted in C
-        if len(redirects) > MAX_REDIRECT_KEYS:
-            # Keys keep their insertion order: those past the bound arrived last.
-            for key in list(islice(redirects, MAX_REDIRECT_KEYS, None)):
-                if key[4] != OTHER_SERVER:
-                    redirects[(*key[:4], OTHER_SERVER)] += redirects.pop(key)
+        self._redirects.update(map(redirect_key, pending))  # counted in C
+        self._servers.add(map(server_of, pending))
 
     def tick(self) -> None:
         self.fold()
@@ -128,6 +185,9 @@ class Figures:
     started: float = 0.0  # wall clock
     live: bool = True
     redirects: dict[RedirectKey, int] = field(default_factory=dict)
+    # by server label: the heaviest (ServerCounts), each within `server_error` of the truth
+    servers: dict[str, int] = field(default_factory=dict)
+    server_error: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
     fallback: dict[str, int] = field(default_factory=dict)  # region -> origin fallbacks
     # region -> requests sent to the default pool because the region's had no healthy host
@@ -159,6 +219,8 @@ def merge(figures: Iterable[Figures]) -> Figures:
         if one.started and (not merged.started or one.started < merged.started):
             merged.started = one.started
         _add(merged.redirects, one.redirects)
+        _add(merged.servers, one.servers)
+        merged.server_error += one.server_error
         _add(merged.rejected, one.rejected)
         _add(merged.fallback, one.fallback)
         _add(merged.region_fallback, one.region_fallback)
@@ -190,14 +252,13 @@ def _add(into: dict[_K, int], counts: Mapping[_K, int]) -> None:
 
 
 def stats_fields(figures: Figures) -> dict[str, int]:
-    """The counters `/stats` reports, flat (`target:cdn`, `server:s1`, ...), as the stats
-    store keeps them."""
+    """The counters `/stats` reports, flat (`target:cdn`, `region:eu`, ...), as the stats
+    store keeps them (server labels are kept apart, bounded)."""
     fields: dict[str, int] = {}
-    for (target, cdn, _status, region, server), count in figures.redirects.items():
+    for (target, cdn, _status, region), count in figures.redirects.items():
         for name in (
             "total",
             f"target:{target}",
-            f"server:{server}",
             f"region:{region}",
             *((f"cdn_host:{cdn_host(cdn)}",) if cdn else ()),
         ):
@@ -214,15 +275,19 @@ def cdn_host(base_url: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class StatsCounts:
-    """The stats store's content: counters since `since` (wall clock), and the recent rate."""
+    """The stats store's content: counters since `since` (wall clock), the heaviest servers
+    (each within `server_error` of the truth), and the recent rate."""
 
     since: float
     fields: Mapping[str, int]
     requests_per_second: float | None
+    servers: Mapping[str, int] = field(default_factory=dict)
+    server_error: int = 0
 
 
 class StatsStore(Protocol):
-    """Counts of every worker of every instance since the last reset. Raises
+    """Counts of every worker of every instance since the last reset, per server label the
+    heaviest MAX_SERVERS (a space-saving summary of the workers' summaries). Raises
     StatsUnavailable."""
 
     async def read(self) -> StatsCounts: ...
@@ -245,6 +310,7 @@ class StatsReport:
     by_server: dict[str, int]
     by_cdn_host: dict[str, int]
     by_region: dict[str, int]
+    by_server_error: int
     rejected: dict[str, int]
     rate_limited: int
     configured_origin_share: float | None
@@ -296,6 +362,8 @@ class GetStats:
                 scope="instance",
                 since=merged.started,
                 fields=fields,
+                servers=merged.servers,
+                server_error=merged.server_error,
                 configured_share=share,
                 requests_per_second=fields.get("total", 0) / elapsed,
                 note=f"this instance only, since it started ({error.detail})",
@@ -304,6 +372,8 @@ class GetStats:
             scope="cluster",
             since=counts.since,
             fields=counts.fields,
+            servers=counts.servers,
+            server_error=counts.server_error,
             configured_share=share,
             requests_per_second=counts.requests_per_second,
         )
@@ -333,13 +403,14 @@ def report(
     scope: str,
     since: float,
     fields: Mapping[str, int],
+    servers: Mapping[str, int],
+    server_error: int,
     configured_share: float | None,
     requests_per_second: float | None,
     note: str | None = None,
 ) -> StatsReport:
     groups: dict[str, dict[str, int]] = {
         "target": {"cdn": 0, "origin": 0},
-        "server": {},
         "cdn_host": {},
         "region": {},
         "rejected": {},
@@ -354,9 +425,10 @@ def report(
         since=since,
         total=total,
         by_target=groups["target"],
-        by_server=groups["server"],
+        by_server=dict(sorted(servers.items(), key=itemgetter(1), reverse=True)),
         by_cdn_host=groups["cdn_host"],
         by_region=groups["region"],
+        by_server_error=server_error,
         rejected=groups["rejected"],
         rate_limited=groups["rejected"].get("rate-limited", 0),
         configured_origin_share=configured_share,

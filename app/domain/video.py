@@ -16,6 +16,10 @@ _FORBIDDEN = re.compile(r"[\x00-\x1f\x7f\\\ud800-\udfff]")
 _NEEDS_QUOTING = re.compile(r"[^A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]")
 _URL_SAFE = "-._~:/?#[]@!$&'()*+,;=%"
 _UNSAFE_IN_SEGMENT = re.compile(r"[/\\\x00-\x1f\x7f]")
+# What ends a segment's name for some server once decoded: `;parameters`, a query, a fragment.
+_SEGMENT_END = re.compile(r"[;?#]")
+# IIS-style `%uXXXX`, which some servers decode and others keep.
+_U_ESCAPE = re.compile(r"%[uU]([0-9A-Fa-f]{4})")
 # The shape nearly every real request has: lower-case host, no port, a path with nothing
 # escaped. A URL that does not fit it is not rejected; it goes through the full checks,
 # which the fast path must never contradict: its path has no `%` to decode, and a `/.` sends
@@ -146,23 +150,24 @@ def _is_plain_segment(segment: str) -> bool:
     """Whether a path segment stays one segment, however the CDN or the origin reads it.
 
     Servers differ in what they do before they resolve dot segments: decode `%2e` and `%2f`
-    (once or repeatedly), drop `;parameters` (`..;/`), map fullwidth dots and slashes and
-    other compatibility forms by NFKC, read `\\` as `/`. The segment is decoded and
-    normalised the same way until it no longer changes, and every form on the way must be
-    safe: not only dots (before any `;` and trailing spaces); no slash, backslash or control
+    (once or repeatedly) and `%u002e`, drop `;parameters` (`..;/`), end the path at a
+    decoded `?` or `#` (`..%3F`), map fullwidth dots and slashes and other compatibility
+    forms by NFKC, read `\\` as `/`. The segment is decoded and normalised the same way
+    until it no longer changes, and every form on the way must be safe: not only dots
+    (before any `;`, `?`, `#` and trailing spaces); no slash, backslash or control
     character; valid UTF-8.
     """
     form = segment
     for _ in range(MAX_PATH_DECODINGS + 1):
         if _UNSAFE_IN_SEGMENT.search(form):
             return False
-        stem = form.partition(";")[0].rstrip(" ")
+        stem = _SEGMENT_END.split(form, 1)[0].rstrip(" ")
         if stem and not stem.strip("."):
             return False
         if "%" in form:
             try:
-                decoded = unquote_to_bytes(form).decode()
-            except UnicodeDecodeError:
+                decoded = unquote_to_bytes(_U_ESCAPE.sub(_utf8_escapes, form)).decode()
+            except UnicodeError:  # not UTF-8, or a `%u` lone surrogate
                 return False
         elif form.isascii():
             return True
@@ -174,3 +179,8 @@ def _is_plain_segment(segment: str) -> bool:
             return True
         form = decoded
     return False
+
+
+def _utf8_escapes(escape: re.Match[str]) -> str:
+    """`%u002e` as the `%XX` escapes of its character in UTF-8 (`.`, `%EF%BC%8E`, ...)."""
+    return quote(chr(int(escape[1], 16)), safe="")

@@ -19,6 +19,7 @@ from app.application.cdn_health import CdnHealthView
 from app.application.metrics import (
     TICK_SECONDS,
     Figures,
+    ServerCounts,
     StatsUnavailable,
     Tally,
     cdn_host,
@@ -99,6 +100,8 @@ def _encode(figures: Figures) -> dict[str, Any]:
         "pid": figures.pid,
         "started": figures.started,
         "redirects": [[*key, count] for key, count in figures.redirects.items()],
+        "servers": figures.servers,
+        "server_error": figures.server_error,
         "rejected": figures.rejected,
         "fallback": figures.fallback,
         "region_fallback": figures.region_fallback,
@@ -119,9 +122,11 @@ def _decode(data: dict[str, Any]) -> Figures:
         pid=int(data["pid"]),
         started=float(data["started"]),
         redirects={
-            (target, cdn, int(status), region, server): int(count)
-            for target, cdn, status, region, server, count in data["redirects"]
+            (target, cdn, int(status), region): int(count)
+            for target, cdn, status, region, count in data["redirects"]
         },
+        servers={str(server): int(count) for server, count in data["servers"].items()},
+        server_error=int(data["server_error"]),
         rejected={str(code): int(count) for code, count in data["rejected"].items()},
         fallback={str(region): int(count) for region, count in data["fallback"].items()},
         region_fallback={
@@ -150,7 +155,10 @@ class MetricsFlusher:
     """Every `interval` seconds: this worker's figures to its file, and the counts since the
     last successful flush to the stats store (one pipeline). Nothing on the redirect path
     waits for it; a failed store flush keeps its delta for the next one. Every `tick`
-    seconds (None: counting is off) the tally folds what the redirect path appended."""
+    seconds (None: counting is off) the tally folds what the redirect path appended.
+
+    Server labels come from the tally each flush and go into two bounded summaries: since
+    this worker started (its file) and not yet in the store (cleared once stored)."""
 
     def __init__(  # noqa: PLR0917 - every source of a figure, once
         self,
@@ -178,6 +186,8 @@ class MetricsFlusher:
         self._interval = interval
         self._started = time.time()
         self._flushed: dict[str, int] = {}  # stats fields as of the last store flush
+        self._servers = ServerCounts()  # since this worker started
+        self._unsent = ServerCounts()  # since the last store flush
         self._store_down = False
         self._file_failed = False
         self._task: asyncio.Task[None] | None = None
@@ -186,10 +196,15 @@ class MetricsFlusher:
         tally = self._tally
         snapshot = self._snapshot
         fallbacks = snapshot.fallbacks
+        servers = tally.take_servers()
+        self._servers.merge(servers)
+        self._unsent.merge(servers)
         figures = Figures(
             pid=os.getpid(),
             started=self._started,
             redirects=dict(tally.redirects),
+            servers=dict(self._servers.counts),
+            server_error=self._servers.error,
             rejected=dict(tally.rejected),
             fallback=dict(fallbacks.origin_by_region),
             region_fallback=dict(fallbacks.regions),
@@ -227,10 +242,11 @@ class MetricsFlusher:
             for name, count in fields.items()
             if count != self._flushed.get(name, 0)
         }
-        if not delta:
+        unsent = self._unsent
+        if not delta and not unsent.counts:
             return
         try:
-            await self._store.add(delta)
+            await self._store.add(delta, unsent)
         except StatsUnavailable as error:
             if not self._store_down:
                 log.warning("stats_flush_failed", error=error.detail)
@@ -240,6 +256,7 @@ class MetricsFlusher:
             log.info("stats_flush_resumed")
         self._store_down = False
         self._flushed = fields
+        self._unsent = ServerCounts()  # what the tally counted meanwhile is in a later take
 
     async def start(self) -> None:
         await self.flush()

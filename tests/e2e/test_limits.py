@@ -181,6 +181,38 @@ def test_413_while_a_chunked_body_streams_past_the_limit(
     assert answer.problem()["code"] == "body-too-large"
 
 
+ADMIN_BODY_ENDPOINTS = [endpoint for endpoint in BODY_ENDPOINTS if endpoint.headers]
+
+
+@pytest.mark.parametrize("length", [MAX_BODY, 10_000_000], ids=["within", "over"])
+@pytest.mark.parametrize(
+    ("credentials", "status"),
+    [({}, 401), ({"Authorization": "Bearer not-the-admin-token"}, 403)],
+    ids=["missing", "wrong"],
+)
+@pytest.mark.parametrize(
+    "endpoint", ADMIN_BODY_ENDPOINTS, ids=[f"{e.method} {e.path}" for e in ADMIN_BODY_ENDPOINTS]
+)
+@pytest.mark.usefixtures("unchanged")
+def test_an_admin_request_without_a_valid_token_is_refused_before_its_body_arrives(
+    server: ServerProcess,
+    endpoint: Endpoint,
+    credentials: dict[str, str],
+    status: int,
+    length: int,
+) -> None:
+    with connect(server) as sock:
+        head = {**credentials, "Content-Type": "application/json", "Content-Length": str(length)}
+        # One byte of the body, the rest never: an answer that waited for it would come
+        # only when the read timeout closes the connection, without an answer.
+        sock.sendall(request_head(endpoint.method, endpoint.path, head) + b"{")
+        sock.settimeout(READ_TIMEOUT / 2)
+        answer = read_answer(sock)
+        assert closes_at_once(sock)
+    assert answer.status == status
+    assert answer.problem()["code"] == ("unauthorized" if status == 401 else "forbidden")
+
+
 def test_body_of_exactly_the_limit_is_accepted(server: ServerProcess) -> None:
     document = json.dumps({"video": VIDEO}).encode()
     body = document[:-1] + b" " * (MAX_BODY - len(document)) + b"}"

@@ -6,7 +6,7 @@ import json
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -58,15 +58,18 @@ def instances(
         yield started
 
 
-async def drive(url: str, count: int, concurrency: int = 16) -> None:
-    """`count` redirects, each on a connection of its own (so either worker may take it)."""
+async def drive(
+    url: str, count: int, concurrency: int = 16, video: Callable[[int], str] = lambda _: VIDEO
+) -> None:
+    """`count` redirects (the n-th for `video(n)`), each on a connection of its own (so either
+    worker may take it)."""
     limits = httpx.Limits(max_keepalive_connections=0)
     async with httpx.AsyncClient(base_url=url, limits=limits) as client:
         queue = iter(range(count))
 
         async def one_by_one() -> None:
-            for _ in queue:
-                response = await client.get("/", params={"video": VIDEO})
+            for number in queue:
+                response = await client.get("/", params={"video": video(number)})
                 assert response.status_code == 301
 
         await asyncio.gather(*(one_by_one() for _ in range(concurrency)))
@@ -169,6 +172,30 @@ def test_stats_add_up_every_instance_sharing_redis(instances: list[Instance]) ->
     assert seen_from_first["by_server"] == {"s1": 500}
     # Each instance's /metrics covers its own workers only.
     assert redirects_total(second.url) == 200
+
+
+def test_a_real_server_shows_in_the_clusters_stats_after_5000_junk_servers_and_a_reset(
+    instances: list[Instance],
+) -> None:
+    first, second = instances
+    time.sleep(1.5)  # what earlier tests sent is flushed before the reset
+    assert httpx.post(f"{first.url}/stats/reset", headers=ADMIN).status_code == 204
+
+    asyncio.run(drive(first.url, 5000, video=lambda n: f"http://junk{n}.origin-cluster/v.m3u8"))
+    asyncio.run(drive(second.url, 40, video=lambda _: "http://s9.origin-cluster/v.m3u8"))
+    eventually(lambda: stats(first.url)["total"], 5040)
+    flooded = stats(second.url)
+    assert httpx.post(f"{second.url}/stats/reset", headers=ADMIN).status_code == 204
+    asyncio.run(drive(first.url, 3, video=lambda _: "http://s7.origin-cluster/v.m3u8"))
+    eventually(lambda: stats(second.url)["total"], 3)
+    again = stats(first.url)
+
+    assert len(flooded["by_server"]) <= 2000
+    error = flooded["by_server_error"]
+    assert error < 10  # each junk label was seen once: what was dropped weighs little
+    assert 40 <= flooded["by_server"]["s9"] <= 40 + error
+    assert next(iter(flooded["by_server"])) == "s9"
+    assert (again["by_server"], again["by_server_error"]) == ({"s7": 3}, 0)
 
 
 METRICS_TOKEN = "Hq3vNc8RtZx5LmW2pYb7KdF4sJg9TeU6"

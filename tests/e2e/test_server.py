@@ -102,6 +102,10 @@ BAD_VIDEOS = [
     ("http://s1.origin-cluster:99999/v.m3u8", "invalid-port"),
     ("http://s1.origin-cluster", "missing-path"),
     ("http://s1.origin-cluster/a/../../etc/passwd", "invalid-path"),
+    ("http://s1.origin-cluster/..%3F/s2/x.m3u8", "invalid-path"),
+    ("http://s1.origin-cluster/..%253F/s2/x.m3u8", "invalid-path"),
+    ("http://s1.origin-cluster/..%23/s2/x.m3u8", "invalid-path"),
+    ("http://s1.origin-cluster/%u002e%u002e/s2/x.m3u8", "invalid-path"),
     ("http://s1.origin-cluster/" + "a" * 9000, "video-too-long"),
 ]
 

@@ -35,6 +35,10 @@ ENCODED_DOT_PATHS = [
     "a%5c..%5cs2%5cx.m3u8",
     "%c0%ae%c0%ae/s2/x.m3u8",
     "\N{FULLWIDTH FULL STOP}\N{FULLWIDTH FULL STOP}/s2/x.m3u8",
+    "..%3F/s2/x.m3u8",
+    "..%253F/s2/x.m3u8",
+    "..%23/s2/x.m3u8",
+    "%u002e%u002e/s2/x.m3u8",
 ]
 
 
@@ -213,6 +217,19 @@ async def test_if_match_that_names_no_version_is_412_and_changes_nothing(
         await client.post("/config/rollback/1", headers=headers),
     ):
         await assert_refused(response, 412, "precondition-failed")
+    assert await config_version(client) == 1
+
+
+async def test_a_bad_server_label_is_422_whatever_if_match_says(client: httpx.AsyncClient) -> None:
+    # RFC 9110 13.2.2: preconditions count only for a request that would otherwise succeed.
+    headers = {**ADMIN, "If-Match": '"not a version"'}
+    rule = {"cdn_weight": 0, "origin_weight": 1}
+    for response in (
+        await client.put("/config/server-rules/S7", json=rule, headers=headers),
+        await client.delete("/config/server-rules/S7", headers=headers),
+    ):
+        await assert_refused(response, 422, "invalid-config")
+        assert response.json()["field"] == "server"
     assert await config_version(client) == 1
 
 

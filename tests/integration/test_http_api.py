@@ -1,5 +1,9 @@
+import base64
+import hashlib
 import os
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from urllib.parse import urljoin
 
 import asyncpg
 import httpx
@@ -10,7 +14,13 @@ from app.main import create_app
 from app.presentation.http.auth import fingerprint
 from loadtest.support import scratch_database
 from tests.conftest import ADMIN_TOKEN, Servers
-from tests.integration.conftest import ADMIN, SECOND_ADMIN_TOKEN, VIDEO, app_settings
+from tests.integration.conftest import (
+    ADMIN,
+    SECOND_ADMIN_TOKEN,
+    VIDEO,
+    app_client,
+    app_settings,
+)
 
 pytestmark = pytest.mark.usefixtures("initial_config")
 
@@ -159,6 +169,72 @@ async def test_admin_endpoints_refuse_a_missing_or_wrong_token_and_change_nothin
     assert (config["version"], config["cdn_weight"]) == (2, 4)
 
 
+METRICS_TOKEN = "Rk5wXb2NqT8zLc4VmY7hGd3JsP9fEa6U"
+PATH_PARAMETERS = {"version": "1", "server": "s1", "client_id": "10.0.0.0/8"}
+UNREAD_BODIES = {
+    "malformed": b"{not json",
+    "oversized": b"{" + b" " * (64 * 1024) + b"}",  # four times BALANCER_MAX_BODY_BYTES
+}
+
+
+@pytest.fixture
+async def guarded_client(
+    database_url: str, redis_url: str, sequence_key: str
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The app with a metrics token too, so that every operation that documents 401 needs
+    a token."""
+    settings = app_settings(database_url, redis_url, sequence_key, metrics_token=(METRICS_TOKEN,))
+    async with app_client(settings) as client:
+        yield client
+
+
+async def admin_operations(client: httpx.AsyncClient) -> list[tuple[str, str]]:
+    """(METHOD, path) of every operation the OpenAPI document says answers 401."""
+    document = (await client.get("/openapi.json")).json()
+    return [
+        (method.upper(), path.format_map(PATH_PARAMETERS))
+        for path, item in document["paths"].items()
+        for method, operation in item.items()
+        if "401" in operation["responses"]
+    ]
+
+
+@pytest.mark.parametrize("body", UNREAD_BODIES.values(), ids=UNREAD_BODIES)
+@pytest.mark.parametrize(
+    ("credentials", "status", "code"),
+    [({}, 401, "unauthorized"), ({"Authorization": "Bearer not-a-token"}, 403, "forbidden")],
+    ids=["missing", "wrong"],
+)
+async def test_every_admin_endpoint_refuses_a_bad_token_before_it_reads_the_body(
+    guarded_client: httpx.AsyncClient,
+    body: bytes,
+    credentials: dict[str, str],
+    status: int,
+    code: str,
+) -> None:
+    operations = await admin_operations(guarded_client)
+    assert len(operations) >= 15
+    for method, path in operations:
+        read: list[bytes] = []
+
+        async def sent(read: list[bytes] = read) -> AsyncIterator[bytes]:
+            read.append(body)
+            yield body
+
+        headers = {
+            **credentials,
+            "Content-Type": "application/json",
+            "Content-Length": str(len(body)),
+        }
+        response = await guarded_client.request(method, path, content=sent(), headers=headers)
+
+        assert (method, path, response.status_code) == (method, path, status), response.text
+        assert response.headers["content-type"] == "application/problem+json"
+        assert response.json()["code"] == code
+        assert response.headers["connection"] == "close"
+        assert read == [], f"{method} {path} read the body"
+
+
 @pytest.mark.parametrize(("method", "path", "body"), ADMIN_REQUESTS)
 async def test_admin_endpoints_answer_the_admin_token(
     client: httpx.AsyncClient, method: str, path: str, body: dict[str, object] | None
@@ -237,6 +313,77 @@ async def test_openapi_documents_every_endpoint_including_the_redirect(
     assert {"/config", "/health", "/ready"} <= set(paths)
     assert (await client.get("/docs")).status_code == 200
     assert (await client.get("/redoc")).status_code == 200
+
+
+# Paths one slash away from a route or mount, and the console's directory by another name.
+SLASH_PATHS = ["/config/", "/stats/", "/health/", "/docs/", "/redoc/", "/openapi.json/"]
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD", "PATCH", "POST"])
+async def test_no_answer_carries_a_location_built_from_the_host_header(
+    client: httpx.AsyncClient, method: str
+) -> None:
+    for path in [*SLASH_PATHS, "/limits/", "/admin", "/admin/%2e", "/static-offline-docs/%2e"]:
+        response = await client.request(method, path, headers={"Host": "evil.example"})
+        location = response.headers.get("location", "")
+        assert "evil.example" not in location, (method, path, location)
+        assert "//" not in location, (method, path, location)
+
+
+@pytest.mark.parametrize("path", SLASH_PATHS)
+async def test_a_path_with_a_trailing_slash_is_404_problem_not_a_redirect(
+    client: httpx.AsyncClient, path: str
+) -> None:
+    response = await client.get(path, headers=ADMIN)
+    assert response.status_code == 404
+    assert response.headers["content-type"] == "application/problem+json"
+    assert "location" not in response.headers
+
+
+async def test_the_console_and_the_docs_are_still_where_they_were(
+    client: httpx.AsyncClient,
+) -> None:
+    console = await client.get("/admin")
+    assert (console.status_code, console.headers["location"]) == (308, "admin/")
+    for path in ("/admin/", "/admin/app.js", "/docs", "/redoc", "/docs/oauth2-redirect"):
+        assert (await client.get(path)).status_code == 200, path
+    directory = await client.get("/admin/%2e")
+    assert directory.status_code == 307
+    assert urljoin("http://balancer/admin/%2e", directory.headers["location"]) == (
+        "http://balancer/admin/"
+    )
+
+
+@pytest.mark.parametrize("path", ["/docs", "/redoc", "/docs/oauth2-redirect"])
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+async def test_docs_pages_cannot_be_framed_and_load_nothing_from_elsewhere(
+    client: httpx.AsyncClient, method: str, path: str
+) -> None:
+    response = await client.request(method, path)
+    assert response.status_code == 200
+    policy = response.headers["content-security-policy"]
+    assert "frame-ancestors 'none'" in policy
+    assert "default-src 'self'" in policy
+    assert response.headers["x-frame-options"] == "DENY"
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["referrer-policy"] == "no-referrer"
+
+
+@pytest.mark.parametrize("path", ["/docs", "/redoc", "/docs/oauth2-redirect"])
+async def test_docs_pages_run_their_own_inline_script_and_no_other(
+    client: httpx.AsyncClient, path: str
+) -> None:
+    response = await client.get(path)
+    directives = dict(
+        directive.strip().partition(" ")[::2]
+        for directive in response.headers["content-security-policy"].split(";")
+    )
+    scripts = directives["script-src"].split()
+    assert "'unsafe-inline'" not in scripts
+    assert "'unsafe-eval'" not in scripts
+    for inline in re.findall(r"<script>(.*?)</script>", response.text, re.DOTALL):
+        digest = base64.b64encode(hashlib.sha256(inline.encode()).digest()).decode()
+        assert f"'sha256-{digest}'" in scripts
 
 
 async def origin_pattern(client: httpx.AsyncClient, count: int) -> list[bool]:

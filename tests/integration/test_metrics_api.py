@@ -75,6 +75,28 @@ async def test_reset_starts_the_counts_again_from_zero(client: httpx.AsyncClient
     assert again["since"] == after["since"]
 
 
+async def test_a_real_server_shows_after_5000_junk_servers_and_a_reset_starts_afresh(
+    client: httpx.AsyncClient,
+) -> None:
+    for number in range(5000):  # valid hosts under the allowed origin domain
+        await client.get("/", params={"video": f"http://junk{number}.origin-cluster/v.m3u8"})
+    await redirects(client, 40, "http://s9.origin-cluster/v.m3u8")
+    flooded = await stats_when(client, 5040)
+
+    reset = await client.post("/stats/reset", headers=ADMIN)
+    await stats_when(client, 0)
+    await redirects(client, 3, "http://s7.origin-cluster/v.m3u8")
+    again = await stats_when(client, 3)
+
+    assert len(flooded["by_server"]) <= 2000
+    error = flooded["by_server_error"]
+    assert error < 10  # each junk label was seen once: what was dropped weighs little
+    assert 40 <= flooded["by_server"]["s9"] <= 40 + error
+    assert next(iter(flooded["by_server"])) == "s9"  # heaviest first
+    assert reset.status_code == 204
+    assert (again["by_server"], again["by_server_error"]) == ({"s7": 3}, 0)
+
+
 async def test_stats_and_reset_need_the_admin_token(client: httpx.AsyncClient) -> None:
     assert (await client.get("/stats")).status_code == 401
     assert (await client.post("/stats/reset")).status_code == 401

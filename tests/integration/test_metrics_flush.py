@@ -9,7 +9,7 @@ import pytest
 from redis.asyncio import Redis
 
 from app.application.cdn_health import CdnHealthView
-from app.application.metrics import Tally
+from app.application.metrics import ServerCounts, Tally
 from app.application.snapshot import ConfigSnapshot
 from app.domain.config import Redirect
 from app.domain.ratelimit import ClientLimiter
@@ -72,7 +72,7 @@ async def test_a_running_flusher_folds_the_appended_redirects_every_tick(
             assert tally.sample is bool(tick)
     finally:
         await flusher.stop()
-    assert tally.redirects == {("cdn", CDN, 301, "default", "s1"): 250}
+    assert tally.redirects == {("cdn", CDN, 301, "default"): 250}
 
 
 async def test_each_flush_adds_only_what_was_counted_since_the_last_one(
@@ -98,12 +98,13 @@ async def test_each_flush_adds_only_what_was_counted_since_the_last_one(
     assert counts.fields == {
         "total": 7,
         "target:cdn": 7,
-        "server:s1": 7,
         "region:default": 7,
         "cdn_host:cdn.example.com": 7,
         "rejected:rate-limited": 1,
     }
+    assert (counts.servers, counts.server_error) == ({"s1": 7}, 0)
     assert written.total == 7
+    assert written.servers == {"s1": 7}
     assert written.config_version == 3
     assert written.cdn_up == {"cdn.example.com": True}
     assert written.probe_round_failures == 2
@@ -147,13 +148,15 @@ async def test_counts_a_flush_could_not_send_go_with_the_next_one(
         during = (await store.read()).fields["total"]
         await proxy.restore()
         await flusher.flush()
-        after = (await store.read()).fields["total"]
+        stored = await store.read()
+        after, servers = stored.fields["total"], stored.servers
     finally:
         await through.aclose()
         await direct.aclose()
         await proxy.close()
 
     assert (during, after) == (1, 4)
+    assert servers == {"s1": 4}  # the servers counted while Redis was away went too
     assert _redis_errors() > errors_before
 
 
@@ -172,3 +175,51 @@ async def test_a_directory_that_cannot_be_written_does_not_stop_the_redis_flush(
 
     store = RedisStats(redis, key=f"{sequence_key}.stats", timeout=0.3)
     assert (await store.read()).fields["total"] == 1
+
+
+def summary(counts: dict[str, int], error: int = 0) -> ServerCounts:
+    """A worker's summary as the flusher sends it."""
+    servers = ServerCounts()
+    servers.counts.update(counts)
+    servers.inherited = error
+    return servers
+
+
+async def test_the_store_keeps_the_heaviest_servers_within_its_stated_error(
+    redis: Redis, sequence_key: str
+) -> None:
+    store = RedisStats(redis, key=f"{sequence_key}.stats", timeout=0.3, capacity=3)
+    sent = [
+        summary({"s1": 50, "s2": 40, "s3": 30}),
+        summary({"j1": 1, "j2": 1}),  # lighter than every kept one: dropped at once
+        summary({"s4": 35, "j3": 2}, error=1),  # s4 takes s3's place
+        summary({"s3": 3}),
+    ]
+    for servers in sent:
+        await store.add({"total": sum(servers.counts.values())}, servers)
+
+    counts = await store.read()
+
+    assert list(counts.servers) == ["s1", "s2", "s4"]  # heaviest first
+    assert counts.servers["s1"] == 50
+    # dropped: j1, j2 (1 each), j3 (1 + 2), s3 (30, then 30 + 3): floor 33, plus s4's sender's 1
+    assert counts.server_error == 33 + 1
+    truth = {"s1": 50, "s2": 40, "s3": 33, "s4": 35, "j1": 1, "j2": 1, "j3": 2}
+    for server, true in truth.items():
+        listed = counts.servers.get(server)
+        assert (listed is None and true <= counts.server_error) or (
+            listed is not None and abs(listed - true) <= counts.server_error
+        )
+
+
+async def test_a_reset_forgets_the_servers_and_their_error(redis: Redis, sequence_key: str) -> None:
+    store = RedisStats(redis, key=f"{sequence_key}.stats", timeout=0.3, capacity=2)
+    await store.add({"total": 6}, summary({"j1": 1, "j2": 2, "j3": 3}, error=4))
+    before = await store.read()
+
+    await store.reset()
+    await store.add({"total": 1}, summary({"s9": 1}))
+    after = await store.read()
+
+    assert (len(before.servers), before.server_error) == (2, 1 + 4)
+    assert (after.servers, after.server_error) == ({"s9": 1}, 0)

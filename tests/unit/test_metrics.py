@@ -1,17 +1,20 @@
 import asyncio
 import os
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from app.application.metrics import (
     DURATION_BUCKETS,
-    MAX_REDIRECT_KEYS,
-    OTHER_SERVER,
+    MAX_SERVERS,
     Figures,
     GetStats,
     MetricsDisabled,
+    ServerCounts,
     StatsCounts,
     StatsUnavailable,
     Tally,
@@ -40,26 +43,102 @@ def origin(server: str = "s1", region: str = "default") -> Redirect:
     return Redirect("origin", f"http://{server}.origin/v.m3u8", 301, server, 1, region, "")
 
 
-def test_a_tally_counts_redirects_by_target_host_status_region_and_server() -> None:
+def test_a_tally_counts_redirects_by_target_host_status_region_and_by_server() -> None:
     tally = Tally()
     for redirect in (cdn(), cdn(), origin(), cdn("s2", "eu")):
         tally.redirect(redirect)
 
     assert tally.redirects == {
-        ("cdn", CDN, 301, "default", "s1"): 2,
-        ("origin", "", 301, "default", "s1"): 1,
-        ("cdn", CDN, 301, "eu", "s2"): 1,
+        ("cdn", CDN, 301, "default"): 2,
+        ("origin", "", 301, "default"): 1,
+        ("cdn", CDN, 301, "eu"): 1,
     }
+    servers = tally.take_servers()
+    assert (servers.counts, servers.error) == ({"s1": 3, "s2": 1}, 0)
+    assert tally.take_servers().counts == {}  # taken: the next take starts from nothing
 
 
-def test_servers_beyond_the_bound_are_counted_together_not_dropped() -> None:
+def test_a_real_server_is_listed_after_junk_labels_filled_what_a_worker_keeps() -> None:
     tally = Tally()
-    for number in range(MAX_REDIRECT_KEYS + 50):
-        tally.redirect(cdn(f"s{number}"))
+    # 5,000 valid labels once each, folded 150 at a time as 10 ms ticks would
+    for number in range(5000):
+        tally.redirect(cdn(f"junk{number}"))
+        if number % 150 == 0:
+            tally.tick()
+    for _ in range(50):
+        tally.redirect(cdn("s9"))
 
-    assert len(tally.redirects) == MAX_REDIRECT_KEYS + 1
-    assert tally.redirects[("cdn", CDN, 301, "default", OTHER_SERVER)] == 50
-    assert sum(tally.redirects.values()) == MAX_REDIRECT_KEYS + 50
+    servers = tally.take_servers()
+
+    assert len(servers.counts) <= 2 * MAX_SERVERS
+    assert servers.error == 1  # the junk labels dropped were seen once each
+    assert 50 <= servers.counts["s9"] <= 50 + servers.error
+    assert servers.counts.most_common(1)[0][0] == "s9"
+
+
+def test_what_a_worker_keeps_per_server_is_bounded_whatever_is_sent() -> None:
+    servers = ServerCounts(capacity=100)
+    for batch in range(50):
+        servers.add(f"junk{batch}-{number}" for number in range(1000))
+        assert len(servers.counts) <= 200
+    servers.add(["s1"] * 5000)
+    assert servers.counts.most_common(1) == [("s1", 5000 + servers.floor)]
+
+
+def test_a_summary_that_keeps_everything_it_saw_is_exact() -> None:
+    servers = ServerCounts(capacity=10)
+    servers.add(["s1", "s2", "s1"])
+    other = ServerCounts(capacity=10)
+    other.add(["s2", "s3"])
+
+    servers.merge(other)
+
+    assert (servers.counts, servers.error) == ({"s1": 2, "s2": 2, "s3": 1}, 0)
+
+
+# A few heavy servers among many labels seen once or twice.
+LABELS = st.integers(min_value=0, max_value=60).map(lambda n: f"s{n % 4}" if n < 24 else f"j{n}")
+BATCHES = st.lists(st.lists(LABELS, max_size=40), max_size=10)
+
+
+@settings(max_examples=300)
+@given(batches=BATCHES, capacity=st.integers(min_value=1, max_value=6))
+def test_a_listed_count_is_never_below_the_true_one_nor_more_than_the_floor_above(
+    batches: list[list[str]], capacity: int
+) -> None:
+    servers, truth = ServerCounts(capacity), Counter[str]()
+    for batch in batches:
+        servers.add(batch)
+        truth.update(batch)
+
+    assert len(servers.counts) <= 2 * capacity
+    for label, true in truth.items():
+        if label in servers.counts:
+            assert true <= servers.counts[label] <= true + servers.floor
+        else:
+            assert true <= servers.floor
+
+
+@settings(max_examples=300)
+@given(intervals=st.lists(BATCHES, max_size=6), capacity=st.integers(min_value=1, max_value=6))
+def test_merged_summaries_keep_every_count_within_the_error_of_the_true_one(
+    intervals: list[list[list[str]]], capacity: int
+) -> None:
+    since_start, truth = ServerCounts(capacity), Counter[str]()
+    for interval in intervals:
+        taken = ServerCounts(capacity)
+        for batch in interval:
+            taken.add(batch)
+            truth.update(batch)
+        since_start.merge(taken)
+
+    assert len(since_start.counts) <= 2 * capacity
+    for label, true in truth.items():
+        listed = since_start.counts.get(label)
+        if listed is None:
+            assert true <= since_start.error
+        else:
+            assert abs(listed - true) <= since_start.error
 
 
 def test_a_duration_lands_in_the_first_bucket_that_holds_it() -> None:
@@ -79,7 +158,8 @@ def worker(pid: int, redirects: int, *, live: bool = True, **gauges: Any) -> Fig
         pid=pid,
         started=100.0 + pid,
         live=live,
-        redirects={("cdn", CDN, 301, "default", "s1"): redirects},
+        redirects={("cdn", CDN, 301, "default"): redirects},
+        servers={"s1": redirects},
         rejected={"rate-limited": pid},
         buckets=[redirects] + [0] * len(DURATION_BUCKETS),
         **gauges,
@@ -111,6 +191,7 @@ def test_merge_keeps_a_dead_workers_counters_but_not_its_gauges() -> None:
     )
 
     assert merged.total == 16
+    assert merged.servers == {"s1": 16}
     assert merged.rejected == {"rate-limited": 6}
     assert merged.buckets[0] == 16
     assert merged.config_version == 7
@@ -142,8 +223,6 @@ def test_stats_fields_flatten_the_dimensions_of_the_stats_endpoint() -> None:
         "total": 3,
         "target:cdn": 2,
         "target:origin": 1,
-        "server:s1": 2,
-        "server:s2": 1,
         "region:default": 2,
         "region:eu": 1,
         "cdn_host:cdn.example.com": 2,
@@ -164,6 +243,7 @@ def test_worker_figures_survive_the_file_round_trip(tmp_path: Path) -> None:
         backend_errors={("redis", "TimeoutError"): 3},
         origin_share=0.1,
         probe_round_failures=2,
+        server_error=2,
     )
     files.write(figures)
 
@@ -184,13 +264,14 @@ def test_a_previous_runs_worker_files_are_cleared_and_nothing_else(tmp_path: Pat
     assert [path.name for path in tmp_path.iterdir()] == ["notes.txt"]
 
 
-def test_prometheus_families_drop_the_server_and_sum_over_it() -> None:
+def test_prometheus_families_have_no_server_label_and_merge_cdn_base_urls_by_host() -> None:
     figures = Figures(
         redirects={
-            ("cdn", CDN, 301, "eu", "s1"): 2,
-            ("cdn", CDN, 301, "eu", "s2"): 3,
-            ("origin", "", 301, "eu", "s1"): 1,
-        }
+            ("cdn", CDN, 301, "eu"): 2,
+            ("cdn", "https://cdn.example.com", 301, "eu"): 3,
+            ("origin", "", 301, "eu"): 1,
+        },
+        servers={"s1": 3, "s2": 3},
     )
 
     families = {family.name: family for family in figure_families(figures)}
@@ -223,13 +304,22 @@ def test_failed_prober_rounds_are_a_counter_in_prometheus() -> None:
 
 
 class FakeStore:
-    def __init__(self, fields: dict[str, int] | None = None) -> None:
+    def __init__(
+        self, fields: dict[str, int] | None = None, servers: dict[str, int] | None = None
+    ) -> None:
         self.fields = fields
+        self.servers = servers or {}
 
     async def read(self) -> StatsCounts:
         if self.fields is None:
             raise StatsUnavailable("Redis: ConnectionError")
-        return StatsCounts(since=50.0, fields=self.fields, requests_per_second=12.5)
+        return StatsCounts(
+            since=50.0,
+            fields=self.fields,
+            requests_per_second=12.5,
+            servers=self.servers,
+            server_error=2,
+        )
 
     async def reset(self) -> None:
         self.fields = {}
@@ -250,7 +340,11 @@ def loaded_snapshot() -> ConfigSnapshot:
 
 
 def test_stats_report_the_cluster_and_the_shares() -> None:
-    store = FakeStore({"total": 1000, "target:cdn": 900, "target:origin": 100, "server:s1": 1000})
+    store = FakeStore(
+        # a field of an older version's per-server counting is not a server of today's
+        {"total": 1000, "target:cdn": 900, "target:origin": 100, "server:s7": 5},
+        {"s2": 10, "s1": 990},
+    )
     get = GetStats(store, FakeWorkers(), loaded_snapshot(), enabled=True)
 
     report = asyncio.run(get())
@@ -258,7 +352,8 @@ def test_stats_report_the_cluster_and_the_shares() -> None:
     assert report.scope == "cluster"
     assert report.total == 1000
     assert report.by_target == {"cdn": 900, "origin": 100}
-    assert report.by_server == {"s1": 1000}
+    assert list(report.by_server.items()) == [("s1", 990), ("s2", 10)]
+    assert report.by_server_error == 2
     assert report.configured_origin_share == 0.1
     assert report.achieved_origin_share == 0.1
     assert report.requests_per_second == 12.5
@@ -274,6 +369,7 @@ def test_stats_fall_back_to_this_instance_when_the_store_is_down() -> None:
 
     assert report.scope == "instance"
     assert report.total == 40
+    assert report.by_server == {"s1": 40}
     assert report.since == 101.0
     assert report.rate_limited == 3
     assert report.requests_per_second == 2.0
@@ -324,7 +420,7 @@ def test_the_front_counts_every_redirect_and_every_refusal_by_code() -> None:
     assert len(tally.pending) == 160  # appended, not yet counted
     assert sum(tally.redirects.values()) == 160
     assert tally.pending == []
-    assert tally.redirects[("cdn", CDN, 301, "default", "s1")] == 144
+    assert tally.redirects[("cdn", CDN, 301, "default")] == 144
     assert tally.rejected == {"host-not-allowed": 1, "method-not-allowed": 1}
     assert tally.duration_count == 1  # the first redirect; the next only after a tick
 
@@ -363,7 +459,7 @@ def test_the_front_counts_origin_fallbacks_by_region_when_no_cdn_host_is_up() ->
 
     asyncio.run(drive())
 
-    assert tally.redirects == {("origin", "", 301, "default", "s1"): 3}
+    assert tally.redirects == {("origin", "", 301, "default"): 3}
     assert snapshot.fallbacks.origin_by_region == {"default": 3}
 
 

@@ -107,6 +107,22 @@ def test_any_of_several_allowed_domains_is_accepted() -> None:
         ("http://s1.origin-cluster/a\N{FULLWIDTH SOLIDUS}b.m3u8", "invalid-path"),
         ("http://s1.origin-cluster/\N{TWO DOT LEADER}/x.m3u8", "invalid-path"),
         ("http://s1.origin-cluster/%ef%bc%8e%ef%bc%8e/x.m3u8", "invalid-path"),
+        # `?` and `#` end a path wherever they are decoded: `..?` is `..` to such a server
+        ("http://s1.origin-cluster/..%3F/s2/x.m3u8", "invalid-path"),
+        ("http://s1.origin-cluster/..%3fx/s2/x.m3u8", "invalid-path"),
+        ("http://s1.origin-cluster/..%253F/s2/x.m3u8", "invalid-path"),
+        ("http://s1.origin-cluster/.%23/s2/x.m3u8", "invalid-path"),
+        ("http://s1.origin-cluster/..%23/s2/x.m3u8", "invalid-path"),
+        ("http://s1.origin-cluster/..%2523/s2/x.m3u8", "invalid-path"),
+        # IIS-style %uXXXX escapes
+        ("http://s1.origin-cluster/%u002e%u002e/s2/x.m3u8", "invalid-path"),
+        ("http://s1.origin-cluster/%U002E%U002E/s2/x.m3u8", "invalid-path"),
+        ("http://s1.origin-cluster/.%u002e/s2/x.m3u8", "invalid-path"),
+        ("http://s1.origin-cluster/%25u002e%25u002e/s2/x.m3u8", "invalid-path"),
+        ("http://s1.origin-cluster/a%u002fb.m3u8", "invalid-path"),
+        ("http://s1.origin-cluster/a%u005c..%u005cb.m3u8", "invalid-path"),
+        ("http://s1.origin-cluster/%uff0e%uff0e/s2/x.m3u8", "invalid-path"),
+        ("http://s1.origin-cluster/a%ud800.m3u8", "invalid-path"),
         ("http://s1.origin-cluster", "missing-path"),
         ("http://s1.origin-cluster/", "missing-path"),
         ("http://s1.origin-cluster?x=1", "missing-path"),
@@ -134,6 +150,9 @@ def test_dots_inside_names_are_not_dot_segments() -> None:
         "/a;b/v.m3u8",
         "/a/%20../v.m3u8",
         "/a/v.m3u8?next=/../x&p=%2e%2e%2f",  # the query is not a path
+        "/what%3F.m3u8",  # a `?` or `#` in a name: what is before it is not a dot segment
+        "/a%23b/c%3F../v.m3u8",
+        "/%u0041%uzzzz.m3u8",
     ],
 )
 def test_escapes_and_parameters_that_stay_in_their_segment_are_kept(rest: str) -> None:

@@ -3,12 +3,15 @@ from fastapi import APIRouter, Request
 
 from app.application.redirect import RedirectVideo
 from app.presentation.http.client import client_address
+from app.presentation.http.openapi import RATE_LIMITED
 from app.presentation.http.schemas import PROBLEM_RESPONSE, BalanceDecision, BalanceRequest
 
 router = APIRouter(tags=["redirect"], route_class=DishkaRoute)
 
 
-@router.post("/balance", responses={400: PROBLEM_RESPONSE, 422: PROBLEM_RESPONSE})
+@router.post(
+    "/balance", responses={400: PROBLEM_RESPONSE, 422: PROBLEM_RESPONSE, 429: RATE_LIMITED}
+)
 async def balance(
     body: BalanceRequest, redirect: FromDishka[RedirectVideo], request: Request
 ) -> BalanceDecision:

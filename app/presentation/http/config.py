@@ -12,6 +12,7 @@ from app.application.config import (
     UpdateConfig,
 )
 from app.application.errors import ServerRuleNotFound
+from app.domain.syntax import LABEL
 from app.presentation.http.auth import AdminAuth
 from app.presentation.http.etag import MAX_VERSION, etag, if_match_version
 from app.presentation.http.schemas import (
@@ -32,7 +33,14 @@ ADMIN_ERRORS: dict[int | str, dict[str, Any]] = dict.fromkeys((401, 403, 503), P
 WRITE_ERRORS: dict[int | str, dict[str, Any]] = dict.fromkeys(
     (401, 403, 409, 412, 422, 503), PROBLEM_RESPONSE
 )
-Server = Annotated[str, Path(description="The origin server label: `s7` for `s7.origin-cluster`.")]
+Server = Annotated[
+    str,
+    Path(
+        description="The origin server label: `s7` for `s7.origin-cluster`.",
+        # Documented, not enforced here: the configuration's own check names the field.
+        json_schema_extra={"pattern": f"^{LABEL.pattern}$"},
+    ),
+]
 
 
 def config_router(auth: AdminAuth) -> APIRouter:

@@ -1,4 +1,5 @@
 from pathlib import Path
+from urllib.parse import quote
 
 from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
@@ -28,6 +29,8 @@ class ConsoleFiles:
     """The console's static files with the security headers on every answer.
 
     Only requests under /admin pass through here, so the headers cost nothing elsewhere.
+    StaticFiles sends a directory named without its slash (`/admin/%2e`) to the same path
+    with one, as an absolute URL on the request's Host; it is made relative here.
     """
 
     def __init__(self, directory: Path = STATIC) -> None:
@@ -36,15 +39,23 @@ class ConsoleFiles:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
+                headers = message.get("headers", ())
                 kept = [
                     (name, value)
-                    for name, value in message.get("headers", ())
-                    if name.lower() != b"cache-control"
+                    for name, value in headers
+                    if name.lower() not in (b"cache-control", b"location")
                 ]
+                if any(name.lower() == b"location" for name, _ in headers):
+                    kept.append((b"location", _directory_location(scope["path"])))
                 message = {**message, "headers": [*kept, *SECURITY_HEADERS]}
             await send(message)
 
         await self._files(scope, receive, send_with_headers)
+
+
+def _directory_location(path: str) -> bytes:
+    """`/admin/sub` -> `./sub/`: the directory with its slash, relative to the request."""
+    return f"./{quote(path.rpartition('/')[2])}/".encode()
 
 
 def mount_console(app: FastAPI) -> None:

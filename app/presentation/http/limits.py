@@ -4,6 +4,7 @@ from typing import Annotated, Any
 from dishka.integrations.fastapi import DishkaRoute, FromDishka
 from fastapi import APIRouter, Depends, Path, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.config import JsonDict
 
 from app.application.limits import (
     MAX_PAGE,
@@ -17,10 +18,22 @@ from app.domain.ratelimit import ClientLimit, InvalidLimit, client_id_text, pars
 from app.presentation.http.auth import AdminAuth
 from app.presentation.http.schemas import PROBLEM_RESPONSE, RateLimitBody
 
+# What a client id looks like, for the document (and the clients it generates): an IPv4 or
+# IPv6 address, or a CIDR block. The check itself is parse_client_id's.
+CLIENT_ID_SCHEMA: JsonDict = {
+    "maxLength": 64,
+    "anyOf": [
+        {"format": "ipv4"},
+        {"format": "ipv6"},
+        {"pattern": "^[0-9A-Fa-f:.]+/[0-9]{1,3}$"},
+    ],
+}
 ClientIdPath = Annotated[
     str,
     Path(
-        description="An address or a CIDR block; its `/` raw or as `%2F`.", examples=["10.0.0.0/8"]
+        description="An address or a CIDR block; its `/` raw or as `%2F`.",
+        examples=["10.0.0.0/8"],
+        json_schema_extra=CLIENT_ID_SCHEMA,
     ),
 ]
 ERRORS: dict[int | str, dict[str, Any]] = dict.fromkeys((401, 403, 404, 422, 503), PROBLEM_RESPONSE)
@@ -42,7 +55,9 @@ class LimitCreate(LimitWrite):
         },
     )
 
-    client_id: str = Field(description="An IPv4/IPv6 address or CIDR block.")
+    client_id: str = Field(
+        description="An IPv4/IPv6 address or CIDR block.", json_schema_extra=CLIENT_ID_SCHEMA
+    )
 
 
 class LimitPut(LimitWrite):

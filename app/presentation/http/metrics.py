@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 
 from app.application.metrics import (
     DURATION_BUCKETS,
+    MAX_SERVERS,
     Figures,
     GetStats,
     ReadInstanceFigures,
@@ -39,7 +40,15 @@ class StatsBody(BaseModel):
     since: datetime = Field(description="When counting started (the last reset).")
     total: int = Field(description="Redirects answered (`GET /` and `HEAD /`).")
     by_target: dict[str, int]
-    by_server: dict[str, int]
+    by_server: dict[str, int] = Field(
+        description=f"Redirects by origin server label, heaviest first: at most the "
+        f"{MAX_SERVERS:,} heaviest labels, each count within `by_server_error` of the true one."
+    )
+    by_server_error: int = Field(
+        description="How far a `by_server` count may be from the true one, and the most "
+        "redirects a server not listed can have had; 0 (exact) while no more than "
+        f"{MAX_SERVERS:,} distinct labels were seen since the last reset."
+    )
     by_cdn_host: dict[str, int]
     by_region: dict[str, int]
     rejected: dict[str, int] = Field(description="Problem answers of the redirect path by code.")
@@ -75,7 +84,7 @@ def figure_families(figures: Figures) -> Iterator[Metric]:
         labels=["target", "cdn_host", "status", "region"],
     )
     by_label: dict[tuple[str, str, str, str], int] = {}
-    for (target, cdn, status, region, _server), count in figures.redirects.items():
+    for (target, cdn, status, region), count in figures.redirects.items():
         key = (str(target), cdn_host(cdn) if cdn else "", str(status), region)
         by_label[key] = by_label.get(key, 0) + count
     for labels, count in sorted(by_label.items()):
@@ -238,6 +247,7 @@ def stats_router(auth: AdminAuth) -> APIRouter:
             total=report.total,
             by_target=report.by_target,
             by_server=report.by_server,
+            by_server_error=report.by_server_error,
             by_cdn_host=report.by_cdn_host,
             by_region=report.by_region,
             rejected=report.rejected,

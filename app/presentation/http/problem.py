@@ -1,5 +1,8 @@
 import json
+from collections.abc import Mapping
 from typing import Any
+
+from starlette.types import Send
 
 from app.application.errors import (
     ConfigNotLoaded,
@@ -76,3 +79,25 @@ def retry_after(error: BalancerError) -> str | None:
 
 def encode(document: dict[str, Any]) -> bytes:
     return json.dumps(document, separators=(",", ":")).encode()
+
+
+async def send_problem(
+    send: Send, document: dict[str, Any], headers: Mapping[str, str] | None = None
+) -> None:
+    """Answer `document` from ASGI middleware before the request's body is read. The
+    connection closes, so whatever body the client still sends is never read."""
+    body = encode(document)
+    extra = [(name.lower().encode(), value.encode()) for name, value in (headers or {}).items()]
+    await send(
+        {
+            "type": "http.response.start",
+            "status": document["status"],
+            "headers": [
+                (b"content-type", PROBLEM_JSON.encode()),
+                (b"content-length", str(len(body)).encode()),
+                *extra,
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

@@ -227,7 +227,7 @@ class RedirectFront:
 
         Until the worker has started, only health, docs and the console are served.
         """
-        if self._redirect is None and scope["type"] == "http" and _needs_start(scope["path"]):
+        if self._redirect is None and scope["type"] == "http" and needs_start(scope["path"]):
             await _send_refusal(send, _STARTING)
             return
         limit = self._limit
@@ -245,7 +245,8 @@ class RedirectFront:
         await self.app(scope, receive, send)
 
 
-def _needs_start(path: str) -> bool:
+def needs_start(path: str) -> bool:
+    """Whether `path` answers 503 `starting` until the worker has started."""
     return path not in _OPEN_WHILE_STARTING and not path.startswith(_OPEN_PREFIXES_WHILE_STARTING)
 
 

@@ -1,7 +1,7 @@
 from fastapi import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.presentation.http.problem import PROBLEM_JSON, encode, problem
+from app.presentation.http.problem import problem, send_problem
 
 _CLOSE = {"Connection": "close"}
 
@@ -93,11 +93,4 @@ class RequestLimits:
 
 async def _refuse(send: Send, error: HTTPException) -> None:
     assert isinstance(error.detail, dict)
-    body = encode(error.detail)
-    headers = [
-        (b"content-type", PROBLEM_JSON.encode()),
-        (b"content-length", str(len(body)).encode()),
-        (b"connection", b"close"),
-    ]
-    await send({"type": "http.response.start", "status": error.status_code, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    await send_problem(send, error.detail)
