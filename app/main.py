@@ -29,7 +29,7 @@ from app.infrastructure.redis.ratelimit import RedisLimitSettler
 from app.infrastructure.redis.sequence import RedisLeasedSequence
 from app.ioc import providers
 from app.presentation.http import balance, cdn, config, health, limits, metrics, route
-from app.presentation.http.auth import AdminAuth
+from app.presentation.http.auth import AdminAuth, MetricsAuth
 from app.presentation.http.console import mount_console
 from app.presentation.http.context import RequestContext
 from app.presentation.http.docs import mount_docs
@@ -77,7 +77,7 @@ def create_app(settings: Settings | None = None) -> RedirectFront:
     api.include_router(route.route_router(auth))
     api.include_router(cdn.cdn_router(auth))
     api.include_router(limits.limits_router(auth))
-    metrics_token = AdminAuth(settings.metrics_token) if settings.metrics_token else None
+    metrics_token = MetricsAuth(settings.metrics_token) if settings.metrics_token else None
     api.include_router(metrics.metrics_router(metrics_token))
     api.include_router(metrics.stats_router(auth))
     install_error_handlers(api)

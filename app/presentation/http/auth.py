@@ -3,11 +3,27 @@ import hmac
 from typing import Annotated
 
 import structlog
-from fastapi import Header, HTTPException
+from fastapi import Header, HTTPException, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app.presentation.http.problem import problem
 
 log = structlog.get_logger(__name__)
+
+# Declared on the operations that need a token, so /docs has an Authorize button that
+# "Try it out" sends, and ReDoc names the operations that need one. Only declared: the header
+# is read and judged by AdminAuth itself (401/403 as problem documents).
+ADMIN_TOKEN = HTTPBearer(
+    scheme_name="adminToken",
+    description="One of `BALANCER_ADMIN_TOKEN`; `make run` generates one and keeps it in "
+    "`.data/admin-token`.",
+    auto_error=False,
+)
+METRICS_TOKEN = HTTPBearer(
+    scheme_name="metricsToken",
+    description="One of `BALANCER_METRICS_TOKEN` (an admin token is not one).",
+    auto_error=False,
+)
 
 
 def fingerprint(token: bytes) -> str:
@@ -24,7 +40,11 @@ class AdminAuth:
     def __init__(self, tokens: tuple[str, ...]) -> None:
         self._tokens = tuple(token.encode() for token in tokens)
 
-    async def __call__(self, authorization: Annotated[str | None, Header()] = None) -> None:
+    async def __call__(
+        self,
+        authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+        declared: Annotated[HTTPAuthorizationCredentials | None, Security(ADMIN_TOKEN)] = None,
+    ) -> None:
         scheme, _, token = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise HTTPException(
@@ -44,3 +64,14 @@ class AdminAuth:
                 403, detail=problem(403, "Forbidden", "The admin token is not valid.", "forbidden")
             )
         structlog.contextvars.bind_contextvars(admin=fingerprint(presented))
+
+
+class MetricsAuth(AdminAuth):
+    """`/metrics` with `BALANCER_METRICS_TOKEN` set: the same check, its own scheme."""
+
+    async def __call__(
+        self,
+        authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+        declared: Annotated[HTTPAuthorizationCredentials | None, Security(METRICS_TOKEN)] = None,
+    ) -> None:
+        await super().__call__(authorization)
