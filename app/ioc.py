@@ -26,6 +26,7 @@ from app.application.config import (
 )
 from app.application.health import CheckReadiness, Lifecycle
 from app.application.limits import (
+    CountLimits,
     CreateLimit,
     DeleteLimit,
     GetLimit,
@@ -282,6 +283,7 @@ class ApplicationProvider(Provider):
         CreateLimit,
         GetLimit,
         ListLimits,
+        CountLimits,
         ReplaceLimit,
         DeleteLimit,
     )

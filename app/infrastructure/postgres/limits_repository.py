@@ -12,6 +12,7 @@ _REPLACE = read_sql("replace_limit")
 _DELETE = read_sql("delete_limit")
 _REVISION = read_sql("limits_revision")
 _ALL = read_sql("all_limits")
+_COUNT = read_sql("count_limits")
 
 
 def _to_limit(row: asyncpg.Record) -> ClientLimit:
@@ -80,3 +81,8 @@ class PostgresLimitRepository:
         async with storage_errors():
             rows = await self._pool.fetch(_ALL)
         return [_to_limit(row) for row in rows]
+
+    async def count(self) -> int:
+        async with storage_errors():
+            count = await self._pool.fetchval(_COUNT)
+        return int(count)

@@ -1,0 +1,1 @@
+SELECT count(*) FROM rate_limits
