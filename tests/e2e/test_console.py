@@ -690,6 +690,11 @@ def test_now_shows_a_region_pool_with_its_down_host_and_an_amber_summary(
         expect(page.locator("#pool-global")).to_contain_text("1 of 1 up")
         probes = page.locator("#now-state li", has_text="CDN health checks")
         expect(probes).to_have_class("warn")
+
+        fra.stop()  # the region's last healthy host: its viewers fall back, the summary is red
+        expect(summary).to_have_attribute("data-level", "bad", timeout=15_000)
+        expect(summary).to_contain_text("2 of 3 CDN hosts down; no healthy host in the region eu")
+        expect(region.locator(".alert")).to_contain_text("its viewers get the pool they would")
     finally:
         patch(server, regions=[])
         reset_config(server.url)
