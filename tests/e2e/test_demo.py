@@ -15,7 +15,7 @@ import pytest
 
 from loadtest.fake_cdn import pid_file
 from loadtest.support import ROOT, free_port, redis_keys
-from tests.e2e.servers import fresh_prefix
+from tests.e2e.servers import fresh_prefix, until_banner
 
 
 def shell(line: str) -> None:
@@ -50,7 +50,6 @@ def demo(database_url: str, redis_url: str, tmp_path: Path) -> Iterator[tuple[st
     ports = [free_port(), free_port()]
     port = free_port()
     environ = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("BALANCER_")},
         "BALANCER_DATABASE_URL": database_url,
         "BALANCER_REDIS_URL": redis_url,
         "BALANCER_PORT": str(port),
@@ -59,26 +58,11 @@ def demo(database_url: str, redis_url: str, tmp_path: Path) -> Iterator[tuple[st
     }
     command = [sys.executable, "-m", "loadtest.demo", "--data-dir", str(tmp_path)]
     command += ["--cdn-ports", ",".join(map(str, ports))]
-    process = subprocess.Popen(
-        command, cwd=ROOT, env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    lines: list[str] = []
     try:
-        assert process.stdout is not None
-        for line in process.stdout:
-            lines.append(line)
-            if line.startswith("  stop  "):
-                break
-        banner = "".join(lines)
-        assert "The balancer is ready" in banner, banner
-        yield banner, ports
+        with until_banner(command, environ) as banner:
+            assert "The balancer is ready" in banner, banner
+            yield banner, ports
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
         for cdn_port in ports:  # one started again by hand outlives the demo, as its shell's
             marker = pid_file(tmp_path, cdn_port)
             if marker.exists():

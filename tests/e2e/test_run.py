@@ -1,21 +1,18 @@
 """`make run` is for a person at a laptop: it listens on loopback unless told otherwise, and
 its banner gives the one line that puts the admin token in $TOKEN."""
 
-import os
 import shlex
-import signal
 import subprocess
 import sys
-import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import httpx
 import pytest
 
 from loadtest.support import ROOT, free_port, redis_keys
-from tests.e2e.servers import fresh_prefix
+from tests.e2e.servers import fresh_prefix, until_banner
 
 TCP_LISTEN = "0A"
 
@@ -40,40 +37,10 @@ def listening_addresses(port: int) -> set[str]:
     return found
 
 
-@contextmanager
-def make_run(
-    environ: Mapping[str, str], data_dir: Path, port: int
-) -> Iterator[tuple[subprocess.Popen[str], list[str]]]:
+def make_run(environ: Mapping[str, str], data_dir: Path, port: int) -> AbstractContextManager[str]:
     """What `make run` runs (`python -m app run`), until its banner has been logged."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "app", "run", "--data-dir", str(data_dir)],
-        cwd=ROOT,
-        env={
-            **{k: v for k, v in os.environ.items() if not k.startswith("BALANCER_")},
-            "BALANCER_PORT": str(port),
-            "BALANCER_WORKERS": "1",
-            **environ,
-        },
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    lines: list[str] = []
-    try:
-        assert process.stdout is not None
-        deadline = time.monotonic() + 60
-        for line in process.stdout:
-            lines.append(line)
-            if "  stop  " in line or time.monotonic() > deadline:
-                break
-        yield process, lines
-    finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    command = [sys.executable, "-m", "app", "run", "--data-dir", str(data_dir)]
+    return until_banner(command, {"BALANCER_PORT": str(port), "BALANCER_WORKERS": "1", **environ})
 
 
 @pytest.fixture
@@ -118,8 +85,7 @@ def test_run_listens_on_loopback_only_and_prints_the_token_line_when_no_host_is_
 ) -> None:
     port = free_port()
     data_dir = tmp_path / "data"
-    with make_run(services, data_dir, port) as (_, lines):
-        text = "".join(lines)
+    with make_run(services, data_dir, port) as text:
         assert "The balancer is ready" in text, text
         assert listening_addresses(port) == {"127.0.0.1"}
         token = (data_dir / "admin-token").read_text().strip()
@@ -145,10 +111,6 @@ def test_run_listens_on_every_interface_when_balancer_host_says_so(
     services: dict[str, str], tmp_path: Path
 ) -> None:
     port = free_port()
-    with make_run({**services, "BALANCER_HOST": "0.0.0.0"}, tmp_path / "data", port) as (
-        _,
-        lines,
-    ):
-        text = "".join(lines)
+    with make_run({**services, "BALANCER_HOST": "0.0.0.0"}, tmp_path / "data", port) as text:
         assert listening_addresses(port) == {"0.0.0.0"}
         assert "every interface" in text, text
