@@ -665,6 +665,9 @@ def test_now_shows_a_region_pool_with_its_down_host_and_an_amber_summary(
                 "cdn_hosts": [{"host": fra.host, "weight": 3}, {"host": stopped.host}],
             }
         ],
+        server_rules={
+            "s9": {"cdn_weight": 1, "origin_weight": 0, "cdn_hosts": [{"host": fra.host}]}
+        },
         cdn_health={"enabled": True, "interval_seconds": 1.0, "timeout_seconds": 0.5},
     )
     try:
@@ -688,12 +691,19 @@ def test_now_shows_a_region_pool_with_its_down_host_and_an_amber_summary(
         up = rows.filter(has=page.locator("th", has_text=fra.host)).locator("td")
         expect(up.nth(1)).to_have_text("100.0 %")  # its weight is the whole healthy pool's
         expect(page.locator("#pool-global")).to_contain_text("1 of 1 up")
+        expect(page.locator("#pool-server-s9 h4")).to_contain_text("Server s9")
+        expect(page.locator("#pool-server-s9")).to_contain_text("split 1 : 0")
         probes = page.locator("#now-state li", has_text="CDN health checks")
         expect(probes).to_have_class("warn")
 
         fra.stop()  # the region's last healthy host: its viewers fall back, the summary is red
         expect(summary).to_have_attribute("data-level", "bad", timeout=15_000)
-        expect(summary).to_contain_text("2 of 3 CDN hosts down; no healthy host in the region eu")
+        expect(summary).to_contain_text(
+            "2 of 3 CDN hosts down; Region eu has no healthy host: its viewers get the pool "
+            "they would have without regions (the origin if that one is down too); Server s9 "
+            "has no healthy host: "
+            "its CDN-bound requests go to the origin."
+        )
         expect(region.locator(".alert")).to_contain_text("its viewers get the pool they would")
     finally:
         patch(server, regions=[])

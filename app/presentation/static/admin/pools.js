@@ -91,12 +91,15 @@ export function summaryWords(assessment, config) {
   if (!enabled) return `Health checks are off: the ${total} ${hosts} are not probed and all count as up.`;
   if (!down) return total === 1 ? "The CDN host is up." : `All ${total} ${hosts} up.`;
   const words = [`${down} of ${total} ${hosts} down`];
-  for (const pool of empty) words.push(`no healthy host in the ${pool.title.toLowerCase()}: ${fallbackWords(pool, config)}`);
+  for (const pool of empty) words.push(`${pool.title} has no healthy host: ${fallbackWords(pool, config)}`);
   return `${words.join("; ")}.`;
 }
 
+// Where a pool's CDN-bound requests go when none of its hosts is healthy (the server's rule).
 export function fallbackWords(pool, config) {
-  const last = config.origin_fallback === false ? "they answer 503" : "they go to the origin";
-  if (pool.fallback === "region") return `its viewers get the pool they would have without regions; if that is down too, ${last}`;
-  return `CDN-bound requests fall back: ${last}`;
+  const refused = config.origin_fallback === false;
+  if (pool.fallback === "region") {
+    return `its viewers get the pool they would have without regions (${refused ? "503" : "the origin"} if that one is down too)`;
+  }
+  return refused ? "its CDN-bound requests are answered 503" : "its CDN-bound requests go to the origin";
 }
