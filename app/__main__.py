@@ -3,6 +3,7 @@
 import argparse
 import os
 import secrets
+import shlex
 import shutil
 import sys
 import tempfile
@@ -10,6 +11,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 
 import structlog
@@ -76,10 +78,10 @@ def _serve(settings: Settings) -> int:
     return STARTUP_FAILURE if failed else 0
 
 
-def run_with_embedded_services(data_dir: Path) -> int:
+def run_with_embedded_services(data_dir: Path, notes: Sequence[str] = ()) -> int:
     """Serve for people at a terminal: console logs, embedded servers when no database or
     Redis URL is set (their own logs go to files under `data_dir`), and a banner once the
-    service answers."""
+    service answers, with `notes` (more lines of it) at its end."""
     from app.embedded import EmbeddedServices
 
     token_file = data_dir / "admin-token"
@@ -90,11 +92,18 @@ def run_with_embedded_services(data_dir: Path) -> int:
             token_file.write_text(secrets.token_urlsafe(32))
             token_file.chmod(0o600)
         os.environ[f"{ENV_PREFIX}ADMIN_TOKEN"] = token_file.read_text().strip()
-    # The operator's own token is not ours to show; the one generated here is.
-    token = (
-        f"{os.environ[f'{ENV_PREFIX}ADMIN_TOKEN']}  (kept in {token_file})"
+    # The operator's own token is not ours to show; the one generated here is. Either way
+    # one line puts it in $TOKEN, the variable every example uses.
+    access = (
+        [
+            f"  admin token    {os.environ[f'{ENV_PREFIX}ADMIN_TOKEN']}  (kept in {token_file})",
+            f"  in a shell     export TOKEN=$(cat {shlex.quote(str(token_file))})",
+        ]
         if generated
-        else f"the one in {ENV_PREFIX}ADMIN_TOKEN"
+        else [
+            f"  admin token    the one in {ENV_PREFIX}ADMIN_TOKEN",
+            f"  in a shell     export TOKEN=${{{ENV_PREFIX}ADMIN_TOKEN%%,*}}",
+        ]
     )
 
     needs_services = not (
@@ -102,7 +111,7 @@ def run_with_embedded_services(data_dir: Path) -> int:
     )
     if not needs_services:
         settings = load_settings()
-        announce_when_ready(settings, token)
+        announce_when_ready(settings, [*access, *notes])
         return serve(settings)
     with EmbeddedServices(data_dir) as services:
         os.environ.setdefault(f"{ENV_PREFIX}DATABASE_URL", services.database_url)
@@ -110,15 +119,21 @@ def run_with_embedded_services(data_dir: Path) -> int:
         migrate(os.environ[f"{ENV_PREFIX}DATABASE_URL"])
         log.info("embedded_services_started", data_dir=str(data_dir), logs=services.log_files)
         settings = load_settings()
-        announce_when_ready(settings, token)
+        announce_when_ready(settings, [*access, *notes])
         return serve(settings)
 
 
-def announce_when_ready(settings: Settings, token: str) -> None:
+def announce_when_ready(settings: Settings, notes: Sequence[str]) -> None:
     """Log the banner once a worker answers `/ready` with 200 (from a daemon thread: the
     supervisor holds the main one)."""
-    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host  # noqa: S104
+    everywhere = settings.host in ("0.0.0.0", "::", "")  # noqa: S104
+    host = "127.0.0.1" if everywhere else settings.host
     base = f"http://{host}:{settings.port}"
+    listening = (
+        f"every interface, port {settings.port}: reachable from this machine's network"
+        if everywhere
+        else f"{settings.host}:{settings.port} only ({ENV_PREFIX}HOST=0.0.0.0 opens it)"
+    )
 
     def wait_and_announce() -> None:
         while True:
@@ -137,7 +152,8 @@ def announce_when_ready(settings: Settings, token: str) -> None:
                     f"  API docs       {base}/docs",
                     f"  admin console  {base}/admin",
                     f"  metrics        {base}/metrics",
-                    f"  admin token    {token}",
+                    f"  listening on   {listening}",
+                    *notes,
                     "  stop           Ctrl-C (workers finish their requests first)",
                 ]
             )
@@ -156,7 +172,8 @@ def _database_url() -> str:
     return url
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, notes: Sequence[str] = ()) -> int:
+    """The command line; `notes` are more banner lines for `run` (`make demo`'s CDN hosts)."""
     parser = argparse.ArgumentParser(prog="python -m app", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("serve", help="serve against BALANCER_DATABASE_URL and BALANCER_REDIS_URL")
@@ -167,6 +184,9 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "run":
         os.environ.setdefault(f"{ENV_PREFIX}LOG_FORMAT", "console")
+        # A developer's laptop: its admin API and console stay off the network unless asked
+        # (the image and compose run `serve`, which listens on every interface).
+        os.environ.setdefault(f"{ENV_PREFIX}HOST", "127.0.0.1")
     level = os.environ.get(f"{ENV_PREFIX}LOG_LEVEL", "info").lower()
     configure_logging(
         level=level if level in ("debug", "info", "warning", "error") else "info",
@@ -176,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "serve":
             return serve(load_settings())
         if args.command == "run":
-            return run_with_embedded_services(args.data_dir)
+            return run_with_embedded_services(args.data_dir, notes)
         migrate(_database_url())
     except SettingsError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -6,13 +6,42 @@ servers already on the machine.
 """
 
 import logging
+import os
+import pwd
 import subprocess
 import time
 import warnings
 from pathlib import Path
 from types import TracebackType
 
+import structlog
+
 DATABASE = "balancer"
+# PostgreSQL refuses to run as root, so pgserver runs it as this system user, created with
+# `useradd` the first time it is needed (pgserver.utils.ensure_user_exists, version 0.1.4).
+PGSERVER_SYSTEM_USER = "pgserver"
+
+log = structlog.get_logger(__name__)
+
+
+def system_user_notice(data_dir: Path) -> dict[str, str] | None:
+    """What pgserver is about to do to this machine without a word, or None: as root, with
+    no `pgserver` user yet, it creates one and opens the folders above the data folder."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        pwd.getpwnam(PGSERVER_SYSTEM_USER)
+    except KeyError:
+        return {
+            "user": PGSERVER_SYSTEM_USER,
+            "why": "running as root: PostgreSQL refuses root, so the embedded one runs as a "
+            "system user of its own, created now (once)",
+            "folders": f"every folder above {data_dir} becomes readable and enterable by "
+            "other users (chmod g+rx,o+rx), so that user reaches its data",
+            "undo": f"userdel {PGSERVER_SYSTEM_USER}; or run as a normal user, or set "
+            "BALANCER_DATABASE_URL to a PostgreSQL of your own",
+        }
+    return None
 
 
 class EmbeddedServices:
@@ -54,6 +83,9 @@ class EmbeddedServices:
     def _start_postgres(self) -> None:
         import pgserver  # only development needs it
 
+        notice = system_user_notice(self._data_dir / "postgres")
+        if notice is not None:
+            log.warning("embedded_postgres_creates_system_user", **notice)
         server = pgserver.get_server(  # type: ignore[attr-defined]
             self._data_dir / "postgres", cleanup_mode="stop"
         )

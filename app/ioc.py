@@ -26,6 +26,7 @@ from app.application.config import (
 )
 from app.application.health import CheckReadiness, Lifecycle
 from app.application.limits import (
+    CountLimits,
     CreateLimit,
     DeleteLimit,
     GetLimit,
@@ -298,6 +299,7 @@ class ApplicationProvider(Provider):
         CreateLimit,
         GetLimit,
         ListLimits,
+        CountLimits,
         ReplaceLimit,
         DeleteLimit,
     )

@@ -29,7 +29,7 @@ from app.infrastructure.redis.ratelimit import RedisLimitSettler
 from app.infrastructure.redis.sequence import RedisLeasedSequence
 from app.ioc import providers
 from app.presentation.http import balance, cdn, config, health, limits, metrics, route
-from app.presentation.http.auth import AdminAuth, AdminGate
+from app.presentation.http.auth import AdminAuth, AdminGate, MetricsAuth
 from app.presentation.http.console import mount_console
 from app.presentation.http.context import RequestContext
 from app.presentation.http.docs import mount_docs
@@ -73,7 +73,7 @@ def create_app(settings: Settings | None = None) -> RedirectFront:
         redirect_slashes=False,
     )
     auth = AdminAuth(settings.admin_token)
-    metrics_token = AdminAuth(settings.metrics_token) if settings.metrics_token else None
+    metrics_token = MetricsAuth(settings.metrics_token) if settings.metrics_token else None
     routers = (
         health.router,
         balance.router,

@@ -44,6 +44,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         default=1,
         help="workers of the balancer this starts itself (default 1; Locust needs a core too)",
     )
+    parser.add_argument(
+        "--spread-clients",
+        action="store_true",
+        help="each user an address of its own (X-Forwarded-For), for a balancer that trusts "
+        "this machine as a proxy; its per-client rate limit then applies per user",
+    )
     parser.add_argument("--results-dir", type=Path, default=RESULTS)
     return parser.parse_args(argv)
 
@@ -72,6 +78,8 @@ def locust_command(args: argparse.Namespace, host: str, prefix: Path) -> list[st
     ]
     if args.processes > 1:
         command += ["--processes", str(args.processes)]
+    if args.spread_clients:
+        command.append("--spread-clients")
     return command
 
 

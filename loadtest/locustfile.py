@@ -24,8 +24,18 @@ check failed, the share is off, the weights changed during the run, or transport
 
 With `--processes` or `--master`/`--worker` each worker sends its counts to the master
 with its stats reports and the master judges the sum; a worker never judges on its own.
+
+Rate limits: every user sends from this machine's address, so a balancer with a default rate
+limit sees one client and answers most of the run 429. At the start the run says which
+limit is on and what it will do; `--spread-clients` (LOADTEST_SPREAD_CLIENTS=1) gives each
+user an address of its own in `X-Forwarded-For` (198.18.0.0/15, the benchmarking range), for
+a balancer that trusts this machine as a proxy (BALANCER_FORWARDED_ALLOW_IPS, 127.0.0.1 by
+default). A 429 is counted as a failure (the run could not measure what it asked), never as
+a broken rule.
 """
 
+import ipaddress
+import itertools
 import json
 import logging
 import random
@@ -57,6 +67,11 @@ SERVERS = tuple(f"s{number}" for number in range(1, 51))
 SERVER_WEIGHTS = tuple(1 / rank**0.6 for rank in range(1, len(SERVERS) + 1))
 RENDITIONS = ("360p", "480p", "720p", "1080p")
 MIN_SLACK = 5  # requests: each server worker may stand inside a block of the sequence
+RATE_LIMITED = 429
+# RFC 2544's benchmarking range: addresses that are nobody's, 131,072 of them.
+CLIENTS = ipaddress.ip_network("198.18.0.0/15")
+# What one player asks per second: a wait of 10-100 ms (55 ms on average) between requests.
+PLAYER_REQUESTS_PER_SECOND = 1 / 0.055
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -76,9 +91,12 @@ class ServedConfig:
     origin_domain: str
     split: tuple[int, int]
     server_rules: Mapping[str, tuple[int, int]]
+    # The default per-client limit: (capacity, refill per second); None: off.
+    rate_limit: tuple[int, float] | None = None
 
     @classmethod
     def parse(cls, body: Mapping[str, Any]) -> "ServedConfig":
+        limit = body.get("rate_limit")
         return cls(
             version=int(body["version"]),
             cdn_host=str(body["cdn_host"]),
@@ -89,6 +107,9 @@ class ServedConfig:
                 server: (int(rule["cdn_weight"]), int(rule["origin_weight"]))
                 for server, rule in body["server_rules"].items()
             },
+            rate_limit=(
+                None if not limit else (int(limit["capacity"]), float(limit["refill_per_second"]))
+            ),
         )
 
     def origin_share(self, server: str) -> float:
@@ -178,6 +199,13 @@ def check_refusal(status: int, content_type: str | list[str] | None, location: o
         raise Mismatch(f"bad URL answered content-type {content_type!r}, expected {PROBLEM_JSON}")
 
 
+def rate_limited(response: ResponseContextManager) -> None:
+    """A 429 keeps the balancer's rules (a client over its limit), but the run did not get
+    the redirect it asked for: a failure, counted apart from broken rules."""
+    run.count("rate-limited")
+    response.failure("429 rate-limited: the balancer's rate limit (see the start of the run)")  # type: ignore[no-untyped-call]
+
+
 def checked(response: ResponseContextManager, check: Callable[[], T]) -> T | None:
     """Run `check` on a response inside its `with` block and report the outcome to Locust.
 
@@ -234,6 +262,16 @@ def bad_videos(domain: str) -> dict[str, str | None]:
     }
 
 
+# Each process draws its addresses from its own random place in the range: the processes of
+# a distributed run rarely share one.
+_addresses = itertools.count(random.randrange(CLIENTS.num_addresses))
+
+
+def client_address() -> str:
+    """An address of its own for the next user (X-Forwarded-For)."""
+    return str(CLIENTS[next(_addresses) % CLIENTS.num_addresses])
+
+
 class Player(FastHttpUser):
     """A viewer's player: a playlist, then segments one after another, sometimes zapping."""
 
@@ -245,6 +283,8 @@ class Player(FastHttpUser):
         self.video = pick_video(self.domain)
         self.rendition = random.choice(RENDITIONS)
         self.segment = 0
+        spread = options(self.environment).spread_clients
+        self.viewer = {"X-Forwarded-For": client_address()} if spread else {}
 
     def redirect(self, video: Video, path: str, name: str) -> None:
         if run.config is None:
@@ -253,10 +293,14 @@ class Player(FastHttpUser):
         with self.client.get(
             f"/?{urlencode({'video': url})}",
             name=f"/?video=[{name}]",
+            headers=self.viewer,
             allow_redirects=False,
             catch_response=True,
         ) as response:
             headers = response.headers or {}
+            if response.status_code == RATE_LIMITED:
+                rate_limited(response)
+                return
             target = checked(
                 response,
                 lambda: redirect_target(
@@ -290,7 +334,11 @@ class Player(FastHttpUser):
         kind, video = random.choice(list(bad_videos(self.domain).items()))
         query = "" if video is None else f"?{urlencode({'video': video})}"
         with self.client.get(
-            f"/{query}", name=f"/?video=[bad: {kind}]", allow_redirects=False, catch_response=True
+            f"/{query}",
+            name=f"/?video=[bad: {kind}]",
+            headers=self.viewer,
+            allow_redirects=False,
+            catch_response=True,
         ) as response:
             headers = response.headers or {}
             checked(
@@ -429,6 +477,15 @@ def add_options(parser: LocustArgumentParser, **_: object) -> None:
         help="the two CDN hosts the admin switches between",
     )
     parser.add_argument(
+        "--spread-clients",
+        env_var="LOADTEST_SPREAD_CLIENTS",
+        action="store_true",
+        default=False,
+        help="each user sends X-Forwarded-For with an address of its own (198.18.0.0/15), "
+        "for a balancer that trusts this machine as a proxy (BALANCER_FORWARDED_ALLOW_IPS): "
+        "its per-client rate limit then applies per user, not to the whole run",
+    )
+    parser.add_argument(
         "--share-tolerance",
         env_var="LOADTEST_SHARE_TOLERANCE",
         type=float,
@@ -474,6 +531,47 @@ def start_run(environment: Environment, **_: object) -> None:
         run.config.weights(),
         run.config.redirect_status,
         ", ".join(sorted(run.cdn_bases)),
+    )
+    if run.config.rate_limit is not None and not isinstance(environment.runner, WorkerRunner):
+        warn_about_the_rate_limit(environment, run.config.rate_limit)
+
+
+def warn_about_the_rate_limit(environment: Environment, limit: tuple[int, float]) -> None:
+    """Say which default limit the balancer applies and what it will do to this run."""
+    capacity, refill = limit
+    users = int(getattr(environment.runner, "target_user_count", 0) or 0)
+    users = users or int(getattr(options(environment), "num_users", 0) or 0)
+    players = users * Player.weight / (Player.weight + Admin.weight)
+    rate = players * PLAYER_REQUESTS_PER_SECOND
+    what = (
+        f"the balancer's default rate limit is on: {capacity} requests at once, then "
+        f"{refill:g}/s per client"
+    )
+    if options(environment).spread_clients:
+        each = PLAYER_REQUESTS_PER_SECOND
+        fits = "within it" if each <= refill else "above it: expect 429s"
+        log.info(
+            "%s; each user has an address of its own (X-Forwarded-For), about %.0f requests/s "
+            "each: %s",
+            what,
+            each,
+            fits,
+        )
+        return
+    refused = max(0.0, 1 - refill / rate) if rate else 0.0
+    log.warning(
+        "%s. All %d users here are one client (this machine's address): together they ask "
+        "about %.0f requests/s, so after the first %d about %.0f%% are answered 429 and count as "
+        "failures (the run fails above %.1f%%). If the balancer trusts this machine as a proxy "
+        "(BALANCER_FORWARDED_ALLOW_IPS, 127.0.0.1 by default), run with --spread-clients "
+        "(LOADTEST_SPREAD_CLIENTS=1): each user then has an address of its own; or turn the "
+        'limit off for the test (PATCH /config {"rate_limit": null}).',
+        what,
+        users,
+        rate,
+        capacity,
+        refused * 100,
+        options(environment).max_failure_ratio * 100,
     )
 
 
@@ -541,9 +639,15 @@ def verdict(environment: Environment) -> list[str]:
         problems.append(f"{run.counts['mismatch']} responses broke the rules (see the failures)")
     total = environment.stats.total
     if total.fail_ratio > options(environment).max_failure_ratio:
+        limited = run.counts["rate-limited"]
+        why = (
+            f" ({limited} answered 429 by the balancer's rate limit: see the warning at the start)"
+            if limited
+            else ""
+        )
         problems.append(
             f"failure ratio {total.fail_ratio:.2%} of {total.num_requests} requests is above "
-            f"{options(environment).max_failure_ratio:.2%}"
+            f"{options(environment).max_failure_ratio:.2%}{why}"
         )
     exceptions = len(environment.runner.exceptions) if environment.runner else 0
     if exceptions:

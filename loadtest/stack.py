@@ -12,6 +12,7 @@ import argparse
 import os
 import re
 import secrets
+import shlex
 import shutil
 import signal
 import subprocess
@@ -329,16 +330,17 @@ class Stack:
         self._children.clear()
 
 
-def _admin_token(data_dir: Path) -> str:
-    """BALANCER_ADMIN_TOKEN, else one generated once and kept in the data folder."""
+def admin_token(data_dir: Path) -> tuple[str, str]:
+    """BALANCER_ADMIN_TOKEN, else one generated once and kept in the data folder; and the
+    shell line that puts it in $TOKEN, the variable the README's examples use."""
     token = os.environ.get(f"{ENV_PREFIX}ADMIN_TOKEN", "").strip()
     if token:
-        return token
+        return token, f"export TOKEN=${{{ENV_PREFIX}ADMIN_TOKEN%%,*}}"
     token_file = data_dir / "admin-token"
     if not token_file.exists():
         token_file.write_text(secrets.token_urlsafe(32))
         token_file.chmod(0o600)
-    return token_file.read_text().strip()
+    return token_file.read_text().strip(), f"export TOKEN=$(cat {shlex.quote(str(token_file))})"
 
 
 def _settings_from_environment() -> dict[str, str]:
@@ -350,7 +352,7 @@ def _settings_from_environment() -> dict[str, str]:
     }
 
 
-def _announce(stack: Stack, token: str) -> None:
+def _announce(stack: Stack, token: str, export: str) -> None:
     pids = stack.pids()
     print(f"\nBalancer (nginx, round robin over the instances): {stack.front_url}")
     for number, (url, log) in enumerate(
@@ -364,8 +366,9 @@ def _announce(stack: Stack, token: str) -> None:
         print(f"Prometheus: {PROMETHEUS_MISSING}")
     print(f"Admin token: {token}")
     print(
+        f"In a shell: {export}\n"
         f"Try:  curl -i '{stack.front_url}/?video=http://s1.origin-cluster/video/1488/x.m3u8'\n"
-        f"      curl -X PATCH {stack.front_url}/config -H 'Authorization: Bearer {token}' "
+        f'      curl -X PATCH {stack.front_url}/config -H "Authorization: Bearer $TOKEN" '
         """-H 'Content-Type: application/json' -d '{"cdn_weight": 4, "origin_weight": 1}'\n"""
         f"Load: BALANCER_URL={stack.front_url} make loadtest\n"
         "Ctrl-C stops everything."
@@ -415,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
                 redis_url = redis_url or services.redis_url
                 print(f"Embedded PostgreSQL and Redis under {data_dir / 'services'}")
             migrate(database_url)
-            token = _admin_token(data_dir)
+            token, export = admin_token(data_dir)
             stack = Stack(
                 nginx=nginx,
                 database_url=database_url,
@@ -430,7 +433,7 @@ def main(argv: list[str] | None = None) -> int:
                 prometheus_port=args.prometheus_port,
             )
             resources.enter_context(stack)
-            _announce(stack, token)
+            _announce(stack, token, export)
             while True:
                 stack.check()
                 time.sleep(0.5)

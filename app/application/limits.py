@@ -102,6 +102,10 @@ class LimitRepository(Protocol):
         id `after` when it is given."""
         ...
 
+    async def count(self) -> int:
+        """How many overrides are stored."""
+        ...
+
 
 def _checked(limit: ClientLimit) -> ClientLimit:
     if limit.comment is not None and len(limit.comment) > MAX_COMMENT_LENGTH:
@@ -143,6 +147,16 @@ class ListLimits:
             raise InvalidLimit("limit", f"must be from 1 to {MAX_PAGE}")
         start = None if after is None else parse_client_id(after)
         return await self._repository.page(limit=limit, after=start)
+
+
+class CountLimits:
+    """How many overrides are stored, for a listing's total."""
+
+    def __init__(self, repository: LimitRepository) -> None:
+        self._repository = repository
+
+    async def __call__(self) -> int:
+        return await self._repository.count()
 
 
 class ReplaceLimit:

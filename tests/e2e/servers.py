@@ -1,15 +1,18 @@
 """Balancers for the end-to-end tests, each on Redis keys no other run shares."""
 
 import asyncio
+import os
+import signal
+import subprocess
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 import httpx
 
 from app.config import Settings
-from loadtest.support import ServerProcess, forget_keys, redis_keys
+from loadtest.support import ROOT, ServerProcess, forget_keys, redis_keys
 from tests.conftest import ADMIN_TOKEN
 from tests.proxy import CuttableProxy
 
@@ -87,6 +90,35 @@ def running_server(
         process.stop()
         if own:
             forget_keys(redis_url, keys)
+
+
+@contextmanager
+def until_banner(command: Sequence[str], environ: Mapping[str, str]) -> Iterator[str]:
+    """`make run` or `make demo` (their commands, with `environ` for the BALANCER_* of the
+    parent's environment): what they printed until the banner's last line; Ctrl-C after."""
+    process = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env={**{k: v for k, v in os.environ.items() if not k.startswith("BALANCER_")}, **environ},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        lines = []
+        for line in process.stdout:  # the banner's last line is how to stop
+            lines.append(line)
+            if line.startswith("  stop  "):
+                break
+        yield "".join(lines)
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 @contextmanager

@@ -18,7 +18,7 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, Route, expect
+from playwright.sync_api import Browser, FloatRect, Page, Route, expect
 
 from loadtest.fake_cdn import FakeCdn
 from loadtest.support import ServerProcess
@@ -320,7 +320,7 @@ def test_panels_say_not_available_when_the_server_lacks_an_endpoint(
         page.route(f"{server.url}{path}", missing)
     sign_in(page, server)
     expect(page.locator("#now-stats")).to_contain_text("not available on this server")
-    expect(page.locator("#now-pool")).to_contain_text("CDN health is not available on this server")
+    expect(page.locator("#now-pools")).to_contain_text("CDN health is not available on this server")
     expect(page.locator("#now-summary")).to_contain_text("not available on this server")
     open_panel(page, "Change")
     page.get_by_label("Client address").fill("203.0.113.7")
@@ -372,8 +372,17 @@ def test_now_panel_shows_health_and_live_rates_in_the_documented_shapes(
         ]
         route.fulfill(status=200, content_type="application/json", body=json.dumps(body))
 
+    def checks_on(route: Route) -> None:
+        """The server's configuration with health checks on (the real server's stay off:
+        its prober would look for cdn.example.com)."""
+        answer = route.fetch()
+        body = answer.json()
+        body["cdn_health"]["enabled"] = True
+        route.fulfill(response=answer, body=json.dumps(body))
+
     page.route(f"{server.url}/stats", stats)
     page.route(f"{server.url}/cdn/health", health)
+    page.route(f"{server.url}/config", checks_on)
     sign_in(page, server)
     pool = page.locator("#pool-table")
     expect(pool).to_contain_text("down")
@@ -416,13 +425,16 @@ SHOT_VIDEOS = [
     for server, number in (("s1", 1488), ("s2", 77), ("s1", 1489), ("s3", 512), ("s7", 9))
 ]
 SHOT_RATE = 20  # redirects per second, steady
+# Every third viewer is in the region's network, told by the trusted proxy (127.0.0.1).
+REGION_VIEWER = {"X-Forwarded-For": "10.20.0.7"}
 CHART_POINTS = 6  # one per 2 s poll after the first: the chart's last ~10 s
 
 
 @pytest.fixture(scope="module")
 def cdn_edges() -> Iterator[list[FakeCdn]]:
-    """Two CDN edges that answer on loopback, and a third whose port refuses (stopped)."""
-    edges = [FakeCdn().start(), FakeCdn().start(), FakeCdn()]
+    """Two CDN edges that answer on loopback, a third whose port refuses (stopped), and a
+    region's edge that answers."""
+    edges = [FakeCdn().start(), FakeCdn().start(), FakeCdn(), FakeCdn().start()]
     yield edges
     for edge in edges:
         edge.stop()
@@ -440,8 +452,9 @@ def steady_traffic(url: str, rate: float) -> Iterator[list[str]]:
             started, sent = time.monotonic(), 0
             while not stop.is_set():
                 video = SHOT_VIDEOS[sent % len(SHOT_VIDEOS)]
+                headers = REGION_VIEWER if sent % 3 == 0 else {}
                 try:
-                    status = client.get("/", params={"video": video}).status_code
+                    status = client.get("/", params={"video": video}, headers=headers).status_code
                     if status not in (301, 302):
                         failures.append(f"{video}: {status}")
                 except httpx.HTTPError as error:
@@ -478,11 +491,13 @@ def test_console_fits_the_screen_and_screenshots_are_taken(
 ) -> None:
     """Writes console-<viewport>-<panel>.png to BALANCER_SCREENSHOT_DIR (the README's come
     from `BALANCER_SCREENSHOT_DIR=docs/console pytest tests/e2e/test_console.py -k
-    screenshots`), of a service at work: a CDN pool with health checks (one edge down),
-    redirects flowing at a steady rate, and the Now panel shot once its chart has ~10 s."""
+    screenshots`), of a service at work: a CDN pool with health checks (one edge down), a
+    region with a pool of its own (sharing the edge that is down), redirects flowing at a
+    steady rate, and the Now panel shot once its chart has ~10 s; on the desktop also its
+    pools alone (console-desktop-now-pools.png)."""
     folder = Path(os.environ.get("BALANCER_SCREENSHOT_DIR") or tmp_path)
     folder.mkdir(parents=True, exist_ok=True)
-    first, second, stopped = cdn_edges
+    first, second, stopped, region_edge = cdn_edges
     patch(
         server,
         cdn_hosts=[
@@ -494,7 +509,15 @@ def test_console_fits_the_screen_and_screenshots_are_taken(
         cdn_weight=9,
         origin_weight=1,
         redirect_status=302,
-        comment="three CDN edges, health checked every second",
+        regions=[
+            {
+                "name": "eu",
+                "countries": ["DE", "FR"],
+                "networks": ["10.20.0.0/16"],
+                "cdn_hosts": [{"host": region_edge.host, "weight": 2}, {"host": stopped.host}],
+            }
+        ],
+        comment="three CDN edges and a region, health checked every second",
     )
     patch(
         server,
@@ -524,17 +547,38 @@ def test_console_fits_the_screen_and_screenshots_are_taken(
                 open_panel(page, panel)
                 page.locator(ready).first.wait_for()
                 if panel == "Now":
-                    now_shows_a_service_at_work(page, cdn_edges)
+                    now_shows_a_service_at_work(page, cdn_edges[:3])
+                    expect(page.locator("#pool-region-eu h4")).to_contain_text("1 of 2 up")
                 overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
                 assert overflow <= 0, f"{panel} is wider than the {viewport} screen"
                 shot = folder / f"console-{viewport}-{panel.lower()}.png"
                 page.screenshot(path=str(shot), full_page=panel != "History")
                 assert shot.stat().st_size > 10_000
+                if panel == "Now" and viewport == "desktop":
+                    pools = folder / "console-desktop-now-pools.png"
+                    page.screenshot(path=str(pools), full_page=True, clip=between(page))
+                    assert pools.stat().st_size > 10_000
             assert guarded.blocked == []
             assert guarded.errors == []
         assert failures == []
     finally:
+        patch(server, regions=[])
         reset_config(server.url)
+
+
+def between(page: Page) -> FloatRect:
+    """From the summary cards to the last pool: the health of every pool at a glance."""
+    top = page.locator("#now-summary").bounding_box()
+    bottom = page.locator("#now-pools section").last.bounding_box()
+    assert top is not None
+    assert bottom is not None
+    margin = 8
+    return {
+        "x": top["x"] - margin,
+        "y": top["y"] - margin,
+        "width": top["width"] + 2 * margin,
+        "height": bottom["y"] + bottom["height"] - top["y"] + 2 * margin,
+    }
 
 
 def now_shows_a_service_at_work(page: Page, edges: list[FakeCdn]) -> None:
@@ -559,9 +603,189 @@ def now_shows_a_service_at_work(page: Page, edges: list[FakeCdn]) -> None:
     expect(pool).to_have_count(3)
     for edge, state in zip(edges, ("up", "up", "down"), strict=True):
         host = page.locator("th", has_text=re.compile(f"^{re.escape(edge.host)}$"))
-        cells = pool.filter(has=host).locator("td")  # weight, state, since, check, error, ...
-        expect(cells.nth(1)).to_have_text(re.compile(f"{state}$"))
-        expect(cells.nth(4)).to_have_text("—" if state == "up" else re.compile(r"\w"))
+        # weight, share now, state, since, check, error, ...
+        cells = pool.filter(has=host).locator("td")
+        expect(cells.nth(2)).to_have_text(re.compile(f"{state}$"))
+        expect(cells.nth(5)).to_have_text("—" if state == "up" else re.compile(r"\w"))
     names = page.locator("#now-state li strong").all_inner_texts()
     assert "Rate limits" in names, names
     assert not [name for name in names if "_" in name], names
+
+
+def test_the_page_has_a_favicon_and_no_request_of_it_fails(
+    server: ServerProcess, console: GuardedPage
+) -> None:
+    page = console.page
+    answers: list[tuple[int, str]] = []
+    page.on("response", lambda response: answers.append((response.status, response.url)))
+    sign_in(page, server)
+    expect(page.locator("#active-version")).to_be_visible()
+    page.wait_for_load_state("networkidle")
+    icons = [(status, url) for status, url in answers if "favicon" in url]
+    assert icons, answers
+    assert all(status == 200 for status, _ in icons), icons
+    assert [(status, url) for status, url in answers if status >= 400] == []
+
+
+def test_change_form_hints_are_plain_text_with_code_not_backticks(
+    server: ServerProcess, console: GuardedPage
+) -> None:
+    page = console.page
+    sign_in(page, server)
+    open_panel(page, "Change")
+    hints = page.locator("#change-fields .hint")
+    expect(hints.first).to_be_visible()
+    texts = hints.all_inner_texts()
+    assert [text for text in texts if "`" in text] == []
+    # `cdn_host` in the pool's description is shown as code
+    expect(page.locator("#field-cdn_hosts .hint code")).to_have_text(["cdn_host"])
+
+
+@pytest.fixture
+def region_edges() -> Iterator[tuple[FakeCdn, FakeCdn, FakeCdn]]:
+    """The global pool's edge, and a region's two: one answering, one stopped."""
+    edges = (FakeCdn().start(), FakeCdn().start(), FakeCdn())
+    yield edges
+    for edge in edges:
+        edge.stop()
+
+
+def test_now_shows_a_region_pool_with_its_down_host_and_an_amber_summary(
+    server: ServerProcess, console: GuardedPage, region_edges: tuple[FakeCdn, FakeCdn, FakeCdn]
+) -> None:
+    default, fra, stopped = region_edges
+    patch(
+        server,
+        cdn_hosts=[{"host": default.host}],
+        regions=[
+            {
+                "name": "eu",
+                "countries": ["DE"],
+                "networks": ["10.20.0.0/16"],
+                "cdn_hosts": [{"host": fra.host, "weight": 3}, {"host": stopped.host}],
+            }
+        ],
+        server_rules={
+            "s9": {"cdn_weight": 1, "origin_weight": 0, "cdn_hosts": [{"host": fra.host}]}
+        },
+        cdn_health={"enabled": True, "interval_seconds": 1.0, "timeout_seconds": 0.5},
+    )
+    try:
+        wait_until_down(server, stopped)
+        page = console.page
+        sign_in(page, server)
+        summary = page.locator("#cdn-summary")
+        expect(summary).to_contain_text("1 of 3 CDN hosts down")
+        expect(summary).to_have_attribute("data-level", "warn")
+        amber = summary.evaluate("card => getComputedStyle(card).backgroundColor")
+        assert amber == "rgb(255, 241, 194)", amber  # --warn-bg
+        region = page.locator("#pool-region-eu")
+        expect(region.locator("h4")).to_contain_text("Region eu")
+        expect(region.locator("h4")).to_contain_text("1 of 2 up")
+        expect(region).to_contain_text("countries DE; networks 10.20.0.0/16")
+        rows = region.locator("tbody tr")
+        expect(rows).to_have_count(2)
+        down = rows.filter(has=page.locator("th", has_text=stopped.host)).locator("td")
+        expect(down.nth(2)).to_have_text(re.compile("down$"))  # state
+        expect(down.nth(1)).to_have_text("0.00 %")  # share now
+        up = rows.filter(has=page.locator("th", has_text=fra.host)).locator("td")
+        expect(up.nth(1)).to_have_text("100.0 %")  # its weight is the whole healthy pool's
+        expect(page.locator("#pool-global")).to_contain_text("1 of 1 up")
+        expect(page.locator("#pool-server-s9 h4")).to_contain_text("Server s9")
+        expect(page.locator("#pool-server-s9")).to_contain_text("split 1 : 0")
+        probes = page.locator("#now-state li", has_text="CDN health checks")
+        expect(probes).to_have_class("warn")
+
+        fra.stop()  # the region's last healthy host: its viewers fall back, the summary is red
+        expect(summary).to_have_attribute("data-level", "bad", timeout=15_000)
+        expect(summary).to_contain_text(
+            "2 of 3 CDN hosts down; Region eu has no healthy host: its viewers get the pool "
+            "they would have without regions (the origin if that one is down too); Server s9 "
+            "has no healthy host: "
+            "its CDN-bound requests go to the origin."
+        )
+        expect(region.locator(".alert")).to_contain_text("its viewers get the pool they would")
+    finally:
+        patch(server, regions=[])
+        reset_config(server.url)
+
+
+def test_now_shows_the_default_rate_limit_and_how_many_clients_have_their_own(
+    server: ServerProcess, console: GuardedPage
+) -> None:
+    overrides = ["198.51.100.7", "198.51.100.8", "2001:db8:77::/48"]
+    patch(server, rate_limit={"capacity": 100, "refill_per_second": 50})
+    for client in overrides:
+        created = httpx.post(
+            f"{server.url}/limits",
+            json={"client_id": client, "capacity": 1, "refill_per_second": 1},
+            headers=ADMIN,
+        )
+        assert created.status_code == 201, created.text
+    try:
+        page = console.page
+        sign_in(page, server)
+        card = page.locator("#rate-limit-summary")
+        expect(card).to_contain_text("100 at once, 50/s per client by default")
+        expect(card).to_contain_text("3 per-client overrides")
+    finally:
+        for client in overrides:
+            httpx.delete(f"{server.url}/limits/{quote(client, safe='')}", headers=ADMIN)
+        patch(server, rate_limit=None)
+
+
+def test_region_health_check_and_rate_limit_are_edited_with_forms_and_saved(
+    server: ServerProcess, console: GuardedPage
+) -> None:
+    page = console.page
+    sign_in(page, server)
+    open_panel(page, "Change")
+    regions = page.locator("#field-regions")
+    regions.get_by_role("button", name="Add a region").click()
+    region = regions.locator("fieldset.item").first
+    region.get_by_label("Name").fill("eu")
+    region.get_by_label("Countries").fill("DE, FR")
+    region.get_by_label("Networks").fill("10.20.0.0/16")
+    region.get_by_role("button", name="Add a row").click()
+    region.get_by_label("CDN hosts, row 1: host").fill("cdn-fra.example.com")
+    region.get_by_label("CDN hosts, row 1: weight").fill("2")
+    page.locator("#field-cdn_health").get_by_label("Every (seconds)").fill("3")
+    limit = page.locator("#field-rate_limit")
+    limit.get_by_label("No default limit (off)").uncheck()
+    limit.get_by_label("Capacity (requests at once)").fill("10")
+    limit.get_by_label("Refill per second").fill("5")
+    page.get_by_role("button", name="Save as a new version").click()
+    expect(page.locator("#change-message")).to_contain_text("Saved as version")
+    try:
+        stored = active(server)
+        assert stored["regions"] == [
+            {
+                "name": "eu",
+                "countries": ["DE", "FR"],
+                "networks": ["10.20.0.0/16"],
+                "cdn_hosts": [{"host": "cdn-fra.example.com", "weight": 2}],
+            }
+        ]
+        assert stored["cdn_health"]["interval_seconds"] == 3  # type: ignore[index]
+        assert stored["cdn_health"]["enabled"] is False  # type: ignore[index]
+        assert stored["rate_limit"] == {"capacity": 10, "refill_per_second": 5}
+
+        # The JSON view of the same value, edited there and taken back into the form
+        regions.get_by_role("button", name="Edit as JSON").click()
+        as_json = page.get_by_label("Regions as JSON")
+        assert json.loads(as_json.input_value()) == stored["regions"]
+        as_json.fill(as_json.input_value().replace('"eu"', '"eu-west"'))
+        regions.get_by_role("button", name="Back to the form").click()
+        expect(region.get_by_label("Name")).to_have_value("eu-west")
+        page.get_by_role("button", name="Save as a new version").click()
+        expect(page.locator("#change-message")).to_contain_text("Saved as version")
+        assert active(server)["regions"][0]["name"] == "eu-west"  # type: ignore[index]
+
+        regions.get_by_role("button", name="Remove region 1").click()
+        limit.get_by_label("No default limit (off)").check()
+        page.get_by_role("button", name="Save as a new version").click()
+        expect(page.locator("#change-message")).to_contain_text("Saved as version")
+        after = active(server)
+        assert (after["regions"], after["rate_limit"]) == ([], None)
+    finally:
+        patch(server, regions=[], rate_limit=None, cdn_health={"interval_seconds": 2.0})

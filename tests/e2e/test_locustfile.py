@@ -49,14 +49,15 @@ def run_headless(
     seconds: int,
     token: str = "",
     on_spawned: Callable[[], None] | None = None,
+    options: tuple[str, ...] = (),
 ) -> LocustRun:
     """The headless scenario for a few seconds with 12 users (the 10th one is the admin)."""
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("BALANCER_")}
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("BALANCER_", "LOADTEST_"))}
     environ["BALANCER_URL"] = url
     if token:
         environ["LOADTEST_ADMIN_TOKEN"] = token
     command = [sys.executable, "-m", "loadtest.headless", "--users", "12", "--spawn-rate", "50"]
-    command += ["--run-time", f"{seconds}s", "--results-dir", str(results)]
+    command += ["--run-time", f"{seconds}s", "--results-dir", str(results), *options]
     with subprocess.Popen(
         command, cwd=ROOT, env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     ) as process:
@@ -127,6 +128,49 @@ def test_run_fails_when_the_split_drifts_from_the_configured_weights(
     assert run.code == 1, run.output
     assert "load test failed: origin share" in run.output
     assert run.failures == []  # every single redirect was a correct one
+
+
+@pytest.fixture
+def default_rate_limit(server: ServerProcess) -> Iterator[dict[str, float]]:
+    """A default limit one client cannot stay within with 12 users (about 200 requests/s
+    together) but each user can (about 18/s): on for the test, off afterwards."""
+    limit: dict[str, float] = {"capacity": 100, "refill_per_second": 50}
+    answer = httpx.patch(f"{server.url}/config", json={"rate_limit": limit}, headers=ADMIN)
+    assert answer.status_code == 200, answer.text
+    yield limit
+    off = httpx.patch(f"{server.url}/config", json={"rate_limit": None}, headers=ADMIN)
+    assert off.status_code == 200, off.text
+
+
+def test_run_says_at_start_what_the_default_rate_limit_will_do_to_one_client_address(
+    server: ServerProcess, tmp_path: Path, default_rate_limit: dict[str, float]
+) -> None:
+    run = run_headless(server.url, tmp_path, seconds=4)
+
+    start = run.output[: run.output.index("Ramping to")]
+    assert (
+        "the balancer's default rate limit is on: 100 requests at once, then 50/s per client"
+        in start
+    ), run.output
+    warning = re.search(r"after the first 100 about (\d+)% are answered 429", start)
+    assert warning, start
+    assert int(warning.group(1)) >= 50
+    assert "--spread-clients" in start
+    assert run.code == 1
+    assert any("429 rate-limited" in failure["Error"] for failure in run.failures), run.failures
+    assert "answered 429 by the balancer's rate limit" in run.output
+    assert "responses broke the rules" not in run.output  # a 429 is a correct answer
+
+
+def test_run_passes_under_a_default_rate_limit_when_users_spread_over_addresses(
+    server: ServerProcess, tmp_path: Path, default_rate_limit: dict[str, float]
+) -> None:
+    run = run_headless(server.url, tmp_path, seconds=4, options=("--spread-clients",))
+
+    assert run.code == 0, run.output
+    assert "each user has an address of its own" in run.output
+    assert run.failures == []
+    assert "load test passed" in run.output
 
 
 class ForeignRedirects(BaseHTTPRequestHandler):

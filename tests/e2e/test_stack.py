@@ -257,5 +257,8 @@ def test_stack_says_how_to_get_prometheus_when_it_is_not_started(
         workdir=tmp_path,
     )
     monkeypatch.setattr(stack, "pids", lambda: {"instance 1": 1, "instance 2": 2})
-    stack_module._announce(stack, ADMIN_TOKEN)
-    assert "apt-get install prometheus" in capsys.readouterr().out
+    stack_module._announce(stack, ADMIN_TOKEN, "export TOKEN=$(cat .data/stack/admin-token)")
+    out = capsys.readouterr().out
+    assert "apt-get install prometheus" in out
+    assert "In a shell: export TOKEN=$(cat .data/stack/admin-token)" in out
+    assert 'Authorization: Bearer $TOKEN"' in out  # the example uses the variable it sets

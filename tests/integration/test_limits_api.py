@@ -158,6 +158,23 @@ async def test_listing_pages_in_address_order_with_next_after(client: httpx.Asyn
     assert bad.json()["field"] == "client_id"
 
 
+async def test_every_page_counts_all_stored_overrides_in_total(client: httpx.AsyncClient) -> None:
+    empty = (await client.get("/limits", headers=ADMIN)).json()
+    for client_id in ("10.0.0.0/8", "10.0.0.5", "192.0.2.1"):
+        await create(client, client_id=client_id, capacity=1, refill_per_second=1)
+    first = (await client.get("/limits", params={"limit": 2}, headers=ADMIN)).json()
+    last = (
+        await client.get("/limits", params={"limit": 2, "after": "10.0.0.5"}, headers=ADMIN)
+    ).json()
+    await client.delete("/limits/10.0.0.5", headers=ADMIN)
+    after_delete = (await client.get("/limits", headers=ADMIN)).json()
+
+    assert empty["total"] == 0
+    assert (len(first["items"]), first["total"]) == (2, 3)
+    assert (len(last["items"]), last["total"]) == (1, 3)
+    assert after_delete["total"] == 2
+
+
 async def test_the_limits_api_needs_the_admin_token(client: httpx.AsyncClient) -> None:
     assert (await client.get("/limits")).status_code == 401
     response = await client.post(

@@ -152,7 +152,10 @@ async def test_metrics_need_the_metrics_token_when_one_is_set(
         missing = await client.get("/metrics")
         admin = await client.get("/metrics", headers=ADMIN)
         right = await client.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+        document = (await client.get("/openapi.json")).json()
 
+    # /docs offers the metrics token for /metrics, not the admin token
+    assert document["paths"]["/metrics"]["get"]["security"] == [{"metricsToken": []}]
     assert missing.status_code == 401
     assert missing.headers["content-type"] == "application/problem+json"
     assert admin.status_code == 403

@@ -23,6 +23,7 @@ _REVISION = read_sql("limits_revision")
 _CHANGES = read_sql("limits_changes")
 _ALL = read_sql("all_limits")
 _ALL_AFTER = read_sql("all_limits_after")
+_COUNT = read_sql("count_limits")
 # The CHECK on rate_limits_revision.overrides (db/migrations), at MAX_LIMITS.
 _CAP = "rate_limits_cap"
 
@@ -129,3 +130,8 @@ class PostgresLimitRepository:
                 rate = limits[capacity, refill] = RateLimit(capacity, refill)
             overrides.append(((version, prefixlen, number), rate))
         return EnforcedPage(overrides, rows[-1]["id"] if rows else None)
+
+    async def count(self) -> int:
+        async with storage_errors():
+            count = await self._pool.fetchval(_COUNT)
+        return int(count)

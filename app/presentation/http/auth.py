@@ -4,7 +4,7 @@ from collections.abc import Iterable
 from typing import Annotated
 
 import structlog
-from fastapi import Depends, HTTPException, Request
+from fastapi import HTTPException, Request, Security
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.routing import BaseRoute, Match
@@ -20,10 +20,19 @@ def fingerprint(token: bytes) -> str:
     return hashlib.sha256(token).hexdigest()[:12]
 
 
-# Declares the scheme in the OpenAPI document (Swagger UI's "Authorize"); the check is ours.
-BEARER = HTTPBearer(
+# Declared on the operations that need a token, so /docs has an Authorize button that
+# "Try it out" sends, and ReDoc names the operations that need one. Only declared: the header
+# is read and judged by AdminAuth itself (401/403 as problem documents).
+ADMIN_TOKEN = HTTPBearer(
+    scheme_name="adminToken",
+    description="One of `BALANCER_ADMIN_TOKEN`; `make run` generates one and keeps it in "
+    "`.data/admin-token`.",
     auto_error=False,
-    description="The admin token (`BALANCER_ADMIN_TOKEN`); for `/metrics`, the metrics token.",
+)
+METRICS_TOKEN = HTTPBearer(
+    scheme_name="metricsToken",
+    description="One of `BALANCER_METRICS_TOKEN` (an admin token is not one).",
+    auto_error=False,
 )
 
 
@@ -37,7 +46,9 @@ class AdminAuth:
         self._tokens = tuple(token.encode() for token in tokens)
 
     async def __call__(
-        self, request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]
+        self,
+        request: Request,
+        _: Annotated[HTTPAuthorizationCredentials | None, Security(ADMIN_TOKEN)] = None,
     ) -> None:
         refused = self.refusal(request.headers.get("authorization"))
         if refused is not None:
@@ -126,3 +137,14 @@ def _authorization(scope: Scope) -> str | None:
         if name == b"authorization":
             return bytes(value).decode("latin-1")
     return None
+
+
+class MetricsAuth(AdminAuth):
+    """`/metrics` with `BALANCER_METRICS_TOKEN` set: the same check, its own scheme."""
+
+    async def __call__(
+        self,
+        request: Request,
+        _: Annotated[HTTPAuthorizationCredentials | None, Security(METRICS_TOKEN)] = None,
+    ) -> None:
+        await super().__call__(request)

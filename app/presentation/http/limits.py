@@ -8,6 +8,7 @@ from pydantic.config import JsonDict
 
 from app.application.limits import (
     MAX_PAGE,
+    CountLimits,
     CreateLimit,
     DeleteLimit,
     GetLimit,
@@ -94,6 +95,7 @@ class LimitPage(BaseModel):
     next_after: str | None = Field(
         description="Pass as `after` for the next page; null on the last page."
     )
+    total: int = Field(description="Overrides stored, on every page.")
 
 
 def limits_router(auth: AdminAuth) -> APIRouter:
@@ -111,13 +113,16 @@ def limits_router(auth: AdminAuth) -> APIRouter:
     @router.get("", responses=ERRORS)
     async def list_limits(
         list_limits: FromDishka[ListLimits],
+        count: FromDishka[CountLimits],
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
         after: Annotated[str | None, Query(description="The last client id seen.")] = None,
     ) -> LimitPage:
         """Overrides in address order (IPv4 first), `limit` at a time."""
         found = await list_limits(limit=limit, after=after)
         last = client_id_text(found[-1].client_id) if len(found) == limit else None
-        return LimitPage(items=[LimitBody.of(item) for item in found], next_after=last)
+        return LimitPage(
+            items=[LimitBody.of(item) for item in found], next_after=last, total=await count()
+        )
 
     @router.get("/{client_id:path}", responses=ERRORS)
     async def get_limit(client_id: ClientIdPath, get: FromDishka[GetLimit]) -> LimitBody:

@@ -155,7 +155,7 @@ class ServerRulePut(ServerRuleBody):
                 {
                     "cdn_weight": 1,
                     "origin_weight": 1,
-                    "cdn_hosts": [{"host": "cdn-eu.example.com", "weight": 1}],
+                    "cdn_hosts": [{"host": "127.0.0.1:8082", "weight": 1}],
                 },
             ]
         },
@@ -165,7 +165,10 @@ class ServerRulePut(ServerRuleBody):
 
 
 class ConfigPatch(BaseModel):
-    """Fields to change; the others keep their values. Nothing is written if any is invalid."""
+    """Fields to change; the others keep their values. Nothing is written if any is invalid.
+
+    The examples' CDN hosts are `make demo`'s stand-ins (127.0.0.1:8081 and :8082), which
+    answer health checks, so trying them in /docs shows hosts that are up."""
 
     model_config = ConfigDict(
         extra="forbid",
@@ -177,11 +180,18 @@ class ConfigPatch(BaseModel):
                 {"origin_every": 10},
                 {
                     "cdn_hosts": [
-                        {"host": "cdn-a.example.com", "weight": 3},
-                        {"host": "cdn-b.example.com", "weight": 1},
+                        {"host": "127.0.0.1:8081", "weight": 3},
+                        {"host": "127.0.0.1:8082", "weight": 1},
                     ]
                 },
-                {"cdn_health": {"path": "/health", "interval_seconds": 5, "timeout_seconds": 2}},
+                {
+                    "cdn_health": {
+                        "enabled": True,
+                        "path": "/health",
+                        "interval_seconds": 2,
+                        "timeout_seconds": 1,
+                    }
+                },
                 {"origin_fallback": False, "down_servers": ["s3"]},
                 {
                     "regions": [
@@ -189,7 +199,7 @@ class ConfigPatch(BaseModel):
                             "name": "eu",
                             "countries": ["DE", "FR"],
                             "networks": ["10.20.0.0/16"],
-                            "cdn_hosts": [{"host": "cdn-fra.example.com", "weight": 1}],
+                            "cdn_hosts": [{"host": "127.0.0.1:8082", "weight": 1}],
                         }
                     ]
                 },

@@ -2,7 +2,7 @@
 // keeps every edit and shows what the other admin saved; a 422 shows at the field it names.
 
 import { ApiError, call } from "./api.js";
-import { $, h, replace, show, text } from "./dom.js";
+import { $, h, prose, replace, show, text } from "./dom.js";
 import { InputError, editorFor, LABELS, resolve, same } from "./editors.js";
 import { store } from "./store.js";
 
@@ -213,7 +213,8 @@ export class ChangePanel {
   }
 
   fieldName(path) {
-    const head = String(path || "").split(".")[0];
+    // `regions[1].countries`, `cdn_health.interval_seconds`: the field is the first name.
+    const head = String(path || "").split(/[.[]/)[0];
     if (head === "comment") return "comment";
     return this.editors.has(head) ? head : null;
   }
@@ -283,7 +284,7 @@ function fieldBox(editor) {
   const label = editor.grouped ? null : h("label", { for: editor.labelFor }, editor.label);
   return h("div", { class: `field${editor.checkbox ? " checkbox" : ""}`, id: `field-${editor.name}`, "data-field": editor.name },
     editor.checkbox ? [editor.control, label] : [label, editor.control],
-    editor.description ? h("p", { class: "hint" }, editor.description) : null,
+    editor.description ? h("p", { class: "hint" }, prose(editor.description)) : null,
     h("p", { class: "newer", id: noteId, hidden: true }),
     h("p", { class: "field-error", id: errorId, hidden: true }));
 }

@@ -61,3 +61,9 @@ export function percent(share) {
   if (typeof share !== "number" || !Number.isFinite(share)) return "—";
   return `${(share * 100).toFixed(share < 0.1 ? 2 : 1)} %`;
 }
+
+// A description from the OpenAPI document, whose `code` spans are Markdown: the spans become
+// <code> elements and the backticks go, the rest stays text.
+export function prose(description) {
+  return String(description ?? "").split("`").map((part, index) => (index % 2 ? h("code", {}, part) : part));
+}

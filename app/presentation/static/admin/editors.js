@@ -1,9 +1,11 @@
 // One editor per PATCH /config field, chosen from the field's JSON schema in /openapi.json,
 // so fields a newer server accepts appear here without a change to the console: scalars get
 // an input, lists of strings a textarea (one per line), maps and lists of flat objects a
-// table, and anything else a JSON textarea.
+// table, objects a group of fields, lists and maps of nested objects a group per item (add,
+// remove); every structured editor can switch to the value as JSON and back. Anything the
+// schema does not describe is a JSON textarea.
 
-import { h } from "./dom.js";
+import { h, prose } from "./dom.js";
 
 export const LABELS = {
   cdn_host: "CDN host",
@@ -16,14 +18,51 @@ export const LABELS = {
   origin_fallback: "Send to the origin when every CDN host is down",
   down_servers: "Origin servers marked down (one per line)",
   server_rules: "Per-server rules",
-  cdn_health: "CDN health checks (JSON)",
-  rate_limit: "Default rate limit (JSON, null for none)",
+  cdn_health: "CDN health checks",
+  rate_limit: "Default rate limit (per client)",
   regions: "Regions",
 };
+// Labels of the fields inside structured values (a region's, a health check setting, ...).
+const PART_LABELS = {
+  name: "Name",
+  countries: "Countries",
+  networks: "Networks",
+  cdn_hosts: "CDN hosts",
+  host: "Host",
+  weight: "Weight",
+  cdn_weight: "CDN weight",
+  origin_weight: "Origin weight",
+  enabled: "Health checks on",
+  path: "Path probed",
+  method: "Method",
+  interval_seconds: "Every (seconds)",
+  timeout_seconds: "Timeout (seconds)",
+  fall: "Failures to take a host out",
+  rise: "Successes to bring it back",
+  capacity: "Capacity (requests at once)",
+  refill_per_second: "Refill per second",
+};
+const PART_CHOICES = { method: ["HEAD", "GET"] };
 const KEY_LABELS = { server_rules: "Server", regions: "Region" };
+const ITEM_LABELS = { regions: "region", server_rules: "server rule" };
+const NULL_LABELS = { rate_limit: "No default limit (off)" };
 const REDIRECT_STATUSES = [301, 302, 307, 308];
 
 export class InputError extends Error {}
+
+let uniqueIds = 0;
+function uid(prefix) {
+  uniqueIds += 1;
+  return `${prefix}-${uniqueIds}`;
+}
+
+function partLabel(name) {
+  return PART_LABELS[name] || (name.charAt(0).toUpperCase() + name.slice(1)).replaceAll("_", " ");
+}
+
+function nullable(schema) {
+  return (schema?.anyOf || schema?.oneOf || []).some((option) => option.type === "null");
+}
 
 export function resolve(schema, root) {
   let current = schema || {};
@@ -126,10 +165,244 @@ export function editorFor(name, property, root) {
     };
   }
   const mapRow = schema.type === "object" && schema.additionalProperties && flatObject(schema.additionalProperties, root);
-  if (mapRow) return tableEditor(name, label, schema.description, mapRow, KEY_LABELS[name] || "Key");
+  if (mapRow) return withJsonView(tableEditor(name, label, schema.description, mapRow, KEY_LABELS[name] || "Key"));
   const listRow = schema.type === "array" && flatObject(schema.items, root);
-  if (listRow) return tableEditor(name, label, schema.description, listRow, null);
+  if (listRow) return withJsonView(tableEditor(name, label, schema.description, listRow, null));
+  const structured = structuredEditor(name, label, property, schema, root);
+  if (structured) return withJsonView(structured);
   return jsonEditor(name, label, schema.description);
+}
+
+// --- structured values: objects, and lists or maps of objects -----------------------------
+
+function described(schema, root) {
+  const resolved = resolve(schema, root);
+  return resolved.type === "object" && resolved.properties ? resolved : null;
+}
+
+function structuredEditor(name, label, property, schema, root) {
+  if (described(schema, root)) {
+    // Every PATCH field is optional (null in its schema); only these take null as a value.
+    const group = groupEditor(name, label, schema.description, described(schema, root), root, nullable(property) ? NULL_LABELS[name] ?? null : null);
+    return { ...group, grouped: true };
+  }
+  const item = schema.type === "array" ? described(schema.items, root) : null;
+  const entry = schema.type === "object" && schema.additionalProperties ? described(schema.additionalProperties, root) : null;
+  if (!item && !entry) return null;
+  return itemsEditor(name, label, schema.description, item || entry, root, entry ? KEY_LABELS[name] || "Key" : null);
+}
+
+// An input for one part of a structured value: { element, read(), write(value), focus() }.
+function partEditor(name, property, root, context) {
+  const schema = resolve(property, root);
+  const id = uid(`part-${name}`);
+  const label = partLabel(name);
+  const hint = (schema.description || property?.description)
+    ? h("p", { class: "hint", id: `${id}-hint` }, prose(schema.description || property.description))
+    : null;
+  const box = (control, wide = false) => h("div", { class: `field${wide ? " grow" : ""}${schema.type === "boolean" ? " checkbox" : ""}`, "data-part": name },
+    schema.type === "boolean" ? [control, h("label", { for: id }, label)] : [h("label", { for: id }, label), control], hint);
+  if (PART_CHOICES[name] || (schema.enum && isScalar(schema))) {
+    const options = PART_CHOICES[name] || schema.enum;
+    const select = h("select", { id, "aria-describedby": hint ? `${id}-hint` : null }, options.map((option) => h("option", { value: String(option) }, String(option))));
+    return {
+      element: box(select),
+      read: () => select.value,
+      write: (value) => { select.value = value === undefined || value === null ? String(options[0]) : String(value); },
+      focus: () => select.focus(),
+    };
+  }
+  if (isScalar(schema)) {
+    const input = scalarInput(id, schema, null);
+    input.removeAttribute("aria-label");
+    if (hint) input.setAttribute("aria-describedby", `${id}-hint`);
+    return {
+      element: box(input, schema.type === "string"),
+      read: () => readScalar(input, schema),
+      write: (value) => writeScalar(input, schema, value),
+      focus: () => input.focus(),
+    };
+  }
+  if (schema.type === "array" && resolve(schema.items, root).type === "string") {
+    const input = h("input", { id, type: "text", autocomplete: "off", spellcheck: "false", "aria-describedby": hint ? `${id}-hint` : null });
+    return {
+      element: box(input, true),
+      read: () => input.value.split(/[\s,]+/).filter(Boolean),
+      write: (value) => { input.value = Array.isArray(value) ? value.join(", ") : ""; },
+      focus: () => input.focus(),
+    };
+  }
+  const rows = schema.type === "array" && flatObject(schema.items, root);
+  if (rows) {
+    const table = tableEditor(`${context}-${name}`, label, schema.description, rows, null);
+    return {
+      element: h("div", { class: "part-table", "data-part": name }, table.control, hint),
+      read: () => table.read(),
+      write: (value) => table.write(value),
+      focus: () => table.focus(),
+    };
+  }
+  const json = jsonEditor(`${context}-${name}`, `${label} (JSON)`, schema.description);
+  json.control.id = id;
+  return {
+    element: box(json.control, true),
+    read: () => json.read(),
+    write: (value) => json.write(value),
+    focus: () => json.focus(),
+  };
+}
+
+// The parts of one object; `read()` leaves out what is empty (an optional weight, a pool of
+// no hosts), as the server's answers do, so an untouched value reads as it was written.
+function partsOf(schema, root, context) {
+  const parts = Object.entries(schema.properties).map(([part, property]) => [part, partEditor(part, property, root, context)]);
+  return {
+    elements: parts.map(([, part]) => part.element),
+    read: () => {
+      const value = {};
+      for (const [part, editor] of parts) {
+        const read = editor.read();
+        const required = (schema.required || []).includes(part);
+        const empty = read === undefined || read === "" || (Array.isArray(read) && !read.length && !required && !["countries", "networks"].includes(part));
+        if (!empty) value[part] = read;
+      }
+      return value;
+    },
+    write: (value) => { for (const [part, editor] of parts) editor.write(value?.[part]); },
+    focus: () => parts[0]?.[1].focus(),
+  };
+}
+
+function groupEditor(name, label, description, schema, root, noneLabel) {
+  const parts = partsOf(schema, root, name);
+  const body = h("div", { class: "row parts" }, parts.elements);
+  let none = null;
+  if (noneLabel) {
+    const noneId = uid(`none-${name}`);
+    none = h("input", { type: "checkbox", id: noneId });
+    none.addEventListener("change", () => { body.hidden = none.checked; });
+  }
+  const fieldset = h("fieldset", { id: `input-${name}`, class: "group-editor" },
+    h("legend", {}, label),
+    none ? h("div", { class: "field checkbox" }, none, h("label", { for: none.id }, noneLabel)) : null,
+    body);
+  return {
+    name, label, control: fieldset, description,
+    read: () => (none?.checked ? null : parts.read()),
+    write: (value) => {
+      if (none) {
+        none.checked = value === null || value === undefined;
+        body.hidden = none.checked;
+      }
+      parts.write(value ?? {});
+    },
+    focus: () => (none || { focus: parts.focus }).focus(),
+  };
+}
+
+// A list of objects (regions) or a map of them by key (server rules): a group per item.
+function itemsEditor(name, label, description, schema, root, keyLabel) {
+  const list = h("div", { class: "items" });
+  const noun = ITEM_LABELS[name] || (keyLabel ? keyLabel.toLowerCase() : "item");
+  const items = [];
+  const changed = () => fieldset.dispatchEvent(new Event("input", { bubbles: true }));
+  const renumber = () => items.forEach((item, index) => {
+    item.legend.textContent = `${noun.charAt(0).toUpperCase()}${noun.slice(1)} ${index + 1}`;
+    item.remove.textContent = `Remove ${noun} ${index + 1}`;
+  });
+  const add = (key, value) => {
+    const parts = partsOf(schema, root, `${name}-${items.length}`);
+    let keyInput = null;
+    const keyId = uid(`key-${name}`);
+    if (keyLabel) keyInput = h("input", { id: keyId, type: "text", autocomplete: "off", spellcheck: "false", value: key ?? "" });
+    const legend = h("legend", {});
+    const item = { legend, parts, keyInput };
+    const remove = h("button", { type: "button", class: "secondary small", onclick: () => {
+      items.splice(items.indexOf(item), 1);
+      group.remove();
+      renumber();
+      changed();
+    } });
+    const group = h("fieldset", { class: "item" }, legend,
+      keyInput ? h("div", { class: "row" }, h("div", { class: "field" }, h("label", { for: keyId }, keyLabel), keyInput)) : null,
+      h("div", { class: "row parts" }, parts.elements),
+      remove);
+    item.remove = remove;
+    items.push(item);
+    list.append(group);
+    parts.write(value ?? {});
+    renumber();
+    return item;
+  };
+  const fieldset = h("fieldset", { id: `input-${name}`, class: "items-editor" },
+    h("legend", {}, label),
+    list,
+    h("button", { type: "button", class: "secondary small", onclick: () => { add(null, null).parts.focus(); changed(); } }, `Add a ${noun}`));
+  return {
+    name, label, control: fieldset, description, grouped: true,
+    read: () => {
+      if (!keyLabel) return items.map((item) => item.parts.read());
+      const map = {};
+      for (const item of items) {
+        const key = item.keyInput.value.trim();
+        if (key in map) throw new InputError(`${keyLabel} "${key}" appears twice.`);
+        map[key] = item.parts.read();
+      }
+      return map;
+    },
+    write: (value) => {
+      list.replaceChildren();
+      items.length = 0;
+      if (keyLabel) for (const [key, item] of Object.entries(value || {})) add(key, item);
+      else for (const item of value || []) add(null, item);
+    },
+    focus: () => (items[0]?.parts || { focus: () => fieldset.querySelector("button").focus() }).focus(),
+  };
+}
+
+// The value as JSON, a click away: what the form cannot say yet, or a copy to paste.
+function withJsonView(editor) {
+  const areaId = `json-${editor.name}`;
+  const area = h("textarea", { id: areaId, rows: "8", spellcheck: "false", class: "code" });
+  const areaBox = h("div", { class: "field json-view", hidden: true }, h("label", { for: areaId }, `${editor.label} as JSON`), area);
+  const toggle = h("button", { type: "button", class: "secondary small json-toggle", "aria-controls": areaId, "aria-expanded": "false" }, "Edit as JSON");
+  let json = false;
+  const parse = () => {
+    try {
+      return JSON.parse(area.value);
+    } catch (error) {
+      throw new InputError(`not valid JSON: ${error.message}`);
+    }
+  };
+  const show = (asJson) => {
+    json = asJson;
+    editor.control.hidden = asJson;
+    areaBox.hidden = !asJson;
+    toggle.textContent = asJson ? "Back to the form" : "Edit as JSON";
+    toggle.setAttribute("aria-expanded", String(asJson));
+  };
+  toggle.addEventListener("click", () => {
+    if (!json) {
+      area.value = JSON.stringify(editor.read(), null, 2);
+      show(true);
+      area.focus();
+      return;
+    }
+    editor.write(parse());
+    show(false);
+    editor.focus();
+  });
+  const control = h("div", { class: "with-json", id: `field-control-${editor.name}` }, editor.control, areaBox, toggle);
+  return {
+    ...editor,
+    control,
+    read: () => (json ? parse() : editor.read()),
+    write: (value) => {
+      editor.write(value);
+      area.value = value === undefined ? "" : JSON.stringify(value, null, 2);
+    },
+    focus: () => (json ? area.focus() : editor.focus()),
+  };
 }
 
 function jsonEditor(name, label, description) {
@@ -152,11 +425,11 @@ function jsonEditor(name, label, description) {
 // A table of rows; with keyLabel, the value is a map keyed by the first column.
 function tableEditor(name, label, description, columns, keyLabel) {
   const body = h("tbody");
-  const headers = [keyLabel, ...columns.map(([column]) => column.replaceAll("_", " "))].filter(Boolean);
+  const headers = [keyLabel, ...columns.map(([column]) => partLabel(column))].filter(Boolean);
   let count = 0;
   const addRow = (key, values = {}) => {
     count += 1;
-    const rowLabel = `${label} row ${count}`;
+    const rowLabel = `${label}, row ${count}`;
     const cells = [];
     let keyInput = null;
     if (keyLabel) {
@@ -164,7 +437,7 @@ function tableEditor(name, label, description, columns, keyLabel) {
       cells.push(h("td", {}, keyInput));
     }
     const inputs = columns.map(([column, schema]) => {
-      const input = scalarInput(null, schema, `${rowLabel}: ${column.replaceAll("_", " ")}`);
+      const input = scalarInput(null, schema, `${rowLabel}: ${partLabel(column).toLowerCase()}`);
       input.removeAttribute("id");
       writeScalar(input, schema, values[column]);
       input.dataset.column = column;

@@ -1,13 +1,16 @@
-// "Now": the active version, the CDN pool and its health, the split, the live rate.
+// "Now": the active version, every CDN pool and its hosts' health, the split, the rate
+// limits, the live rate.
 // Endpoints that a server does not have yet (404 from the router) show a plain note and are
 // asked again every 30 s, so a rolling upgrade lights the panel up without a reload.
 
 import { ApiError, call } from "./api.js";
 import { LiveChart } from "./chart.js";
 import { $, ago, h, percent, replace, text, when } from "./dom.js";
+import { assess, fallbackWords, summaryWords } from "./pools.js";
 import { store } from "./store.js";
 
 const POLL_MS = 2000;
+const LIMITS_EVERY = 5; // polls: the override count is a COUNT(*) on the server
 const RETRY_MISSING_MS = 30000;
 const NOT_AVAILABLE = "not available on this server";
 
@@ -33,22 +36,14 @@ function checkWords(name) {
   return CHECK_WORDS[name] || { name: (name.charAt(0).toUpperCase() + name.slice(1)).replaceAll("_", " "), bad: "" };
 }
 
-// `cdn.example.com` and `http://cdn.example.com/` are one host: /cdn/health names hosts by
-// the base URL redirects use, the configuration as they were typed (the server's
-// cdn_base_url rule).
-function baseUrl(host) {
-  const [scheme, authority] = host.includes("://") ? host.split("://", 2) : ["http", host];
-  const [name, port] = authority.replace(/\/$/, "").toLowerCase().split(":", 2);
-  return `${scheme.toLowerCase()}://${name}${port === undefined ? "" : `:${Number(port)}`}`;
-}
-
 export class NowPanel {
   constructor({ onUnauthorized }) {
     this.onUnauthorized = onUnauthorized;
     this.timer = null;
     this.missingUntil = {};
     this.previousStats = null;
-    this.latest = { ready: null, stats: null, health: null };
+    this.latest = { ready: null, stats: null, health: null, limits: null };
+    this.polls = 0;
     this.chart = null;
     store.onConfig(() => this.render());
   }
@@ -93,14 +88,17 @@ export class NowPanel {
   }
 
   async poll() {
-    const [config, ready, stats, health] = await Promise.all([
+    const countLimits = this.polls % LIMITS_EVERY === 0;
+    this.polls += 1;
+    const [config, ready, stats, health, limits] = await Promise.all([
       call("/config").catch((error) => ({ error })),
       call("/ready").then(({ data }) => ({ data })).catch((error) => ({ data: error.problem, error })),
       this.optional("stats", "/stats"),
       this.optional("health", "/cdn/health"),
+      countLimits ? this.optional("limits", "/limits?limit=1") : this.latest.limits,
     ]);
     if (config.data) store.setConfig(config.data);
-    this.latest = { ready, stats, health, configError: config.error };
+    this.latest = { ready, stats, health, limits, configError: config.error };
     this.recordRate(stats.data);
     this.render();
   }
@@ -120,14 +118,15 @@ export class NowPanel {
   render() {
     const config = store.config;
     if (!config) return;
-    const { ready, stats, health } = this.latest;
-    this.renderSummary(config, stats);
-    this.renderState(ready, health);
-    this.renderPool(config, health);
+    const { ready, stats, health, limits } = this.latest;
+    const pools = health?.data ? assess(config, health.data) : null;
+    this.renderSummary(config, stats, health, pools, limits);
+    this.renderState(ready, health, pools);
+    this.renderPools(config, health, pools || assess(config, []));
     this.renderStats(stats);
   }
 
-  renderSummary(config, stats) {
+  renderSummary(config, stats, health, pools, limits) {
     const total = config.cdn_weight + config.origin_weight;
     const configured = total ? config.origin_weight / total : 0;
     let achieved;
@@ -152,10 +151,12 @@ export class NowPanel {
       card("Achieved split", achieved),
       card("Redirect status", h("strong", {}, String(config.redirect_status)),
         h("span", { class: "muted" }, " · origin domains: "), (config.origin_domains || []).join(", ")),
+      healthCard(config, health, pools),
+      limitsCard(config, limits),
     );
   }
 
-  renderState(ready, health) {
+  renderState(ready, health, pools) {
     const items = [];
     if (ready?.error && !ready.data) {
       items.push(stateItem(false, "This instance", ready.error.message));
@@ -166,7 +167,8 @@ export class NowPanel {
         overall ? `ready, serving version ${body.config_version} (worker ${body.worker})` : `${body.status}`));
       for (const [name, value] of Object.entries(body.checks || {})) {
         const words = checkWords(name);
-        if (value === "ok") items.push(stateItem(true, words.name, "ok"));
+        if (name === "cdn_health" && value === "ok") items.push(probeState(store.config, pools));
+        else if (value === "ok") items.push(stateItem(true, words.name, "ok"));
         else if (typeof value === "string") items.push(stateItem(false, words.name, words.bad ? `${value}: ${words.bad}` : value));
         else items.push(stateItem(null, words.name, text(value)));
       }
@@ -180,43 +182,18 @@ export class NowPanel {
     replace($("#now-state"), items.length ? h("ul", { class: "states" }, items) : h("p", { class: "muted" }, "loading…"));
   }
 
-  renderPool(config, health) {
-    const pool = Array.isArray(config.cdn_hosts) && config.cdn_hosts.length
-      ? config.cdn_hosts
-      : [{ host: config.cdn_host, weight: null }];
-    const byHost = new Map((health?.data || []).map((entry) => [baseUrl(entry.host), entry]));
-    const rows = pool.map((entry) => {
-      const state = byHost.get(baseUrl(entry.host));
-      let status;
-      if (state) status = badge(state.healthy, state.healthy ? "up" : "down");
-      else status = h("span", { class: "muted" }, health?.missing ? "not monitored" : "—");
-      // data-label: on a phone each host is a block of labelled lines (style.css).
-      const cell = (label, ...content) => h("td", { "data-label": label }, h("span", {}, content));
-      return h("tr", {},
-        h("th", { scope: "row" }, entry.host),
-        cell("Weight", entry.weight === null || entry.weight === undefined ? "—" : String(entry.weight)),
-        cell("State", status),
-        cell("Since", state?.since ? [when(state.since), h("br"), h("span", { class: "muted" }, ago(state.since))] : "—"),
-        cell("Last check", state?.last_check ? ago(state.last_check) : "—"),
-        cell("Last error", state?.last_error || "—"),
-        cell("Failures in a row", state ? text(state.consecutive_failures) : "—"),
-      );
-    });
+  renderPools(config, health, assessment) {
     const notes = [];
     if (health?.missing) notes.push(h("p", { class: "note" }, `CDN health is ${NOT_AVAILABLE}.`));
     else if (health?.error) notes.push(h("p", { class: "alert" }, `CDN health: ${health.error.message}`));
     if ("origin_fallback" in config) {
-      notes.push(h("p", {}, "Origin fallback when every CDN host is down: ", h("strong", {}, config.origin_fallback ? "on" : "off")));
+      notes.push(h("p", {}, "Origin fallback when every CDN host of a pool is down: ", h("strong", {}, config.origin_fallback ? "on" : "off")));
     }
     if (Array.isArray(config.down_servers)) {
       notes.push(h("p", {}, "Origin servers marked down: ", h("strong", {}, config.down_servers.length ? config.down_servers.join(", ") : "none")));
     }
-    replace($("#now-pool"),
-      h("div", { class: "table-wrap" }, h("table", { id: "pool-table" },
-        h("caption", { class: "visually-hidden" }, "CDN hosts and their health"),
-        h("thead", {}, h("tr", {}, ["Host", "Weight", "State", "Since", "Last check", "Last error", "Failures in a row"].map((name) => h("th", { scope: "col" }, name)))),
-        h("tbody", {}, rows))),
-      notes);
+    const known = Boolean(health?.data);
+    replace($("#now-pools"), assessment.pools.map((pool) => poolSection(pool, config, known, health)), notes);
   }
 
   renderStats(stats) {
@@ -251,14 +228,92 @@ function card(title, ...body) {
   return h("div", { class: "card" }, h("h3", {}, title), h("div", {}, body));
 }
 
+const LEVEL_MARKS = { good: "✔", warn: "⚠", bad: "✖", off: "ℹ" };
+
+function healthCard(config, health, pools) {
+  let body;
+  let level = "off";
+  if (health?.missing) body = h("span", { class: "muted" }, `CDN health ${NOT_AVAILABLE}.`);
+  else if (health?.error) body = h("span", { class: "muted" }, health.error.message);
+  else if (!pools) body = h("span", { class: "muted" }, "loading…");
+  else {
+    level = pools.level;
+    body = [h("span", { "aria-hidden": "true" }, `${LEVEL_MARKS[level]} `), h("strong", {}, summaryWords(pools, config))];
+  }
+  return h("div", { class: `card level-${level}`, id: "cdn-summary", "data-level": level },
+    h("h3", {}, "CDN hosts"), h("div", { role: "status" }, body));
+}
+
+function limitsCard(config, limits) {
+  const limit = config.rate_limit;
+  const main = limit === undefined
+    ? h("span", { class: "muted" }, `Rate limits ${NOT_AVAILABLE}.`)
+    : limit === null
+      ? [h("strong", {}, "off"), h("span", { class: "muted" }, ": no default limit")]
+      : [h("strong", {}, `${limit.capacity} at once, ${limit.refill_per_second}/s`), h("span", { class: "muted" }, " per client by default")];
+  let overrides = null;
+  if (limits?.data && typeof limits.data.total === "number") {
+    const count = limits.data.total;
+    overrides = h("p", { id: "limit-overrides" }, count === 1 ? "1 per-client override" : `${count} per-client overrides`);
+  } else if (limits?.missing) overrides = h("p", { class: "muted" }, `Per-client overrides ${NOT_AVAILABLE}.`);
+  return h("div", { class: "card", id: "rate-limit-summary" }, h("h3", {}, "Rate limit"), h("div", {}, main, overrides));
+}
+
+function probeState(config, pools) {
+  const words = CHECK_WORDS.cdn_health.name;
+  const settings = config?.cdn_health || {};
+  if (settings.enabled === false) return stateItem(null, words, "off: hosts are not probed and all count as up.");
+  const every = typeof settings.interval_seconds === "number" ? ` every ${settings.interval_seconds} s` : "";
+  if (pools && pools.down) {
+    return stateItem("warn", words, `probing${every}; ${summaryWords(pools, config)}`);
+  }
+  return stateItem(true, words, `probing${every}, states current`);
+}
+
+function poolSection(pool, config, known, health) {
+  const label = `${pool.up} of ${pool.hosts.length} up`;
+  const level = pool.up === 0 && pool.hosts.length ? "bad" : pool.down ? "warn" : "good";
+  // data-label: on a phone each CDN host is a block of labelled lines (style.css).
+  const cell = (name, ...content) => h("td", { "data-label": name }, h("span", {}, content));
+  const rows = pool.hosts.map((host) => {
+    const state = host.state;
+    let status;
+    if (!known) status = h("span", { class: "muted" }, health?.missing ? "not monitored" : "—");
+    else if (config.cdn_health?.enabled === false) status = h("span", { class: "muted" }, "not probed");
+    else if (!state?.last_check) status = h("span", { class: "muted" }, "not probed yet");
+    else status = badge(host.up, host.up ? "up" : "down");
+    return h("tr", {},
+      h("th", { scope: "row" }, host.host),
+      cell("Weight", String(host.weight)),
+      cell("Share now", known ? percent(host.share) : "—"),
+      cell("State", status),
+      cell("Since", state?.since ? [when(state.since), h("br"), h("span", { class: "muted" }, ago(state.since))] : "—"),
+      cell("Last check", state?.last_check ? ago(state.last_check) : "—"),
+      cell("Last error", state?.last_error || "—"),
+      cell("Failures in a row", state ? text(state.consecutive_failures) : "—"),
+    );
+  });
+  const title = `pool-title-${pool.id}`;
+  return h("section", { class: `pool level-${level}`, id: `pool-${pool.id}`, "data-pool": pool.id, "aria-labelledby": title },
+    h("h4", { id: title }, pool.title, " ", known ? h("span", { class: `badge ${level}` }, label) : null),
+    h("p", { class: "hint" }, pool.scope),
+    level === "bad" && known ? h("p", { class: "alert" }, `No healthy host: ${fallbackWords(pool, config)}.`) : null,
+    h("div", { class: "table-wrap" }, h("table", { class: "pool-table", id: pool.id === "global" ? "pool-table" : null },
+      h("caption", { class: "visually-hidden" }, `${pool.title}: CDN hosts and their health`),
+      h("thead", {}, h("tr", {}, ["Host", "Weight", "Share now", "State", "Since", "Last check", "Last error", "Failures in a row"].map((name) => h("th", { scope: "col" }, name)))),
+      h("tbody", {}, rows))));
+}
+
 function badge(good, label) {
   return h("span", { class: `badge ${good ? "good" : "bad"}` }, h("span", { "aria-hidden": "true" }, good ? "✔ " : "✖ "), label);
 }
 
+// good: true (OK), false (a problem), "warn" (degraded), null (for information).
 function stateItem(good, name, detail) {
-  const label = good === null ? "info" : good ? "OK" : "Problem";
-  const mark = good === null ? "ℹ" : good ? "✔" : "⚠";
-  return h("li", { class: good === null ? "info" : good ? "good" : "bad" },
+  const kind = good === null ? "info" : good === "warn" ? "warn" : good ? "good" : "bad";
+  const label = { info: "info", warn: "Warning", good: "OK", bad: "Problem" }[kind];
+  const mark = { info: "ℹ", warn: "⚠", good: "✔", bad: "⚠" }[kind];
+  return h("li", { class: kind },
     h("span", { class: "mark", "aria-hidden": "true" }, mark),
     h("span", { class: "visually-hidden" }, `${label}: `),
     h("strong", {}, name), `: ${detail}`);

@@ -1,0 +1,1 @@
+SELECT overrides FROM rate_limits_revision
