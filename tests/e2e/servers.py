@@ -5,6 +5,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -154,6 +155,15 @@ class WorkerLines:
             assert body["worker"] == pid, "a kept-alive connection reached another worker"
             seen[pid] = body
         return seen
+
+    @property
+    def clients(self) -> dict[int, httpx.Client]:
+        """The connection to each worker, by pid."""
+        return dict(self._clients)
+
+    def get(self, path: str, **options: Any) -> dict[int, httpx.Response]:
+        """`GET path` of every worker, one after the other, each over its own connection."""
+        return {pid: client.get(path, **options) for pid, client in self._clients.items()}
 
     def close(self) -> None:
         for client in self._clients.values():
