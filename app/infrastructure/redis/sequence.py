@@ -139,8 +139,9 @@ class RedisLeasedSequence:
         a few hundred per round trip, so that a region or rule about to be served counts on
         leased numbers from its first request: its local count would start at the split's
         first place wherever its lease will start. The block ahead is leased once the first
-        number is taken. Gives up after the Redis timeout and at once while Redis is known
-        to be unreachable: the new sequences then count locally from their first request.
+        number is taken. Gives up after the Redis timeout (for all of them) and at once while
+        Redis is known to be unreachable: the new sequences then count locally from their
+        first request.
         """
         fresh = []
         for name in dict.fromkeys(names):
@@ -153,18 +154,18 @@ class RedisLeasedSequence:
             counter.fetching = True  # no background lease of its own meanwhile
         waiting = fresh
         try:
-            while waiting:
-                batch = waiting[:_LEASE_BATCH]
-                try:
+            # One timeout for all the batches: the version waits that long at most.
+            async with asyncio.timeout(self._timeout):
+                while waiting:
+                    batch = waiting[:_LEASE_BATCH]
                     finishes = await self._lease_first(batch)
-                except UNREACHABLE as error:
-                    backend_errors.record("redis", error)
-                    self._set_degraded(True, error)
-                    return
-                waiting = waiting[_LEASE_BATCH:]
-                for counter, finish in zip(batch, finishes, strict=True):
-                    counter.fetching = False
-                    self._first_block(counter, (int(finish) - self._block, int(finish)))
+                    waiting = waiting[_LEASE_BATCH:]
+                    for counter, finish in zip(batch, finishes, strict=True):
+                        counter.fetching = False
+                        self._first_block(counter, (int(finish) - self._block, int(finish)))
+        except UNREACHABLE as error:
+            backend_errors.record("redis", error)
+            self._set_degraded(True, error)
         finally:
             for counter in waiting:
                 counter.fetching = False
@@ -184,15 +185,9 @@ class RedisLeasedSequence:
     async def _lease_first(self, counters: list[_Counter]) -> list[int]:
         keys = [key for counter in counters for key in (counter.key, counter.record)]
         numbers = [counter.lease for counter in counters]
-        async with asyncio.timeout(self._timeout):
-            finishes: list[int] = await self._redis.eval(
-                _LEASE_FIRST,
-                len(keys),
-                *keys,
-                self._block,
-                _LEASE_RECORD_SECONDS,
-                *numbers,
-            )
+        finishes: list[int] = await self._redis.eval(
+            _LEASE_FIRST, len(keys), *keys, self._block, _LEASE_RECORD_SECONDS, *numbers
+        )
         return finishes
 
     async def stop(self) -> None:
