@@ -1,7 +1,6 @@
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import lru_cache
 from types import MappingProxyType
 from typing import NamedTuple
 
@@ -12,7 +11,7 @@ from app.domain.pool import MAX_HOSTS_IN_ALL, CdnPool, Rotation
 from app.domain.ratelimit import RateLimit
 from app.domain.regions import DEFAULT_REGION, Region, RegionMatcher, check_regions
 from app.domain.split import CDN, ORIGIN, Split, Target
-from app.domain.syntax import LABEL, domain_problem, host_problem, parse_port
+from app.domain.syntax import LABEL, domain_problem
 from app.domain.video import common_parts, new_tuple, parse_video_url
 
 REDIRECT_STATUSES = (301, 302, 307, 308)
@@ -24,45 +23,6 @@ _MAX_SCHEDULE = 4096  # the longest split period whose targets a router lists
 def is_server_label(value: object) -> bool:
     """`s1`, `edge-7`: one lower-case DNS label, the first part of an origin server's host."""
     return isinstance(value, str) and LABEL.fullmatch(value) is not None
-
-
-def cdn_base_url(cdn_host: str, field: str = "cdn_host") -> str:
-    """`cdn.example.com` -> `http://cdn.example.com`; a scheme and a port may be given.
-
-    The one rule for a host that redirects are sent to; `field` names it in the error.
-    """
-    if not isinstance(cdn_host, str) or not cdn_host:
-        raise InvalidConfig(field, "must be a non-empty host name")
-    try:
-        return _base_url(cdn_host)
-    except ValueError as error:
-        raise InvalidConfig(field, str(error)) from None
-
-
-@lru_cache(maxsize=16_384)
-def _base_url(cdn_host: str) -> str:
-    # Cached: the same hosts come back in every version a worker reads (each reload,
-    # each history page), and an international name costs 70 us to check.
-    if not cdn_host.isascii():
-        raise ValueError("must be ASCII; write an international name as its xn-- A-label")
-    scheme, sep, authority = cdn_host.partition("://")
-    if not sep:
-        scheme, authority = "http", cdn_host
-    scheme = scheme.lower()
-    if scheme not in ("http", "https"):
-        raise ValueError("the scheme must be http or https")
-    host, colon, port = authority.removesuffix("/").lower().partition(":")
-    problem = host_problem(host, allow_ip=True)
-    if problem is not None:
-        raise ValueError(
-            f"must be a host name with an optional scheme and port, and no path: {problem}"
-        )
-    if not colon:
-        return f"{scheme}://{host}"
-    number = parse_port(port)
-    if number is None:
-        raise ValueError("the port must be a number from 1 to 65535 in ASCII digits")
-    return f"{scheme}://{host}:{number}"
 
 
 def check_origin_domains(domains: Iterable[object], field: str = "origin_domains") -> None:

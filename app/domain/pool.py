@@ -7,6 +7,7 @@ from typing import NamedTuple
 
 from app.domain.errors import InvalidConfig
 from app.domain.pacing import pace, paced
+from app.domain.syntax import cdn_base_url
 
 MAX_POOL_HOSTS = 64
 # Over all the pools of a configuration (global, regions, servers'): every entry is checked
@@ -26,14 +27,13 @@ class CdnHost(NamedTuple):
     base_url: str
 
 
-def _base_url(host: object, field: str) -> str:
-    # One set of host rules for `cdn_host` and pool members: cdn_base_url's own.
-    from app.domain.config import cdn_base_url  # noqa: PLC0415 - config imports this module
-
+def _base_url(host: object, field: str, index: int | None = None) -> str:
+    """`cdn_base_url(host)`; an error names `field`, or its entry `index`'s host."""
     try:
         return cdn_base_url(host)  # type: ignore[arg-type]
     except InvalidConfig as error:
-        raise InvalidConfig(field, error.detail.partition(": ")[2] or error.detail) from None
+        named = field if index is None else f"{field}[{index}].host"
+        raise InvalidConfig(named, error.detail.partition(": ")[2] or error.detail) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +50,7 @@ class CdnPool:
         for index, (host, weight) in enumerate(paced(entries)):
             if index >= MAX_POOL_HOSTS:
                 raise InvalidConfig(field, f"at most {MAX_POOL_HOSTS} hosts")
-            base_url = _base_url(host, f"{field}[{index}].host")
+            base_url = _base_url(host, field, index)
             if type(weight) is not int or not 1 <= weight <= MAX_HOST_WEIGHT:
                 raise InvalidConfig(
                     f"{field}[{index}].weight", f"must be an integer from 1 to {MAX_HOST_WEIGHT}"

@@ -14,6 +14,8 @@ from ipaddress import IPv4Address
 
 from publicsuffixlist import PublicSuffixList
 
+from app.domain.errors import InvalidConfig
+
 MAX_PORT = 65535
 MAX_HOST_LENGTH = 253
 
@@ -111,3 +113,42 @@ def _is_ipv4(host: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def cdn_base_url(cdn_host: str, field: str = "cdn_host") -> str:
+    """`cdn.example.com` -> `http://cdn.example.com`; a scheme and a port may be given.
+
+    The one rule for a host that redirects are sent to; `field` names it in the error.
+    """
+    if not isinstance(cdn_host, str) or not cdn_host:
+        raise InvalidConfig(field, "must be a non-empty host name")
+    try:
+        return _base_url(cdn_host)
+    except ValueError as error:
+        raise InvalidConfig(field, str(error)) from None
+
+
+@lru_cache(maxsize=16_384)
+def _base_url(cdn_host: str) -> str:
+    # Cached: the same hosts come back in every version a worker reads (each reload,
+    # each history page), and an international name costs 70 us to check.
+    if not cdn_host.isascii():
+        raise ValueError("must be ASCII; write an international name as its xn-- A-label")
+    scheme, sep, authority = cdn_host.partition("://")
+    if not sep:
+        scheme, authority = "http", cdn_host
+    scheme = scheme.lower()
+    if scheme not in ("http", "https"):
+        raise ValueError("the scheme must be http or https")
+    host, colon, port = authority.removesuffix("/").lower().partition(":")
+    problem = host_problem(host, allow_ip=True)
+    if problem is not None:
+        raise ValueError(
+            f"must be a host name with an optional scheme and port, and no path: {problem}"
+        )
+    if not colon:
+        return f"{scheme}://{host}"
+    number = parse_port(port)
+    if number is None:
+        raise ValueError("the port must be a number from 1 to 65535 in ASCII digits")
+    return f"{scheme}://{host}:{number}"
