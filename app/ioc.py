@@ -96,7 +96,11 @@ class InfrastructureProvider(Provider):
             timeout=settings.redis_timeout_seconds,
             period=snapshot.period,
         )
+        # Every version served from now on counts on leased numbers from its first request;
+        # the one served already (start-up loads it first) too.
+        snapshot.before_serving(sequence.prepare)
         await sequence.start()
+        await sequence.prepare(snapshot.sequences)
         yield sequence
         await sequence.stop()
 

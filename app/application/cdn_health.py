@@ -176,7 +176,7 @@ class RefreshCdnHealth:
             view.last_change = now
         view.hosts = board.hosts
         if self._snapshot.loaded:
-            targets = self._snapshot.version.config.probe_targets()
+            targets = self._snapshot.probe_targets
             self._snapshot.mark_down(
                 frozenset(url for url in targets if not board.hosts.get(url, UNKNOWN).healthy)
             )
@@ -214,7 +214,7 @@ class GetCdnHealth:
     async def __call__(self) -> CdnHealthReport:
         config = self._snapshot.version.config
         settings = config.cdn_health
-        hosts = [(url, self._view.hosts.get(url, UNKNOWN)) for url in config.probe_targets()]
+        hosts = [(url, self._view.hosts.get(url, UNKNOWN)) for url in self._snapshot.probe_targets]
         return CdnHealthReport(
             hosts=hosts,
             enabled=settings.enabled,
@@ -248,5 +248,8 @@ class CdnHealthCheck:
     async def __call__(self) -> str | None:
         if not self._snapshot.loaded:
             return None
-        report = await self._get()
-        return None if report.stale is None else f"stale: {report.stale}"
+        settings = self._snapshot.version.config.cdn_health
+        # Not the whole report: /ready is asked every second or so, and the report lists
+        # every host (8,192 at most).
+        stale = self._get.staleness(settings) if settings.enabled else None
+        return None if stale is None else f"stale: {stale}"

@@ -1,6 +1,6 @@
 import asyncio
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, replace
 
 import structlog
@@ -12,7 +12,8 @@ from app.application.errors import (
     VersionConflict,
     VersionNotFound,
 )
-from app.application.ports import ConfigRepository
+from app.application.offload import off_loop
+from app.application.ports import ConfigRepository, StoredVersion
 from app.application.snapshot import ConfigSnapshot
 from app.domain.config import BalancerConfig, ConfigVersion, is_server_label
 from app.domain.errors import InvalidConfig
@@ -147,13 +148,18 @@ class ReloadConfig:
 
     async def __call__(self) -> ConfigVersion:
         version = await self._repository.get_active()
-        if self._snapshot.offer(version):
+        if await self._snapshot.serve(version):
             log.info("config_loaded", version=version.version)
         return self._snapshot.version
 
 
 class _VersionWriter:
-    """Appends a version computed from the active one, retrying while other writers win."""
+    """Appends a version computed from the active one, retrying while other writers win.
+
+    Building a version validates all of it (10,000 rules and networks at most): that runs
+    in a thread, as compiling it does (`ConfigSnapshot.serve`), so that redirects answered
+    by this worker meanwhile wait for the interpreter lock only, never for the build.
+    """
 
     def __init__(self, repository: ConfigRepository, snapshot: ConfigSnapshot) -> None:
         self._repository = repository
@@ -172,10 +178,9 @@ class _VersionWriter:
                 raise PreconditionFailed(
                     f"If-Match does not name the active version ({active.version})."
                 )
+            config = await off_loop(build, active)
             try:
-                saved = await self._repository.append(
-                    build(active), after=active.version, comment=comment
-                )
+                saved = await self._repository.append(config, after=active.version, comment=comment)
             except VersionConflict:
                 if if_match is not None:
                     raise PreconditionFailed(
@@ -183,7 +188,7 @@ class _VersionWriter:
                     ) from None
                 await asyncio.sleep(random.uniform(0, 0.005))  # noqa: S311 - jitter, not crypto
                 continue
-            self._snapshot.offer(saved)
+            await self._snapshot.serve(saved)
             return saved
         raise TooManyConflicts("The configuration is being changed concurrently; retry.")
 
@@ -192,11 +197,18 @@ class UpdateConfig(_VersionWriter):
     """Validate a partial change against the active version and store it as the next version."""
 
     async def __call__(self, change: ConfigChange, *, if_match: int | None) -> ConfigVersion:
+        served, checked = None, None
         if self._snapshot.loaded:  # refuse bad input with 422 even while storage is down
-            change.apply(self._snapshot.version.config)
-        saved = await self._write(
-            lambda active: change.apply(active.config), if_match=if_match, comment=change.comment
-        )
+            served = self._snapshot.version
+            checked = await off_loop(change.apply, served.config)
+
+        def build(active: ConfigVersion) -> BalancerConfig:
+            # The active version is most often the one served: built on it already.
+            if active is served and checked is not None:
+                return checked
+            return change.apply(active.config)
+
+        saved = await self._write(build, if_match=if_match, comment=change.comment)
         log.info("config_changed", version=saved.version, fields=change.named_fields())
         return saved
 
@@ -253,7 +265,7 @@ class SetServerRule(_VersionWriter):
             return replace(active.config, server_rules=rules, server_pools=pools)
 
         if self._snapshot.loaded:  # refuse bad input with 422 even while storage is down
-            build(self._snapshot.version)
+            await off_loop(build, self._snapshot.version)
         saved = await self._write(
             build, if_match=if_match, comment=comment or f"set the rule of server {server}"
         )
@@ -286,10 +298,12 @@ class RemoveServerRule(_VersionWriter):
 
 
 class ListConfigHistory:
-    """Stored versions, newest first."""
+    """Stored versions, newest first, as they were stored: each was checked when written,
+    and checking 100 of the largest again took seconds of a worker's time."""
 
     def __init__(self, repository: ConfigRepository) -> None:
         self._repository = repository
 
-    async def __call__(self, *, limit: int, before: int | None) -> list[ConfigVersion]:
-        return await self._repository.history(limit=limit, before=before)
+    async def __call__(self, *, limit: int, before: int | None) -> AsyncIterator[StoredVersion]:
+        async for version in self._repository.history(limit=limit, before=before):
+            yield version

@@ -1,6 +1,22 @@
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 from app.domain.config import BalancerConfig, ConfigVersion
+
+
+@dataclass(frozen=True, slots=True)
+class StoredVersion:
+    """A version as it was stored, for the history: checked when it was written and not
+    again (the served one, `get_active`, is). `fields` holds each field of the
+    configuration (`cdn_host`, `server_rules`, ... as the API names them) as JSON text, in
+    the shape the API gives it."""
+
+    version: int
+    created_at: datetime
+    comment: str | None
+    fields: Mapping[str, str]
 
 
 class ConfigRepository(Protocol):
@@ -18,7 +34,7 @@ class ConfigRepository(Protocol):
 
     async def get(self, version: int) -> ConfigVersion | None: ...
 
-    async def history(self, *, limit: int, before: int | None) -> list[ConfigVersion]:
+    def history(self, *, limit: int, before: int | None) -> AsyncIterator[StoredVersion]:
         """Versions newest first, only those below `before` when it is given."""
         ...
 

@@ -1,20 +1,33 @@
-from collections.abc import Callable
+import asyncio
+from collections.abc import Awaitable, Callable
 
 import structlog
 
 from app.application.errors import ConfigNotLoaded
+from app.application.offload import off_loop
 from app.application.ports import CountryLookup
 from app.domain.config import ConfigVersion, FallbackCount, Router
 from app.domain.regions import RegionMatcher
 
 log = structlog.get_logger(__name__)
 
+# Called with the sequences a new version counts on, and awaited, before it is served.
+Preparer = Callable[[tuple[str, ...]], Awaitable[None]]
+
 
 class ConfigSnapshot:
     """The configuration this worker serves, swapped whole when a newer version arrives or
     the set of CDN hosts known to be down changes."""
 
-    __slots__ = ("_down_hosts", "_watchers", "countries", "current", "fallbacks")
+    __slots__ = (
+        "_down_hosts",
+        "_preparers",
+        "_serving",
+        "_watchers",
+        "countries",
+        "current",
+        "fallbacks",
+    )
 
     def __init__(self, countries: CountryLookup | None = None) -> None:
         self.countries: CountryLookup = countries or _no_country
@@ -23,12 +36,31 @@ class ConfigSnapshot:
         self._down_hosts: frozenset[str] = frozenset()
         self.fallbacks = FallbackCount()
         self._watchers: list[Callable[[ConfigVersion], None]] = []
+        self._preparers: list[Preparer] = []
+        self._serving = asyncio.Lock()
 
     def watch(self, watcher: Callable[[ConfigVersion], None]) -> None:
         """Call `watcher(version)` with every version served from now on (and the current)."""
         self._watchers.append(watcher)
         if self.current is not None:
             watcher(self.current.version)
+
+    def before_serving(self, prepare: Preparer) -> None:
+        """Await `prepare(sequences)` with the sequences of every version `serve` takes,
+        before the version is served."""
+        self._preparers.append(prepare)
+
+    @property
+    def sequences(self) -> tuple[str, ...]:
+        """The sequences the served version counts on ("" alone before a config)."""
+        router = self.current
+        return ("",) if router is None else router.sequences
+
+    @property
+    def probe_targets(self) -> tuple[str, ...]:
+        """`probe_targets()` of the served configuration, as compiled with it."""
+        router = self.current
+        return () if router is None else router.probe_targets
 
     @property
     def router(self) -> Router:
@@ -57,10 +89,35 @@ class ConfigSnapshot:
         return 1 if router is None else router.period(sequence)
 
     def offer(self, version: ConfigVersion) -> bool:
-        """Serve `version` if it is newer than the current one; True when it was taken."""
-        current = self.current
-        if current is not None and current.version.version >= version.version:
+        """Serve `version` if it is newer than the current one; True when it was taken.
+        Compiled here and now, without the preparers: for tests and small configurations."""
+        if not self._newer(version):
             return False
+        self._take(self.compile(version, self._down_hosts))
+        return True
+
+    async def serve(self, version: ConfigVersion) -> bool:
+        """Serve `version` if it is newer than the current one; True when it was taken.
+
+        The largest configuration takes tens of milliseconds to compile (lookup tables of
+        10,000 networks, 10,000 rules, every pool's rotation): that runs in a thread, so
+        the event loop keeps answering redirects meanwhile (it waits for the interpreter
+        lock a switch interval, 5 ms, at most). Then the preparers lease the sequences it
+        counts on, and only then is it swapped in. One version at a time.
+        """
+        async with self._serving:
+            if not self._newer(version):
+                return False
+            router = await off_loop(self.compile, version, self._down_hosts)
+            for prepare in self._preparers:
+                await prepare(router.sequences)
+            if router.down_hosts != self._down_hosts:  # a health change came meanwhile
+                router = self._recompile(router, self._down_hosts)
+            self._take(router)
+            return True
+
+    def compile(self, version: ConfigVersion, down_hosts: frozenset[str]) -> Router:
+        """`version` compiled for the redirect path; touches nothing of what is served."""
         regions = version.config.regions
         matcher = (
             RegionMatcher(
@@ -69,10 +126,19 @@ class ConfigSnapshot:
             if regions
             else None
         )
-        self._install(Router(version, self._down_hosts, self.fallbacks, matcher))
+        return Router(version, down_hosts, self.fallbacks, matcher)
+
+    def _newer(self, version: ConfigVersion) -> bool:
+        current = self.current
+        return current is None or current.version.version < version.version
+
+    def _take(self, router: Router) -> None:
+        self._install(router)
         for watcher in self._watchers:
-            watcher(version)
-        return True
+            watcher(router.version)
+
+    def _recompile(self, router: Router, down_hosts: frozenset[str]) -> Router:
+        return Router(router.version, down_hosts, self.fallbacks, router.matcher)
 
     def mark_down(self, down_hosts: frozenset[str]) -> None:
         """Route around these CDN hosts (base URLs) from now on, and only these."""
@@ -81,7 +147,7 @@ class ConfigSnapshot:
         self._down_hosts = down_hosts
         router = self.current
         if router is not None:
-            self._install(Router(router.version, down_hosts, self.fallbacks, router.matcher))
+            self._install(self._recompile(router, down_hosts))
 
     def forget_regions(self) -> None:
         """The country database changed: addresses cached by the region matcher are stale."""

@@ -6,11 +6,12 @@ from typing import NamedTuple
 
 from app.domain.errors import InvalidConfig, NoHealthyTarget
 from app.domain.health import HealthSettings
-from app.domain.pool import CdnPool, Rotation
+from app.domain.pacing import paced
+from app.domain.pool import MAX_HOSTS_IN_ALL, CdnPool, Rotation
 from app.domain.ratelimit import RateLimit
 from app.domain.regions import DEFAULT_REGION, Region, RegionMatcher, check_regions
 from app.domain.split import CDN, ORIGIN, Split, Target
-from app.domain.syntax import LABEL, domain_problem, host_problem, is_link_local, parse_port
+from app.domain.syntax import LABEL, domain_problem
 from app.domain.video import common_parts, new_tuple, parse_video_url
 
 REDIRECT_STATUSES = (301, 302, 307, 308)
@@ -22,41 +23,6 @@ _MAX_SCHEDULE = 4096  # the longest split period whose targets a router lists
 def is_server_label(value: object) -> bool:
     """`s1`, `edge-7`: one lower-case DNS label, the first part of an origin server's host."""
     return isinstance(value, str) and LABEL.fullmatch(value) is not None
-
-
-def cdn_base_url(cdn_host: str, field: str = "cdn_host") -> str:
-    """`cdn.example.com` -> `http://cdn.example.com`; a scheme and a port may be given.
-
-    The one rule for a host that redirects are sent to; `field` names it in the error.
-    """
-    if not isinstance(cdn_host, str) or not cdn_host:
-        raise InvalidConfig(field, "must be a non-empty host name")
-    if not cdn_host.isascii():
-        raise InvalidConfig(field, "must be ASCII; write an international name as its xn-- A-label")
-    scheme, sep, authority = cdn_host.partition("://")
-    if not sep:
-        scheme, authority = "http", cdn_host
-    scheme = scheme.lower()
-    if scheme not in ("http", "https"):
-        raise InvalidConfig(field, "the scheme must be http or https")
-    host, colon, port = authority.removesuffix("/").lower().partition(":")
-    problem = host_problem(host, allow_ip=True)
-    if problem is not None:
-        raise InvalidConfig(
-            field, f"must be a host name with an optional scheme and port, and no path: {problem}"
-        )
-    if is_link_local(host):
-        raise InvalidConfig(
-            field,
-            "must not be a link-local address (169.254.0.0/16): cloud metadata services "
-            "answer there, no CDN does",
-        )
-    if not colon:
-        return f"{scheme}://{host}"
-    number = parse_port(port)
-    if number is None:
-        raise InvalidConfig(field, "the port must be a number from 1 to 65535 in ASCII digits")
-    return f"{scheme}://{host}:{number}"
 
 
 def check_origin_domains(domains: Iterable[object], field: str = "origin_domains") -> None:
@@ -108,7 +74,7 @@ class BalancerConfig:
         check_origin_domains(self.origin_domains)
         if len(self.server_rules) > MAX_SERVER_RULES:
             raise InvalidConfig("server_rules", f"at most {MAX_SERVER_RULES} rules")
-        for server, split in self.server_rules.items():
+        for server, split in paced(self.server_rules.items()):
             if not is_server_label(server):
                 raise InvalidConfig("server_rules", f"{server!r} is not a server label like 's1'")
             if not isinstance(split, Split):
@@ -124,7 +90,7 @@ class BalancerConfig:
             raise InvalidConfig("origin_fallback", "must be true or false")
         if len(self.down_servers) > MAX_SERVER_RULES:
             raise InvalidConfig("down_servers", f"at most {MAX_SERVER_RULES} servers")
-        for server in self.down_servers:
+        for server in paced(self.down_servers):
             if not is_server_label(server):
                 raise InvalidConfig("down_servers", f"{server!r} is not a server label like 's1'")
         object.__setattr__(self, "down_servers", tuple(sorted(set(self.down_servers))))
@@ -137,6 +103,13 @@ class BalancerConfig:
                 raise InvalidConfig(f"server_rules.{server}.cdn_hosts", "must be a pool")
         object.__setattr__(self, "server_pools", MappingProxyType(dict(self.server_pools)))
         object.__setattr__(self, "regions", check_regions(self.regions))
+        hosts = sum(len(pool.hosts) for pool in self._pools())
+        if hosts > MAX_HOSTS_IN_ALL:
+            raise InvalidConfig(
+                "cdn_hosts",
+                f"at most {MAX_HOSTS_IN_ALL} hosts over all pools (cdn_hosts, regions and "
+                f"server rules together), not {hosts}",
+            )
 
     @property
     def pool(self) -> CdnPool:
@@ -145,12 +118,14 @@ class BalancerConfig:
 
     def probe_targets(self) -> tuple[str, ...]:
         """Base URLs of every CDN host the configuration can redirect to, each once."""
-        pools = (
+        return tuple(dict.fromkeys(url for pool in self._pools() for url in pool.base_urls))
+
+    def _pools(self) -> tuple[CdnPool, ...]:
+        return (
             self.pool,
             *self.server_pools.values(),
             *(region.pool for region in self.regions),
         )
-        return tuple(dict.fromkeys(url for pool in pools for url in pool.base_urls))
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,8 +217,11 @@ class Router:
         "_status",
         "_targets",
         "_version",
+        "down_hosts",
         "matcher",
         "pools",
+        "probe_targets",
+        "sequences",
         "version",
     )
 
@@ -256,6 +234,7 @@ class Router:
     ) -> None:
         """`matcher` holds the regions of `version` (None: viewers are not told apart)."""
         config = version.config
+        self.down_hosts = down_hosts  # as given, health checks on or off
         if not config.cdn_health.enabled:
             down_hosts = frozenset()
         self.version = version
@@ -275,11 +254,11 @@ class Router:
         self._cdn_base = self._rotation.only
         self.pools: dict[str, Rotation] = {"cdn_hosts": self._rotation}
         rules: dict[str, _Rule] = {}
-        for server, split in config.server_rules.items():
+        for server, split in paced(config.server_rules.items()):
             rules[server] = _Rule(
                 split, self._rule_rotation(config, server, down_hosts), down=False
             )
-        for server in config.down_servers:
+        for server in paced(config.down_servers):
             rotation = rules[server].rotation if server in rules else self._rotation
             rules[server] = _Rule(None, rotation, down=True)
         self._rules = rules
@@ -287,11 +266,15 @@ class Router:
         # The matcher while regions are configured, else None: one attribute test per request.
         self._match = matcher if config.regions else None
         regions = []
-        for region in config.regions:
+        for region in paced(config.regions):
             rotation = Rotation(region.pool, down_hosts)
             self.pools[f"regions.{region.name}.cdn_hosts"] = rotation
             regions.append(_RegionRoute(region, config.split, rotation))
         self._regions = tuple(regions)
+        # The names `redirect` passes to `next_number`.
+        self.sequences = ("", *config.server_rules, *(region.key for region in regions))
+        # Asked for by every health refresh and metrics flush: 8,192 hosts at most.
+        self.probe_targets = config.probe_targets()
 
     def period(self, sequence: str) -> int:
         """How many consecutive numbers make one round of the split counted on `sequence`

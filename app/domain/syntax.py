@@ -9,16 +9,20 @@ a `Location` header raw.
 
 import re
 from encodings import idna
-from functools import cache
+from functools import cache, lru_cache
 from ipaddress import IPv4Address, IPv6Address, ip_address
 
 from publicsuffixlist import PublicSuffixList
+
+from app.domain.errors import InvalidConfig
 
 MAX_PORT = 65535
 MAX_HOST_LENGTH = 253
 
 _DIGITS = re.compile(r"[0-9]+")
 LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+# Dot-separated labels, in one match: a CDN host of five labels costs 0.6 us, not 2.9.
+_HOST = re.compile(rf"(?:{LABEL.pattern}\.)*{LABEL.pattern}")
 # WHATWG URL parsers read a host whose last label is a number (`0.0.1`, `x.0x7f`) as IPv4.
 _NUMERIC_LABEL = re.compile(r"[0-9]+|0x[0-9a-f]*")
 
@@ -48,15 +52,16 @@ def host_problem(host: str, *, allow_ip: bool) -> str | None:
     """
     if not host.isascii():
         return "must be ASCII; write an international name as its xn-- A-label"
-    labels = host.split(".")
-    if len(host) > MAX_HOST_LENGTH or not all(LABEL.fullmatch(label) for label in labels):
+    if len(host) > MAX_HOST_LENGTH or not _HOST.fullmatch(host):
         return (
             f"must be a host name of at most {MAX_HOST_LENGTH} characters: dot-separated "
             "labels of a-z, 0-9 and inner hyphens"
         )
-    if any(label.startswith("xn--") and not _is_a_label(label) for label in labels):
+    if "xn--" in host and any(
+        label.startswith("xn--") and not _is_a_label(label) for label in host.split(".")
+    ):
         return "has an xn-- label that is not a valid A-label"
-    if _NUMERIC_LABEL.fullmatch(labels[-1]) and not (allow_ip and _is_ipv4(host)):
+    if _NUMERIC_LABEL.fullmatch(host.rpartition(".")[2]) and not (allow_ip and _is_ipv4(host)):
         return (
             "ends in a number, so it must be an IPv4 address like 10.0.0.7"
             if allow_ip
@@ -104,6 +109,7 @@ def _public_suffixes() -> PublicSuffixList:
     return PublicSuffixList(accept_unknown=False)
 
 
+@lru_cache(maxsize=4096)  # 5 to 20 us each (Punycode and nameprep in Python)
 def _is_a_label(label: str) -> bool:
     """`xn--...` is the A-label of a valid international label: it decodes, and encodes back
     to itself (IDNA 2003 nameprep, as Python ships it)."""
@@ -119,3 +125,48 @@ def _is_ipv4(host: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def cdn_base_url(cdn_host: str, field: str = "cdn_host") -> str:
+    """`cdn.example.com` -> `http://cdn.example.com`; a scheme and a port may be given.
+
+    The one rule for a host that redirects are sent to; `field` names it in the error.
+    """
+    if not isinstance(cdn_host, str) or not cdn_host:
+        raise InvalidConfig(field, "must be a non-empty host name")
+    try:
+        return _base_url(cdn_host)
+    except ValueError as error:
+        raise InvalidConfig(field, str(error)) from None
+
+
+@lru_cache(maxsize=16_384)
+def _base_url(cdn_host: str) -> str:
+    # Cached: the same hosts come back in every version a worker reads (each reload,
+    # each history page), and an international name costs 70 us to check.
+    if not cdn_host.isascii():
+        raise ValueError("must be ASCII; write an international name as its xn-- A-label")
+    scheme, sep, authority = cdn_host.partition("://")
+    if not sep:
+        scheme, authority = "http", cdn_host
+    scheme = scheme.lower()
+    if scheme not in ("http", "https"):
+        raise ValueError("the scheme must be http or https")
+    host, colon, port = authority.removesuffix("/").lower().partition(":")
+    problem = host_problem(host, allow_ip=True)
+    if problem is not None:
+        raise ValueError(
+            f"must be a host name with an optional scheme and port, and no path: {problem}"
+        )
+    # (the only spelling of such an address that host_problem admits: IPv4, no leading zeros)
+    if host.startswith("169.254.") and is_link_local(host):
+        raise ValueError(
+            "must not be a link-local address (169.254.0.0/16): cloud metadata services "
+            "answer there, no CDN does"
+        )
+    if not colon:
+        return f"{scheme}://{host}"
+    number = parse_port(port)
+    if number is None:
+        raise ValueError("the port must be a number from 1 to 65535 in ASCII digits")
+    return f"{scheme}://{host}:{number}"

@@ -8,6 +8,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -197,6 +198,15 @@ class WorkerLines:
             pid: client.get(path, **request).status_code  # type: ignore[arg-type]
             for pid, client in self._clients.items()
         }
+
+    @property
+    def clients(self) -> dict[int, httpx.Client]:
+        """The connection to each worker, by pid."""
+        return dict(self._clients)
+
+    def get(self, path: str, **options: Any) -> dict[int, httpx.Response]:
+        """`GET path` of every worker, one after the other, each over its own connection."""
+        return {pid: client.get(path, **options) for pid, client in self._clients.items()}
 
     def close(self) -> None:
         for client in self._clients.values():

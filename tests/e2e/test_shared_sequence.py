@@ -7,9 +7,12 @@ and watch each worker's requests in the order it served them.
 
 import asyncio
 import math
+import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -17,7 +20,7 @@ from redis import Redis
 
 from loadtest.support import ServerProcess
 from tests.conftest import ADMIN_TOKEN
-from tests.e2e.redirects import CLOSE, origin_pattern, redirect_hosts
+from tests.e2e.redirects import CLOSE, VIDEO, origin_pattern, redirect_hosts
 from tests.e2e.servers import key_prefix, reset_config, running_server
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -168,3 +171,87 @@ async def test_no_number_is_handed_out_twice_across_workers(
         assert not wrong, f"worker {worker}: numbers out of their block at requests {wrong[:10]}"
     leases = sum(math.ceil((per_worker + BLOCK) / BLOCK) for _ in clients)
     assert moved == leases * BLOCK
+
+
+FRESH_CDN = "cdn-fresh.example.com"
+
+
+@pytest.fixture
+async def admin(shared: SharedServer) -> AsyncIterator[httpx.AsyncClient]:
+    """Admin writes; afterwards no regions or rules are left for the other tests."""
+    async with httpx.AsyncClient(base_url=shared.process.url, headers=ADMIN) as client:
+        yield client
+        response = await client.patch("/config", json={"regions": [], "server_rules": {}})
+        assert response.status_code == 200, response.text
+
+
+async def serving(client: httpx.AsyncClient, version: int) -> None:
+    for _ in range(500):
+        if (await client.get("/ready")).json()["config_version"] >= version:
+            return
+        await asyncio.sleep(0.002)
+    raise AssertionError(f"the worker did not come to version {version}")
+
+
+async def create_fresh(admin: httpx.AsyncClient, kind: str) -> tuple[str, int]:
+    """A new region (matching 127.0.0.1) or server rule, split 1:1, counted on a sequence
+    key no worker has seen; the video it applies to and the version that has it."""
+    name = f"fresh-{uuid.uuid4().hex[:12]}"
+    if kind == "region":
+        response = await admin.patch(
+            "/config",
+            json={
+                "regions": [
+                    {
+                        "name": name,
+                        "networks": ["127.0.0.0/8"],
+                        "cdn_hosts": [{"host": FRESH_CDN, "weight": 1}],
+                        "cdn_weight": 1,
+                        "origin_weight": 1,
+                    }
+                ]
+            },
+            headers=CLOSE,
+        )
+        video = VIDEO
+    else:
+        response = await admin.put(
+            f"/config/server-rules/{name}",
+            json={
+                "cdn_weight": 1,
+                "origin_weight": 1,
+                "cdn_hosts": [{"host": FRESH_CDN, "weight": 1}],
+            },
+            headers=CLOSE,
+        )
+        video = f"http://{name}.origin-cluster/video/1488/x.m3u8"
+    assert response.status_code == 200, response.text
+    return video, response.json()["version"]
+
+
+async def split_of_first(client: httpx.AsyncClient, video: str, count: int) -> tuple[int, int]:
+    """(to the CDN, to the origin) of the next `count` redirects of `video` on `client`."""
+    cdn = 0
+    for _ in range(count):
+        response = await client.get("/", params={"video": video})
+        assert response.status_code == 301, response.text
+        cdn += urlsplit(response.headers["location"]).netloc == FRESH_CDN
+    return cdn, count - cdn
+
+
+@pytest.mark.parametrize("kind", ["region", "server rule"])
+async def test_a_new_region_or_rule_is_exact_from_its_first_request_on_every_worker(
+    admin: httpx.AsyncClient, pinned: dict[int, httpx.AsyncClient], kind: str
+) -> None:
+    """40 requests right after a 1:1 region or rule is created: 20 and 20 on each worker,
+    20 times over. A sequence counted locally until its first lease arrives would restart
+    the split's pattern when it does: 21:19 whenever an odd number came before it."""
+    splits = []
+    for _ in range(20):
+        video, version = await create_fresh(admin, kind)
+        for client in pinned.values():
+            await serving(client, version)
+        splits += await asyncio.gather(
+            *(split_of_first(client, video, 40) for client in pinned.values())
+        )
+    assert splits == [(20, 20)] * 20 * WORKERS, Counter(splits)

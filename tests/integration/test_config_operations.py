@@ -429,3 +429,42 @@ async def test_put_server_rule_with_a_bad_pool_host_is_422_naming_it(
     assert response.status_code == 422
     assert response.json()["field"].startswith("cdn_hosts")
     assert (await client.get("/config")).json()["version"] == 1
+
+
+async def test_history_lists_a_version_as_get_config_serves_it(client: httpx.AsyncClient) -> None:
+    """History items are written from the stored documents, GET /config from the version
+    served: the same JSON, for the seeded version (stored before pools, health checks and
+    regions existed) as for one that has them all."""
+    seeded = (await client.get("/config")).json()
+    response = await patch(
+        client,
+        cdn_hosts=[{"host": "cdn-a.example.com", "weight": 3}, {"host": "cdn-b.example.com"}],
+        server_rules={
+            "s7": {"cdn_weight": 0, "origin_weight": 1},
+            "s8": {
+                "cdn_weight": 2,
+                "origin_weight": 1,
+                "cdn_hosts": [{"host": "cdn-s8.example.com"}],
+            },
+        },
+        down_servers=["s9"],
+        cdn_health={"path": "/health", "interval_seconds": 5, "enabled": False},
+        rate_limit={"capacity": 10, "refill_per_second": 2.5},
+        regions=[
+            {
+                "name": "eu",
+                "countries": ["DE", "FR"],
+                "networks": ["10.20.0.0/16", "2001:db8::/32"],
+                "cdn_hosts": [{"host": "cdn-fra.example.com", "weight": 2}],
+                "cdn_weight": 3,
+                "origin_weight": 1,
+            },
+            {"name": "us", "countries": ["US"], "cdn_hosts": [{"host": "cdn-nyc.example.com"}]},
+        ],
+        comment="caf\u00e9 \u2713",
+    )
+    assert response.status_code == 200, response.text
+    served = (await client.get("/config")).json()
+    history = await client.get("/config/history", params={"limit": 2}, headers=ADMIN)
+    assert history.json()["items"] == [served, seeded]
+    assert served == response.json()

@@ -24,10 +24,15 @@ CONFIG = BalancerConfig(
 
 
 @pytest.fixture
-async def repository(database_url: str) -> AsyncIterator[PostgresConfigRepository]:
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
     pool = await create_pool(database_url, timeout=2)
-    yield PostgresConfigRepository(pool)
+    yield pool
     await pool.close()
+
+
+@pytest.fixture
+def repository(pool: asyncpg.Pool) -> PostgresConfigRepository:
+    return PostgresConfigRepository(pool)
 
 
 async def test_migration_seeds_cdn_example_com_at_9_to_1(
@@ -39,11 +44,11 @@ async def test_migration_seeds_cdn_example_com_at_9_to_1(
 
 
 async def test_appended_version_round_trips_every_setting(
-    repository: PostgresConfigRepository,
+    repository: PostgresConfigRepository, pool: asyncpg.Pool
 ) -> None:
     saved = await repository.append(CONFIG, after=1, comment="new CDN")
     assert saved.version == 2
-    active = await repository.get_active()
+    active = await PostgresConfigRepository(pool).get_active()  # another worker's reading
     assert active.config == CONFIG
     assert active.comment == "new CDN"
     assert active.created_at.tzinfo is not None
@@ -55,16 +60,16 @@ async def test_second_write_on_the_same_base_version_conflicts_and_writes_nothin
     await repository.append(CONFIG, after=1, comment=None)
     with pytest.raises(VersionConflict):
         await repository.append(CONFIG, after=1, comment="late")
-    assert [v.version for v in await repository.history(limit=10, before=None)] == [2, 1]
+    assert [v.version async for v in repository.history(limit=10, before=None)] == [2, 1]
 
 
 async def test_history_pages_newest_first(repository: PostgresConfigRepository) -> None:
     for after in range(1, 5):
         await repository.append(CONFIG, after=after, comment=str(after))
-    page = await repository.history(limit=2, before=None)
-    assert [v.version for v in page] == [5, 4]
-    page = await repository.history(limit=2, before=4)
-    assert [v.version for v in page] == [3, 2]
+    page = repository.history(limit=2, before=None)
+    assert [v.version async for v in page] == [5, 4]
+    page = repository.history(limit=2, before=4)
+    assert [v.version async for v in page] == [3, 2]
     assert await repository.get(42) is None
 
 
@@ -94,3 +99,27 @@ async def test_unreachable_database_is_reported_as_storage_unavailable(
     finally:
         pool.terminate()
         await proxy.close()
+
+
+async def test_the_active_version_is_read_again_only_once_a_newer_one_is_stored(
+    repository: PostgresConfigRepository, pool: asyncpg.Pool
+) -> None:
+    """Each worker asks for the active version every few seconds: while it is the one it
+    has, it is not read and checked again (the largest took 180 ms of the event loop)."""
+    first = await repository.get_active()
+    assert await repository.get_active() is first
+    await PostgresConfigRepository(pool).append(CONFIG, after=1, comment="another worker's")
+    newer = await repository.get_active()
+    assert (newer.version, newer.config, newer.comment) == (2, CONFIG, "another worker's")
+    assert await repository.get_active() is newer
+
+
+async def test_history_reads_a_long_page_in_parts_and_lists_it_whole(
+    repository: PostgresConfigRepository,
+) -> None:
+    for after in range(1, 24):
+        await repository.append(CONFIG, after=after, comment=str(after))
+    page = [v.version async for v in repository.history(limit=21, before=None)]
+    assert page == list(range(24, 3, -1))
+    rest = [v.version async for v in repository.history(limit=21, before=4)]
+    assert rest == [3, 2, 1]

@@ -301,3 +301,32 @@ async def test_an_admin_can_write_over_a_refused_stored_version(
     await assert_refused(rollback, 422, "invalid-config")
     assert json.loads(rollback.text)["field"] == "origin_domains"
     assert await config_version(client) == 4
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"server_rules": [1]}, "server_rules"),
+        (
+            {"server_rules": {"s1": {"cdn_weight": "1", "origin_weight": 1}}},
+            "server_rules.s1.cdn_weight",
+        ),
+        (
+            {"server_rules": {"s1": {"cdn_weight": 1, "origin_weight": 1, "x": 1}}},
+            "server_rules.s1.x",
+        ),
+        ({"server_rules": {"s1": {"cdn_weight": 1}}}, "server_rules.s1.origin_weight"),
+        ({"regions": {"eu": {}}}, "regions"),
+        ({"regions": [{"name": "eu", "cdn_hosts": "cdn.example.com"}]}, "regions.0.cdn_hosts"),
+        ({"regions": [{"name": "eu", "cdn_hosts": [], "networks": [7]}]}, "regions.0.networks.0"),
+    ],
+)
+async def test_a_long_field_of_the_wrong_shape_is_422_naming_where_and_writes_nothing(
+    client: httpx.AsyncClient, body: dict[str, object], field: str
+) -> None:
+    """server_rules and regions are checked entry by entry off the event loop, not by FastAPI:
+    the same answer as for any other field."""
+    response = await client.patch("/config", json=body, headers=ADMIN)
+    await assert_refused(response, 422, "invalid-request")
+    assert response.json()["field"] == field
+    assert await config_version(client) == 1

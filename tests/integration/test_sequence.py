@@ -305,3 +305,64 @@ async def test_a_lease_whose_answer_was_lost_leaves_no_hole(
     assert int(await client.get(sequence_key) or 0) == (blocks_taken + 1) * BLOCK
     await sequence.stop()
     await client.aclose()
+
+
+async def test_a_prepared_name_counts_on_leased_numbers_from_its_first_number(
+    redis: Redis, sequence_key: str
+) -> None:
+    """What a worker does before it serves a version with a new region or rule: the new
+    sequence's first numbers are leased ones, in step with the split from the first."""
+    sequence = await started(redis, sequence_key)
+    await sequence.prepare(("", "region:eu", "s7"))
+    assert await take(sequence, 3, key="region:eu") == [0, 1, 2]
+    assert await take(sequence, 2 * BLOCK, key="s7") == list(range(2 * BLOCK))
+    await sequence.stop()
+
+
+async def test_thousands_of_names_are_prepared_in_a_few_round_trips(
+    redis_url: str, sequence_key: str
+) -> None:
+    client = cast(CountingRedis, CountingRedis.from_url(redis_url))
+    sequence = await started(client, sequence_key)
+    client.commands.clear()
+    names = tuple(f"s{n}" for n in range(1200))
+    await sequence.prepare(names)
+    assert sum(client.commands.values()) == 3  # 500 names a call
+    await sequence.prepare(names)  # leased already: nothing to ask
+    assert sum(client.commands.values()) == 3
+    started_names = ("s0", "s599", "s1199")
+    assert [sequence.next(name) for name in started_names] == [0, 0, 0]
+    await asyncio.sleep(0.1)  # the block ahead of each name started, one lease each
+    assert sum(client.commands.values()) == 3 + len(started_names)
+    assert int(await client.get(f"{sequence_key}:s1199") or 0) == 2 * BLOCK
+    assert int(await client.get(f"{sequence_key}:s1198") or 0) == BLOCK
+    await sequence.stop()
+    await client.aclose()
+
+
+async def test_preparing_against_a_silent_redis_gives_up_within_the_timeout(
+    redis_url: str, sequence_key: str
+) -> None:
+    """Redis answers nothing: the version waits for its leases no longer than the Redis
+    timeout (0.3 s here), then serves, its new sequences counting locally; while Redis is
+    known to be down, the next version does not wait at all."""
+    slow = cast(SlowRedis, SlowRedis.from_url(redis_url))
+    sequence = await started(slow, sequence_key)
+    slow.delay = 5
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    await sequence.prepare(("region:eu",))
+    assert loop.time() - began < 0.6
+    assert sequence.degraded
+    began = loop.time()
+    await sequence.prepare(("region:us",))
+    assert loop.time() - began < 0.05
+    first = await take(sequence, 5, key="region:eu")
+    assert all(n < 0 for n in first)
+    assert is_run(first)
+    slow.delay = 0
+    await wait_until(lambda: not sequence.degraded)
+    await wait_until(lambda: sequence.peek("region:eu") >= 0)
+    assert sequence.next("region:eu") >= 0  # leased again once Redis answers
+    await sequence.stop()
+    await slow.aclose()

@@ -1,6 +1,8 @@
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 from app.application.errors import VersionConflict
+from app.application.ports import StoredVersion
 from app.domain.config import BalancerConfig, ConfigVersion
 from app.domain.split import Split
 
@@ -24,9 +26,10 @@ class FakeConfigRepository:
     async def get(self, number: int) -> ConfigVersion | None:
         return next((v for v in self.versions if v.version == number), None)
 
-    async def history(self, *, limit: int, before: int | None) -> list[ConfigVersion]:
+    async def history(self, *, limit: int, before: int | None) -> AsyncIterator[StoredVersion]:
         found = [v for v in reversed(self.versions) if before is None or v.version < before]
-        return found[:limit]
+        for version in found[:limit]:
+            yield StoredVersion(version.version, version.created_at, version.comment, {})
 
     async def append(
         self, config: BalancerConfig, *, after: int, comment: str | None

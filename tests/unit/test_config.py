@@ -1,9 +1,10 @@
 import pytest
 
 from app.application.config import ConfigChange
-from app.domain.config import BalancerConfig, cdn_base_url
+from app.domain.config import BalancerConfig
 from app.domain.errors import InvalidConfig
 from app.domain.split import Split
+from app.domain.syntax import cdn_base_url
 
 BASE = BalancerConfig(cdn_host="cdn.example.com", split=Split(9, 1))
 

@@ -16,8 +16,9 @@ from app.application.snapshot import ConfigSnapshot
 from app.domain.config import BalancerConfig
 from app.domain.errors import InvalidConfig
 from app.domain.pool import CdnPool
+from app.domain.regions import Region
 from app.domain.split import Split
-from tests.unit.fakes import DEFAULT, FakeConfigRepository
+from tests.unit.fakes import DEFAULT, FakeConfigRepository, version
 
 
 @pytest.fixture
@@ -249,3 +250,27 @@ async def test_snapshot_tells_the_period_of_each_sequence_for_local_counting(
     assert snapshot.period("") == 10  # the global 9:1
     assert snapshot.period("s7") == 3
     assert snapshot.period("s8") == 10  # no rule: counted on the global sequence anyway
+
+
+async def test_a_version_is_served_only_once_the_sequences_it_counts_on_are_prepared() -> None:
+    """What makes a new region or rule exact from its first request: the worker leases its
+    sequence before the version that has it serves (tests/e2e/test_shared_sequence)."""
+    snapshot = ConfigSnapshot()
+    prepared: list[tuple[tuple[str, ...], int | None]] = []
+
+    async def prepare(names: tuple[str, ...]) -> None:
+        served = snapshot.current
+        prepared.append((names, None if served is None else served.version.version))
+
+    snapshot.before_serving(prepare)
+    await snapshot.serve(version(1))
+    regional = BalancerConfig(
+        cdn_host="cdn.example.com",
+        split=Split(9, 1),
+        server_rules={"s7": Split(1, 1)},
+        regions=(Region("eu", EU, ("DE",)),),
+    )
+    assert await snapshot.serve(version(2, regional))
+    assert not await snapshot.serve(version(2, regional))  # not newer: nothing to do
+    assert prepared == [(("",), None), (("", "s7", "region:eu"), 1)]
+    assert snapshot.version.version == 2

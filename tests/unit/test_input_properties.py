@@ -15,10 +15,10 @@ from hypothesis import assume, event, example, given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from app.domain.config import BalancerConfig, ConfigVersion, Router, cdn_base_url
+from app.domain.config import BalancerConfig, ConfigVersion, Router
 from app.domain.errors import InvalidConfig, InvalidVideoUrl
 from app.domain.split import Split
-from app.domain.syntax import is_link_local, parse_number
+from app.domain.syntax import cdn_base_url, is_link_local, parse_number
 from app.domain.video import (
     _COMMON,
     MAX_VIDEO_URL_LENGTH,

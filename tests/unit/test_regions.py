@@ -1,7 +1,18 @@
+from ipaddress import IPv4Address, IPv6Address, ip_network
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from app.domain.errors import InvalidConfig
-from app.domain.regions import CACHE_SIZE, RegionMatcher, country_codes, networks, region_name
+from app.domain.regions import (
+    CACHE_SIZE,
+    RegionMatcher,
+    cidr,
+    country_codes,
+    networks,
+    region_name,
+)
 
 COUNTRIES = {"85.214.132.117": "DE", "2a01:4f8::1": "DE", "8.8.8.8": "US", "1.0.16.1": "JP"}
 
@@ -109,3 +120,52 @@ def test_networks_are_refused_unless_canonical_cidr(blocks: object) -> None:
 
 def test_networks_are_stored_canonical() -> None:
     assert networks(["2001:DB8::/32", "10.20.0.0/16"], "n") == ("2001:db8::/32", "10.20.0.0/16")
+
+
+def ip_network_reading(block: str) -> tuple[str, int, int, int] | str:
+    """What `ip_network(block, strict=True)` makes of `block`: the network, or its error."""
+    try:
+        network = ip_network(block, strict=True)
+    except ValueError as error:
+        return str(error)
+    return (str(network), network.max_prefixlen, int(network.network_address), network.prefixlen)
+
+
+def spellings(address: str, exploded: str) -> st.SearchStrategy[str]:
+    return st.sampled_from([address, address.upper(), exploded, f"::ffff:{address}"])
+
+
+@st.composite
+def blocks(draw: st.DrawFn) -> str:
+    """CIDR blocks as admins write them, and as they should not: host bits set, prefixes
+    too long or with a leading zero, netmasks, zones, IPv4 inside IPv6, junk."""
+    if draw(st.booleans()):
+        address: IPv4Address | IPv6Address = IPv4Address(draw(st.integers(0, 2**32 - 1)))
+    else:  # anywhere, or where IPv4 addresses are written inside IPv6 ones
+        low = draw(st.integers(0, 2**32 - 1))
+        number = draw(st.sampled_from([draw(st.integers(0, 2**128 - 1)), 0xFFFF << 32 | low, low]))
+        address = IPv6Address(number)
+    length = draw(st.integers(0, address.max_prefixlen + 2))
+    if draw(st.booleans()) and length <= address.max_prefixlen:  # host bits unset
+        network = (
+            int(address) >> (address.max_prefixlen - length) << (address.max_prefixlen - length)
+        )
+        address = type(address)(network)
+    text = draw(spellings(str(address), address.exploded))
+    suffix = draw(
+        st.sampled_from(
+            [f"/{length}", f"/0{length}", f"/{length}%", "", "/255.255.0.0", f"%eth0/{length}"]
+        )
+    )
+    return draw(st.sampled_from([text + suffix, text + suffix + " ", f"x{text}{suffix}"]))
+
+
+@given(blocks())
+def test_a_block_is_read_as_ip_network_reads_it(block: str) -> None:
+    """The inet_pton path for blocks written the usual way must not accept, refuse or write
+    anything differently from ipaddress, which reads the rest."""
+    try:
+        found: tuple[str, int, int, int] | str = tuple(cidr(block))  # type: ignore[assignment]
+    except ValueError as error:
+        found = str(error)
+    assert found == ip_network_reading(block)

@@ -1,13 +1,19 @@
+import json
+from collections.abc import AsyncIterator
 from dataclasses import asdict
 from typing import Any
 
 import asyncpg
 import structlog
 
+from app.application.documents import config_fields
 from app.application.errors import ConfigNotLoaded, VersionConflict
+from app.application.offload import off_loop
+from app.application.ports import StoredVersion
 from app.domain.config import BalancerConfig, ConfigVersion
 from app.domain.errors import InvalidConfig
 from app.domain.health import HealthSettings
+from app.domain.pacing import paced
 from app.domain.pool import CdnPool
 from app.domain.ratelimit import RateLimit
 from app.domain.regions import Region
@@ -15,12 +21,27 @@ from app.domain.split import Split
 from app.infrastructure.postgres.errors import storage_errors
 from app.infrastructure.postgres.pool import read_sql
 
-_GET_ACTIVE = read_sql("get_active_config")
-_GET = read_sql("get_config")
+_READ = read_sql("read_versions")
 _APPEND = read_sql("append_config")
-_HISTORY = read_sql("config_history")
+_HISTORY_DOCUMENTS = read_sql("history_documents")
+# The configuration's fields, as the API and the columns name them.
+_FIELDS = (
+    "cdn_host",
+    "cdn_weight",
+    "origin_weight",
+    "redirect_status",
+    "origin_domains",
+    "server_rules",
+    "cdn_hosts",
+    "cdn_health",
+    "origin_fallback",
+    "down_servers",
+    "rate_limit",
+    "regions",
+)
 _PING = read_sql("ping")
 _SCAN_PAGE = 100
+_HISTORY_PAGE = 10
 
 log = structlog.get_logger(__name__)
 
@@ -29,10 +50,6 @@ def _pool(entries: list[dict[str, Any]] | None, field: str) -> CdnPool | None:
     if entries is None:
         return None
     return CdnPool.of(((entry["host"], entry["weight"]) for entry in entries), field)
-
-
-def _pool_document(pool: CdnPool) -> list[dict[str, Any]]:
-    return [{"host": host.host, "weight": host.weight} for host in pool.hosts]
 
 
 def _region(index: int, entry: dict[str, Any]) -> Region:
@@ -47,31 +64,30 @@ def _region(index: int, entry: dict[str, Any]) -> Region:
     )
 
 
-def _region_document(region: Region) -> dict[str, Any]:
-    document: dict[str, Any] = {
-        "name": region.name,
-        "countries": list(region.countries),
-        "networks": list(region.networks),
-        "cdn_hosts": _pool_document(region.pool),
-    }
-    if region.split is not None:
-        document["cdn_weight"] = region.split.cdn_weight
-        document["origin_weight"] = region.split.origin_weight
-    return document
+def _json(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def _entries(texts: list[str] | None, field: str, kind: str) -> list[Any]:
+    if texts is None:
+        raise InvalidConfig(field, f"is not {kind}")
+    return [json.loads(text) for text in paced(texts)]
 
 
 def _to_version(row: asyncpg.Record) -> ConfigVersion:
-    rules = row["server_rules"] or {}
-    health = row["cdn_health"] or {}
+    """The row (its documents as JSON text, see the SQL) as a version; InvalidConfig when
+    the current rules refuse it."""
+    rules: dict[str, Any] = dict(_entries(row["server_rules"], "server_rules", "an object"))
+    health: dict[str, Any] = _json(row["cdn_health"]) or {}
+    rate_limit = _json(row["rate_limit"])
     pools = {
         server: CdnPool.of(
             ((entry["host"], entry["weight"]) for entry in rule["cdn_hosts"]),
             f"server_rules.{server}.cdn_hosts",
         )
-        for server, rule in rules.items()
+        for server, rule in paced(rules.items())
         if rule.get("cdn_hosts") is not None
     }
-    rate_limit = row["rate_limit"]
     return ConfigVersion(
         version=row["version"],
         config=BalancerConfig(
@@ -81,9 +97,9 @@ def _to_version(row: asyncpg.Record) -> ConfigVersion:
             origin_domains=tuple(row["origin_domains"]),
             server_rules={
                 server: Split(rule["cdn_weight"], rule["origin_weight"])
-                for server, rule in rules.items()
+                for server, rule in paced(rules.items())
             },
-            cdn_hosts=_pool(row["cdn_hosts"], "cdn_hosts"),
+            cdn_hosts=_pool(_json(row["cdn_hosts"]), "cdn_hosts"),
             cdn_health=HealthSettings(
                 **{k: v for k, v in health.items() if k in HealthSettings.__dataclass_fields__}
             ),
@@ -94,11 +110,42 @@ def _to_version(row: asyncpg.Record) -> ConfigVersion:
             if rate_limit is None
             else RateLimit(rate_limit["capacity"], rate_limit["refill_per_second"]),
             regions=tuple(
-                _region(index, entry) for index, entry in enumerate(row["regions"] or ())
+                _region(index, entry)
+                for index, entry in enumerate(paced(_entries(row["regions"], "regions", "a list")))
             ),
         ),
         created_at=row["created_at"],
         comment=row["comment"],
+    )
+
+
+def _to_versions(rows: list[asyncpg.Record]) -> list[ConfigVersion | InvalidConfig]:
+    """Each row as a version, or what the current rules refuse in it."""
+    versions: list[ConfigVersion | InvalidConfig] = []
+    for row in rows:
+        try:
+            versions.append(_to_version(row))
+        except InvalidConfig as error:
+            versions.append(error)
+    return versions
+
+
+def _documents(config: BalancerConfig) -> tuple[str, str, str, str | None, str | None]:
+    """The JSON text of server_rules, cdn_hosts, cdn_health, rate_limit and regions, the
+    long ones written entry by entry, as they are read: no single call holds the loop up."""
+    fields = config_fields(config)
+    rules = (
+        f"{json.dumps(server)}: {json.dumps(rule)}"
+        for server, rule in paced(fields["server_rules"].items())
+    )
+    regions = [json.dumps(region) for region in paced(fields["regions"])]
+    limit = fields["rate_limit"]
+    return (
+        "{" + ", ".join(rules) + "}",
+        json.dumps(fields["cdn_hosts"]),
+        json.dumps(fields["cdn_health"]),
+        None if limit is None else json.dumps(limit),
+        "[" + ", ".join(regions) + "]" if regions else None,
     )
 
 
@@ -110,57 +157,83 @@ class PostgresConfigRepository:
     comes the newest valid version's values under the refused row's number, with a comment
     saying so, so workers start and serve, and an admin's next change (or rollback) appends
     after it as usual. Only when no stored version is valid does loading fail.
+
+    Validating the largest configuration takes tens of milliseconds, so rows are read into
+    versions in a thread (the event loop answers redirects meanwhile), and the active
+    version is read once: rows are never updated, so while no newer one is stored
+    `get_active` answers the one it has without reading it again.
     """
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
         self._reported: int | None = None
+        self._active: ConfigVersion | None = None
 
     async def get_active(self) -> ConfigVersion:
+        known = self._active
         async with storage_errors():
-            row = await self._pool.fetchrow(_GET_ACTIVE)
+            row = await self._pool.fetchrow(_READ, 0 if known is None else known.version, None, 1)
         if row is None:
+            if known is not None:
+                return known
             raise ConfigNotLoaded("No configuration is stored: run the migrations.")
-        return await self._checked(row)
+        (version,) = await off_loop(_to_versions, [row])
+        active = await self._checked(row, version)
+        if self._active is None or self._active.version < active.version:
+            self._active = active
+        return active
 
     async def get(self, version: int) -> ConfigVersion | None:
         async with storage_errors():
-            row = await self._pool.fetchrow(_GET, version)
+            row = await self._pool.fetchrow(_READ, version - 1, version + 1, 1)
         if row is None:
             return None
-        try:
-            return _to_version(row)
-        except InvalidConfig as error:
+        (found,) = await off_loop(_to_versions, [row])
+        if isinstance(found, InvalidConfig):
             raise InvalidConfig(
-                error.field, f"stored version {version} is refused by the current rules: {error}"
+                found.field, f"stored version {version} is refused by the current rules: {found}"
             ) from None
+        return found
 
-    async def history(self, *, limit: int, before: int | None) -> list[ConfigVersion]:
-        async with storage_errors():
-            rows = await self._pool.fetch(_HISTORY, limit, before)
-        return [await self._checked(row) for row in rows]
+    async def history(self, *, limit: int, before: int | None) -> AsyncIterator[StoredVersion]:
+        # A few at a time: 100 of the largest are 160 MB, more than one query should carry
+        # within the database timeout.
+        while limit > 0:
+            async with storage_errors():
+                rows = await self._pool.fetch(_HISTORY_DOCUMENTS, min(limit, _HISTORY_PAGE), before)
+            for row in rows:
+                fields = {name: row[name] for name in _FIELDS}
+                # Rows written before health checks hold only some settings (or none).
+                health, stored = asdict(HealthSettings()), json.loads(fields["cdn_health"])
+                health.update((name, stored[name]) for name in health if name in stored)
+                fields["cdn_health"] = json.dumps(health)
+                yield StoredVersion(row["version"], row["created_at"], row["comment"], fields)
+            if len(rows) < min(limit, _HISTORY_PAGE):
+                return
+            limit, before = limit - len(rows), rows[-1]["version"]
 
-    async def _checked(self, row: asyncpg.Record) -> ConfigVersion:
-        try:
-            return _to_version(row)
-        except InvalidConfig as error:
-            refused = error
-        version = row["version"]
-        valid = await self._newest_valid(before=version)
+    async def _checked(
+        self, row: asyncpg.Record, version: ConfigVersion | InvalidConfig
+    ) -> ConfigVersion:
+        if isinstance(version, ConfigVersion):
+            return version
+        refused = version
+        number = row["version"]
+        valid = await self._newest_valid(before=number)
         if valid is None:
             raise ConfigNotLoaded(
-                f"No stored configuration version is valid (version {version}: {refused})."
+                f"No stored configuration version is valid (version {number}: {refused})."
             )
-        if self._reported != version:
-            self._reported = version
+        if self._reported != number:
+            self._reported = number
             log.error(
                 "config_version_refused",
-                version=version,
+                version=number,
                 error=str(refused),
                 serving_values_of=valid.version,
             )
         return ConfigVersion(
-            version=version,
+            version=number,
             config=valid.config,
             created_at=row["created_at"],
             comment=f"refused ({refused}); serving the values of version {valid.version}",
@@ -169,25 +242,18 @@ class PostgresConfigRepository:
     async def _newest_valid(self, *, before: int) -> ConfigVersion | None:
         while True:
             async with storage_errors():
-                rows = await self._pool.fetch(_HISTORY, _SCAN_PAGE, before)
+                rows = await self._pool.fetch(_READ, 0, before, _SCAN_PAGE)
             if not rows:
                 return None
-            for row in rows:
-                try:
-                    return _to_version(row)
-                except InvalidConfig:
-                    continue
+            for version in await off_loop(_to_versions, rows):
+                if isinstance(version, ConfigVersion):
+                    return version
             before = rows[-1]["version"]
 
     async def append(
         self, config: BalancerConfig, *, after: int, comment: str | None
     ) -> ConfigVersion:
-        rules: dict[str, dict[str, Any]] = {
-            server: {"cdn_weight": split.cdn_weight, "origin_weight": split.origin_weight}
-            for server, split in config.server_rules.items()
-        }
-        for server, pool in config.server_pools.items():
-            rules[server]["cdn_hosts"] = _pool_document(pool)
+        rules, hosts, health, rate_limit, regions = await off_loop(_documents, config)
         async with storage_errors():
             try:
                 row = await self._pool.fetchrow(
@@ -199,23 +265,20 @@ class PostgresConfigRepository:
                     config.redirect_status,
                     list(config.origin_domains),
                     rules,
-                    _pool_document(config.pool),
-                    asdict(config.cdn_health),
+                    hosts,
+                    health,
                     config.origin_fallback,
                     list(config.down_servers),
                     comment,
-                    None
-                    if config.rate_limit is None
-                    else {
-                        "capacity": config.rate_limit.capacity,
-                        "refill_per_second": config.rate_limit.refill_per_second,
-                    },
-                    [_region_document(region) for region in config.regions] or None,
+                    rate_limit,
+                    regions,
                 )
             except asyncpg.UniqueViolationError as error:
                 raise VersionConflict(f"Version {after + 1} already exists.") from error
         assert row is not None
-        return _to_version(row)
+        saved = ConfigVersion(row["version"], config, row["created_at"], row["comment"])
+        self._active = saved  # the newest now, unless another worker's append comes after
+        return saved
 
     async def ping(self) -> None:
         async with storage_errors():

@@ -1,7 +1,9 @@
+from collections.abc import AsyncIterator, Iterator
 from typing import Annotated, Any
 
-from dishka.integrations.fastapi import DishkaRoute, FromDishka
+from dishka.integrations.fastapi import FromDishka
 from fastapi import APIRouter, Depends, Header, Path, Query, Response
+from pydantic_core import to_json
 
 from app.application.config import (
     GetConfig,
@@ -12,9 +14,17 @@ from app.application.config import (
     UpdateConfig,
 )
 from app.application.errors import ServerRuleNotFound
+from app.application.offload import off_loop
+from app.application.ports import StoredVersion
+from app.domain.config import ConfigVersion
 from app.domain.syntax import LABEL
 from app.presentation.http.auth import AdminAuth
 from app.presentation.http.etag import MAX_VERSION, etag, if_match_version
+from app.presentation.http.json_pieces import (
+    PiecewiseJsonRoute,
+    PiecewiseResponse,
+    dumps_in_pieces,
+)
 from app.presentation.http.schemas import (
     PROBLEM_RESPONSE,
     ConfigBody,
@@ -23,6 +33,7 @@ from app.presentation.http.schemas import (
     RollbackBody,
     ServerRuleBody,
     ServerRulePut,
+    config_document,
 )
 
 IfMatch = Annotated[
@@ -41,59 +52,116 @@ Server = Annotated[
         json_schema_extra={"pattern": f"^{LABEL.pattern}$"},
     ),
 ]
+JSON = "application/json"
+
+
+def _json(stored: ConfigVersion) -> bytes:
+    return dumps_in_pieces(config_document(stored))
+
+
+class ConfigJson:
+    """Versions as `ConfigBody` JSON, written in a thread (8 ms for the largest, which the
+    event loop should not spend between two redirects); the last one is kept, as
+    `GET /config` asks for the served version again and again."""
+
+    def __init__(self) -> None:
+        self._last: tuple[ConfigVersion, bytes] | None = None
+
+    async def __call__(self, stored: ConfigVersion) -> Response:
+        last = self._last
+        if last is not None and last[0] is stored:
+            body = last[1]
+        else:
+            body = await off_loop(_json, stored)
+            self._last = (stored, body)
+        return PiecewiseResponse(body, media_type=JSON, headers={"ETag": etag(stored.version)})
+
+    async def page(self, versions: AsyncIterator[StoredVersion], limit: int) -> Response:
+        """A history page, sent version by version: 100 versions of the largest
+        configuration are 160 MB of JSON. Each is written from the text it is stored as,
+        not decoded; the first is read before the answer starts, so that PostgreSQL being
+        down is still a 503."""
+        first = await anext(versions, None)
+
+        async def chunks() -> AsyncIterator[bytes | memoryview]:
+            yield b'{"items":['
+            stored, count, last = first, 0, None
+            while stored is not None:
+                for part in _stored_json(stored, first=not count):
+                    yield part
+                count, last = count + 1, stored.version
+                stored = await anext(versions, None)
+            more = count == limit and last is not None and last > 1
+            yield b'],"next_before":' + to_json(last if more else None) + b"}"
+
+        return PiecewiseResponse(parts=chunks(), media_type=JSON)
+
+
+# ConfigBody's fields that a stored version has as JSON text, in ConfigBody's order.
+_STORED_FIELDS = tuple(
+    name for name in ConfigBody.model_fields if name not in ("version", "comment", "created_at")
+)
+
+
+def _stored_json(stored: StoredVersion, *, first: bool) -> Iterator[bytes]:
+    """`stored` as ConfigBody JSON, in parts: its fields as stored, never joined (the
+    server rules of the largest configuration are 1 MB on their own)."""
+    fields = stored.fields
+    yield b'%s{"version":%d' % (b"" if first else b",", stored.version)
+    for name in _STORED_FIELDS:
+        yield b',"%s":' % name.encode()
+        yield fields[name].encode()
+    yield b',"comment":%s,"created_at":%s}' % (to_json(stored.comment), to_json(stored.created_at))
 
 
 def config_router(auth: AdminAuth) -> APIRouter:
-    router = APIRouter(prefix="/config", tags=["config"], route_class=DishkaRoute)
+    router = APIRouter(prefix="/config", tags=["config"], route_class=PiecewiseJsonRoute)
+    as_json = ConfigJson()
 
-    @router.get("", responses={503: PROBLEM_RESPONSE})
-    async def get_config(get: FromDishka[GetConfig], response: Response) -> ConfigBody:
+    @router.get("", response_model=ConfigBody, responses={503: PROBLEM_RESPONSE})
+    async def get_config(get: FromDishka[GetConfig]) -> Response:
         """The configuration this worker serves. `ETag` is its version, for `If-Match`."""
-        active = await get()
-        response.headers["ETag"] = etag(active.version)
-        return ConfigBody.of(active)
+        return await as_json(await get())
 
-    @router.patch("", dependencies=[Depends(auth)], responses=WRITE_ERRORS)
+    @router.patch(
+        "", response_model=ConfigBody, dependencies=[Depends(auth)], responses=WRITE_ERRORS
+    )
     async def patch_config(
-        body: ConfigPatch,
-        update: FromDishka[UpdateConfig],
-        response: Response,
-        if_match: IfMatch = None,
-    ) -> ConfigBody:
+        body: ConfigPatch, update: FromDishka[UpdateConfig], if_match: IfMatch = None
+    ) -> Response:
         """Change some settings. The result is stored as a new version and reaches every
         worker within a second. `origin_every: N` is shorthand for `N-1:1`."""
-        saved = await update(body.to_change(), if_match=if_match_version(if_match))
-        response.headers["ETag"] = etag(saved.version)
-        return ConfigBody.of(saved)
+        change = await off_loop(body.to_change)  # validates every region and pool
+        return await as_json(await update(change, if_match=if_match_version(if_match)))
 
-    @router.get("/history", dependencies=[Depends(auth)], responses=ADMIN_ERRORS)
+    @router.get(
+        "/history",
+        response_model=ConfigHistoryPage,
+        dependencies=[Depends(auth)],
+        responses=ADMIN_ERRORS,
+    )
     async def config_history(
         history: FromDishka[ListConfigHistory],
         limit: Annotated[int, Query(ge=1, le=100)] = 20,
         before: Annotated[
             int | None, Query(ge=1, le=MAX_VERSION, description="Versions below this.")
         ] = None,
-    ) -> ConfigHistoryPage:
+    ) -> Response:
         """Stored versions, newest first."""
-        versions = await history(limit=limit, before=before)
-        more = len(versions) == limit and versions[-1].version > 1
-        return ConfigHistoryPage(
-            items=[ConfigBody.of(version) for version in versions],
-            next_before=versions[-1].version if more else None,
-        )
+        return await as_json.page(history(limit=limit, before=before), limit)
 
     @router.post(
         "/rollback/{version}",
+        response_model=ConfigBody,
         dependencies=[Depends(auth)],
         responses={404: PROBLEM_RESPONSE, **WRITE_ERRORS},
     )
     async def rollback_config(
         version: Annotated[int, Path(ge=1, le=MAX_VERSION)],
         rollback: FromDishka[RollbackConfig],
-        response: Response,
         if_match: IfMatch = None,
         body: RollbackBody | None = None,
-    ) -> ConfigBody:
+    ) -> Response:
         """Make an earlier version's values active again, as a new version (the history
         stays linear). It reaches every worker like any change."""
         saved = await rollback(
@@ -101,8 +169,7 @@ def config_router(auth: AdminAuth) -> APIRouter:
             if_match=if_match_version(if_match),
             comment=body.comment if body is not None else None,
         )
-        response.headers["ETag"] = etag(saved.version)
-        return ConfigBody.of(saved)
+        return await as_json(saved)
 
     @router.get("/server-rules/{server}", responses=dict.fromkeys((404, 503), PROBLEM_RESPONSE))
     async def get_server_rule(
@@ -118,38 +185,38 @@ def config_router(auth: AdminAuth) -> APIRouter:
         response.headers["ETag"] = etag(active.version)
         return ServerRuleBody.of(split, config.server_pools.get(server))
 
-    @router.put("/server-rules/{server}", dependencies=[Depends(auth)], responses=WRITE_ERRORS)
+    @router.put(
+        "/server-rules/{server}",
+        response_model=ConfigBody,
+        dependencies=[Depends(auth)],
+        responses=WRITE_ERRORS,
+    )
     async def put_server_rule(
         server: Server,
         body: ServerRulePut,
         set_rule: FromDishka[SetServerRule],
-        response: Response,
         if_match: IfMatch = None,
-    ) -> ConfigBody:
+    ) -> Response:
         """Add or replace one server's rule, leaving every other setting and rule as the
         active version has them: admins writing rules of different servers at once all keep
         theirs. Answers the new version, which reaches every worker within a second."""
         saved = await set_rule(
             server, body.to_rule(), if_match=if_match_version(if_match), comment=body.comment
         )
-        response.headers["ETag"] = etag(saved.version)
-        return ConfigBody.of(saved)
+        return await as_json(saved)
 
     @router.delete(
         "/server-rules/{server}",
+        response_model=ConfigBody,
         dependencies=[Depends(auth)],
         responses={404: PROBLEM_RESPONSE, **WRITE_ERRORS},
     )
     async def delete_server_rule(
-        server: Server,
-        remove: FromDishka[RemoveServerRule],
-        response: Response,
-        if_match: IfMatch = None,
-    ) -> ConfigBody:
+        server: Server, remove: FromDishka[RemoveServerRule], if_match: IfMatch = None
+    ) -> Response:
         """Remove one server's rule: the server follows the global split again. 404 when it
         has no rule. Answers the new version."""
         saved = await remove(server, if_match=if_match_version(if_match), comment=None)
-        response.headers["ETag"] = etag(saved.version)
-        return ConfigBody.of(saved)
+        return await as_json(saved)
 
     return router

@@ -1,18 +1,23 @@
-from dataclasses import asdict
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
+from fastapi.exceptions import RequestValidationError
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
     SerializerFunctionWrapHandler,
+    SkipValidation,
+    TypeAdapter,
+    ValidationError,
     model_serializer,
 )
 
 from app.application.config import ConfigChange, RateLimitChange, ServerRule
+from app.application.documents import config_fields
 from app.domain.config import ConfigVersion
 from app.domain.errors import InvalidConfig
+from app.domain.pacing import paced
 from app.domain.pool import CdnPool
 from app.domain.ratelimit import MAX_CAPACITY, RateLimit
 from app.domain.regions import Region
@@ -107,17 +112,6 @@ class RegionBody(BaseModel):
             origin_weight=self.origin_weight,
         )
 
-    @classmethod
-    def of(cls, region: Region) -> "RegionBody":
-        return cls(
-            name=region.name,
-            countries=list(region.countries),
-            networks=list(region.networks),
-            cdn_hosts=_pool_body(region.pool),
-            cdn_weight=None if region.split is None else region.split.cdn_weight,
-            origin_weight=None if region.split is None else region.split.origin_weight,
-        )
-
     @model_serializer(mode="wrap")
     def _without_empty_split(self, serialize: SerializerFunctionWrapHandler) -> dict[str, Any]:
         body: dict[str, Any] = serialize(self)
@@ -137,10 +131,6 @@ class RateLimitBody(BaseModel):
 
     def to_limit(self) -> RateLimit:
         return RateLimit(self.capacity, self.refill_per_second)
-
-    @classmethod
-    def of(cls, limit: RateLimit) -> "RateLimitBody":
-        return cls(capacity=limit.capacity, refill_per_second=limit.refill_per_second)
 
 
 class ServerRulePut(ServerRuleBody):
@@ -219,7 +209,9 @@ class ConfigPatch(BaseModel):
     origin_domains: list[str] | None = Field(
         None, description="Accepted video hosts are <server>.<one of these>."
     )
-    server_rules: dict[str, ServerRuleBody] | None = Field(
+    # The two long fields (10,000 rules, 64 regions of 10,000 networks in all) are checked
+    # by `to_change`, entry by entry off the event loop, not by FastAPI in one call on it.
+    server_rules: SkipValidation[dict[str, ServerRuleBody]] | None = Field(
         None, description="Per origin server splits that replace the global one."
     )
     cdn_hosts: list[CdnHostBody] | None = Field(
@@ -235,13 +227,14 @@ class ConfigPatch(BaseModel):
     rate_limit: RateLimitBody | None = Field(
         None, description="Every client's limit unless overridden in /limits; null: off."
     )
-    regions: list[RegionBody] | None = Field(
+    regions: SkipValidation[list[RegionBody]] | None = Field(
         None, description="Pools by viewer network or country, replacing the list; [] clears."
     )
     comment: str | None = Field(None, description="Why; kept in the history.")
 
     def to_change(self) -> ConfigChange:
         values = {name: getattr(self, name) for name in self.model_fields_set}
+        _check_long_fields(values)
         for name, value in values.items():
             if value is None and name not in ("comment", "rate_limit"):
                 raise InvalidConfig(name, "must not be null; leave the field out to keep it")
@@ -251,10 +244,12 @@ class ConfigPatch(BaseModel):
             values["origin_domains"] = tuple(values["origin_domains"])
         if "server_rules" in values:
             rules = values["server_rules"]
-            values["server_rules"] = {server: rule.to_split() for server, rule in rules.items()}
+            values["server_rules"] = {
+                server: rule.to_split() for server, rule in paced(rules.items())
+            }
             values["server_pools"] = {
                 server: _pool(rule.cdn_hosts, f"server_rules.{server}.cdn_hosts")
-                for server, rule in rules.items()
+                for server, rule in paced(rules.items())
                 if rule.cdn_hosts is not None
             }
         if "cdn_hosts" in values:
@@ -268,12 +263,57 @@ class ConfigPatch(BaseModel):
             values["down_servers"] = tuple(values["down_servers"])
         if "regions" in values:
             values["regions"] = tuple(
-                region.to_region(index) for index, region in enumerate(values["regions"])
+                region.to_region(index) for index, region in enumerate(paced(values["regions"]))
             )
         if "rate_limit" in values:
             limit = values["rate_limit"]
             values["rate_limit"] = RateLimitChange(None if limit is None else limit.to_limit())
         return ConfigChange(**values)
+
+
+_OBJECT: TypeAdapter[dict[str, Any]] = TypeAdapter(dict[str, Any])
+_LIST: TypeAdapter[list[Any]] = TypeAdapter(list[Any])
+_RULES: TypeAdapter[dict[Any, ServerRuleBody]] = TypeAdapter(dict[Any, ServerRuleBody])
+_REGIONS: TypeAdapter[dict[Any, RegionBody]] = TypeAdapter(dict[Any, RegionBody])
+Entry = TypeVar("Entry")
+# Entries checked in one call: a few hundred microseconds each, and ten times fewer calls
+# than one per entry.
+_BATCH = 256
+
+
+def _each(
+    field: str, container: TypeAdapter[Any], value: object, entries: TypeAdapter[dict[Any, Entry]]
+) -> list[Entry]:
+    """`value`, an object or a list, its entries checked (`entries`) a batch at a time;
+    errors as FastAPI reports those of a body."""
+    try:
+        found = container.validate_python(value, strict=True)
+    except ValidationError as error:
+        raise RequestValidationError(_located(error, (field,))) from None
+    items = list(found.items() if isinstance(found, dict) else enumerate(found))
+    checked: list[Entry] = []
+    errors: list[Any] = []
+    for start in paced(range(0, len(items), _BATCH)):
+        try:
+            checked += entries.validate_python(dict(items[start : start + _BATCH])).values()
+        except ValidationError as error:
+            errors += _located(error, (field,))
+    if errors:
+        raise RequestValidationError(errors)
+    return checked
+
+
+def _check_long_fields(values: dict[str, Any]) -> None:
+    if values.get("server_rules") is not None:
+        rules = values["server_rules"]
+        checked = _each("server_rules", _OBJECT, rules, _RULES)
+        values["server_rules"] = dict(zip(rules, checked, strict=True))
+    if values.get("regions") is not None:
+        values["regions"] = _each("regions", _LIST, values["regions"], _REGIONS)
+
+
+def _located(error: ValidationError, where: tuple[Any, ...]) -> list[Any]:
+    return [{**item, "loc": ("body", *where, *item["loc"])} for item in error.errors()]
 
 
 class ConfigBody(BaseModel):
@@ -293,29 +333,17 @@ class ConfigBody(BaseModel):
     comment: str | None
     created_at: datetime
 
-    @classmethod
-    def of(cls, stored: ConfigVersion) -> "ConfigBody":
-        config = stored.config
-        return cls(
-            version=stored.version,
-            cdn_host=config.cdn_host,
-            cdn_weight=config.split.cdn_weight,
-            origin_weight=config.split.origin_weight,
-            redirect_status=config.redirect_status,
-            origin_domains=list(config.origin_domains),
-            server_rules={
-                server: ServerRuleBody.of(rule, config.server_pools.get(server))
-                for server, rule in config.server_rules.items()
-            },
-            cdn_hosts=_pool_body(config.pool),
-            cdn_health=CdnHealthBody(**asdict(config.cdn_health)),
-            origin_fallback=config.origin_fallback,
-            down_servers=list(config.down_servers),
-            rate_limit=None if config.rate_limit is None else RateLimitBody.of(config.rate_limit),
-            regions=[RegionBody.of(region) for region in config.regions],
-            comment=stored.comment,
-            created_at=stored.created_at,
-        )
+
+def config_document(stored: ConfigVersion) -> dict[str, Any]:
+    """`stored` as `ConfigBody` has it, in plain dicts and lists (`to_json` writes the same
+    bytes as the model would): 5 ms for the largest configuration, where building the
+    models, which validate each of its 10,000 rules, took 35."""
+    return {
+        "version": stored.version,
+        **config_fields(stored.config),
+        "comment": stored.comment,
+        "created_at": stored.created_at,
+    }
 
 
 class CdnHostHealth(BaseModel):

@@ -1,6 +1,0 @@
-SELECT version, cdn_host, cdn_weight, origin_weight, redirect_status, origin_domains,
-       server_rules, cdn_hosts, cdn_health, origin_fallback, down_servers, rate_limit, regions,
-       comment, created_at
-FROM config_versions
-ORDER BY version DESC
-LIMIT 1
