@@ -1,6 +1,7 @@
 """`make run` is for a person at a laptop: it listens on loopback unless told otherwise, and
 its banner gives the one line that puts the admin token in $TOKEN."""
 
+import os
 import shlex
 import subprocess
 import sys
@@ -54,10 +55,13 @@ def services(database_url: str, redis_url: str) -> dict[str, str]:
 
 def make_dry_run(target: str) -> list[str]:
     """What `make <target>` would run on a clone whose dependencies are not installed yet
-    (-W: as if pyproject.toml had just changed)."""
+    (-W: as if pyproject.toml had just changed). Under `make test` this make is a sub-make:
+    without MAKELEVEL and MAKEFLAGS from the outer one, it prints no "Entering directory"."""
+    env = {k: v for k, v in os.environ.items() if k not in {"MAKELEVEL", "MAKEFLAGS", "MFLAGS"}}
     return subprocess.run(
-        ["make", "-n", "-W", "pyproject.toml", target],
+        ["make", "--no-print-directory", "-n", "-W", "pyproject.toml", target],
         cwd=ROOT,
+        env=env,
         capture_output=True,
         text=True,
         check=True,

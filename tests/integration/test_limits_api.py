@@ -325,6 +325,19 @@ async def test_put_takes_back_what_get_answered_edited(client: httpx.AsyncClient
     assert body["updated_at"] > got["updated_at"]
 
 
+@pytest.mark.parametrize("stamp", [0, 1.5, True, ["2000-01-01T00:00:00Z"]])
+async def test_put_refuses_a_timestamp_that_is_not_a_string(
+    client: httpx.AsyncClient, stamp: object
+) -> None:
+    """The document declares the read-only timestamps as date-time strings; a number of
+    seconds, which lax parsing would read, is refused like any other body outside it."""
+    await create(client, client_id="10.0.0.1", capacity=3, refill_per_second=1)
+    body = {"capacity": 9, "refill_per_second": 1, "updated_at": stamp}
+    response = await client.put("/limits/10.0.0.1", json=body, headers=ADMIN)
+    assert response.status_code == 422, response.text
+    assert (await client.get("/limits/10.0.0.1", headers=ADMIN)).json()["capacity"] == 3
+
+
 @pytest.mark.parametrize("other", ["2001:db8::/64", "2001:db8:1::/48", "10.0.0.1"])
 async def test_put_with_another_client_id_in_the_body_is_422(
     client: httpx.AsyncClient, other: str

@@ -3,7 +3,7 @@ from typing import Annotated, Any
 
 from dishka.integrations.fastapi import DishkaRoute, FromDishka
 from fastapi import APIRouter, Depends, Path, Query, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic.config import JsonDict
 
 from app.application.limits import (
@@ -61,13 +61,28 @@ class LimitCreate(LimitWrite):
     )
 
 
+def _timestamp_text(value: object) -> object:
+    """A timestamp as the document declares it, an RFC 3339 string: lax parsing would also
+    take a number of seconds, which the schema does not allow."""
+    if value is not None and not isinstance(value, str):
+        raise ValueError("a timestamp is an RFC 3339 string")
+    return value
+
+
+ReadOnlyTimestamp = Annotated[
+    Annotated[datetime, Field(strict=False)] | None,
+    BeforeValidator(_timestamp_text),
+    Field(description="Read-only; ignored."),
+]
+
+
 class LimitPut(LimitWrite):
     """The whole override; what `GET` answers is accepted as it is (its `client_id` must be
     the one of the path, its timestamps are ignored)."""
 
     client_id: str | None = Field(None, description="Optional; the client id of the path.")
-    created_at: datetime | None = Field(None, strict=False, description="Read-only; ignored.")
-    updated_at: datetime | None = Field(None, strict=False, description="Read-only; ignored.")
+    created_at: ReadOnlyTimestamp = None
+    updated_at: ReadOnlyTimestamp = None
 
 
 class LimitBody(BaseModel):
