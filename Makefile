@@ -66,8 +66,9 @@ format: install ## apply ruff's fixes and formatting
 # module per worker at a time (its servers are module fixtures), each worker with its own
 # database and Redis keys. The soak and the fault runs (`slow`) are in the serial part.
 test: lint ## lint, then unit, integration and end-to-end tests on real PostgreSQL and Redis (about 12 minutes)
-	$(BIN)/pytest -m "not serial" -n 2 --dist loadscope
-	$(BIN)/pytest -m serial
+	@$(BIN)/pytest -m "not serial" -n 2 --dist loadscope; parallel=$$?; \
+	$(BIN)/pytest -m serial; serial=$$?; \
+	exit $$(( parallel || serial ))
 
 # bench: computed, not measured: 10 targets x (2 s warm-up + 5 rounds x 5 s) = 270 s of load,
 # plus a server start per target.

@@ -45,6 +45,11 @@ SERIAL = frozenset(
         "integration/test_cdn_probe.py::test_hosts_that_hang_delay_no_other_verdict_beyond_the_timeout",
         "integration/test_cdn_probe.py::test_a_round_that_fails_unexpectedly_is_logged_once_counted_and_the_next_runs_on_time",
         "integration/test_config_watcher.py::test_reconnection_waits_start_near_100_ms_and_stay_under_half_a_second",
+        "integration/test_cdn_probe.py::test_a_probe_reads_only_an_ascii_http_1_status_line_and_names_what_else_it_got",
+        "integration/test_metrics_api.py::test_a_real_server_shows_after_5000_junk_servers_and_a_reset_starts_afresh",
+        "e2e/test_stack.py::test_patch_through_nginx_reaches_both_instances_within_a_second",
+        "e2e/test_demo.py::test_a_stand_in_stopped_and_started_from_the_banner_goes_down_and_comes_back",
+        "unit/test_offload.py::test_the_work_waits_while_the_event_loop_has_its_turn",
     }
 )
 
