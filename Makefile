@@ -65,7 +65,10 @@ format: install ## apply ruff's fixes and formatting
 # tests/conftest.py) run after the others, alone; the others run on two pytest workers, a
 # module per worker at a time (its servers are module fixtures), each worker with its own
 # database and Redis keys. The soak and the fault runs (`slow`) are in the serial part.
-test: lint ## lint, then unit, integration and end-to-end tests on real PostgreSQL and Redis (about 12 minutes)
+# Measured once (2026-12-07, 2 cores shared with four other engineers' runs, load average
+# 8.6-19, median 14.9): lint 0:46, parallel part 21:13 (61 of its errors were servers whose
+# workers uvicorn killed while they started, see the report), serial part 10:40.
+test: lint ## lint, then unit, integration and end-to-end tests on real PostgreSQL and Redis (33 minutes measured on a shared 2-core host at load 13)
 	@$(BIN)/pytest -m "not serial" -n 2 --dist loadscope; parallel=$$?; \
 	$(BIN)/pytest -m serial; serial=$$?; \
 	exit $$(( parallel || serial ))
