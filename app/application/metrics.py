@@ -10,8 +10,8 @@ from operator import itemgetter
 from typing import Protocol, TypeVar
 
 from app.application.snapshot import ConfigSnapshot
-from app.domain.config import Redirect
 from app.domain.errors import BalancerError
+from app.domain.router import Redirect
 
 # A redirect's counter key: (target, cdn, status, region); its server is counted apart.
 redirect_key = itemgetter(0, 6, 2, 5)

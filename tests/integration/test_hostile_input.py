@@ -10,7 +10,8 @@ import asyncpg
 import httpx
 import pytest
 
-from app.domain.config import BalancerConfig, Redirect
+from app.domain.config import BalancerConfig
+from app.domain.router import Redirect
 from app.domain.split import CDN, ORIGIN, Split
 from tests.hostile import assert_safe_location
 from tests.integration.conftest import ADMIN, app_client, app_settings

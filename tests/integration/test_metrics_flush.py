@@ -11,8 +11,8 @@ from redis.asyncio import Redis
 from app.application.cdn_health import CdnHealthView
 from app.application.metrics import ServerCounts, Tally
 from app.application.snapshot import ConfigSnapshot
-from app.domain.config import Redirect
 from app.domain.ratelimit import ClientLimiter
+from app.domain.router import Redirect
 from app.infrastructure.backend_errors import BackendErrors, backend_errors
 from app.infrastructure.metrics import FileFigures, MetricsFlusher
 from app.infrastructure.redis.sequence import RedisLeasedSequence

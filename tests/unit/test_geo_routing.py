@@ -5,10 +5,11 @@ import pytest
 
 from app.application.config import ConfigChange
 from app.application.snapshot import ConfigSnapshot
-from app.domain.config import BalancerConfig, ConfigVersion, Router
+from app.domain.config import BalancerConfig, ConfigVersion
 from app.domain.errors import InvalidConfig
 from app.domain.pool import CdnPool
 from app.domain.regions import MAX_REGIONS, Region, RegionMatcher
+from app.domain.router import Router
 from app.domain.split import Split
 from tests.unit.fakes import CountingSequence
 

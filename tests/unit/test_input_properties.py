@@ -15,8 +15,9 @@ from hypothesis import assume, event, example, given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from app.domain.config import BalancerConfig, ConfigVersion, Router
+from app.domain.config import BalancerConfig, ConfigVersion
 from app.domain.errors import InvalidConfig, InvalidVideoUrl
+from app.domain.router import Router
 from app.domain.split import Split
 from app.domain.syntax import cdn_base_url, is_link_local, parse_number
 from app.domain.video import (

@@ -23,8 +23,9 @@ from app.application.metrics import (
 )
 from app.application.redirect import RedirectVideo
 from app.application.snapshot import ConfigSnapshot
-from app.domain.config import BalancerConfig, Redirect
+from app.domain.config import BalancerConfig
 from app.domain.health import HealthSettings
+from app.domain.router import Redirect
 from app.domain.split import Split
 from app.infrastructure.metrics import FileFigures, clear_metrics_directory
 from app.presentation.http.metrics import figure_families

@@ -5,10 +5,11 @@ from itertools import groupby
 import pytest
 
 from app.application.config import ConfigChange
-from app.domain.config import BalancerConfig, ConfigVersion, Router
+from app.domain.config import BalancerConfig, ConfigVersion
 from app.domain.errors import InvalidConfig, NoHealthyTarget
 from app.domain.health import HealthSettings
 from app.domain.pool import CdnPool, Rotation, smooth_weighted_order
+from app.domain.router import Router
 from app.domain.split import Split
 from tests.unit.fakes import CountingSequence
 

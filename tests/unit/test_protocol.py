@@ -7,8 +7,9 @@ from starlette.types import Receive, Scope, Send
 from uvicorn.config import Config
 from uvicorn.server import ServerState
 
-from app.domain.config import BalancerConfig, Redirect
+from app.domain.config import BalancerConfig
 from app.domain.ratelimit import ClientLimiter, RateLimit
+from app.domain.router import Redirect
 from app.domain.split import Split
 from app.presentation.http.protocol import BoundedHttpToolsProtocol
 from app.presentation.http.redirect import RedirectFront

@@ -9,9 +9,10 @@ from app.application.health import Lifecycle
 from app.application.metrics import Tally
 from app.application.redirect import RedirectVideo
 from app.application.snapshot import ConfigSnapshot
-from app.domain.config import ConfigVersion, Redirect
+from app.domain.config import ConfigVersion
 from app.domain.errors import BalancerError, InvalidVideoUrl
 from app.domain.ratelimit import ClientLimiter, retry_after_seconds
+from app.domain.router import Redirect
 from app.domain.video import MAX_VIDEO_URL_LENGTH
 from app.presentation.http.client import client_address
 from app.presentation.http.docs import ASSETS
