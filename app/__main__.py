@@ -22,8 +22,8 @@ from app.config import ENV_PREFIX, Settings, SettingsError, load_settings
 from app.infrastructure.logging import configure_logging
 from app.infrastructure.metrics import clear_metrics_directory
 from app.infrastructure.postgres.migrations import migrate
-from app.presentation.http.protocol import bounded_httptools
-from app.presentation.http.server import BalancerServer, Supervisor
+from app.presentation.edge.protocol import bounded_httptools
+from app.presentation.edge.server import BalancerServer, Supervisor
 
 log = structlog.get_logger("app")
 

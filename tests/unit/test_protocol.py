@@ -11,7 +11,7 @@ from app.domain.config import BalancerConfig
 from app.domain.ratelimit import ClientLimiter, RateLimit
 from app.domain.router import Redirect
 from app.domain.split import Split
-from app.presentation.http.protocol import BoundedHttpToolsProtocol
+from app.presentation.edge.protocol import BoundedHttpToolsProtocol
 from app.presentation.http.redirect import RedirectFront
 from tests.unit.test_redirect_video import redirect_for
 
