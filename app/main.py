@@ -28,15 +28,15 @@ from app.infrastructure.redis.cdn_health import CdnHealthMonitor
 from app.infrastructure.redis.ratelimit import RedisLimitSettler
 from app.infrastructure.redis.sequence import RedisLeasedSequence
 from app.ioc import providers
-from app.presentation.http import balance, cdn, config, health, limits, metrics, route
-from app.presentation.http.auth import AdminAuth, AdminGate, MetricsAuth
-from app.presentation.http.console import mount_console
-from app.presentation.http.context import RequestContext
-from app.presentation.http.docs import mount_docs
-from app.presentation.http.errors import install_error_handlers
-from app.presentation.http.openapi import document_redirect
-from app.presentation.http.redirect import RedirectFront
-from app.presentation.http.request_limits import RequestLimits
+from app.presentation.api import balance, cdn, config, health, limits, metrics, route
+from app.presentation.api.auth import AdminAuth, AdminGate, MetricsAuth
+from app.presentation.api.console import mount_console
+from app.presentation.api.context import RequestContext
+from app.presentation.api.docs import mount_docs
+from app.presentation.api.errors import install_error_handlers
+from app.presentation.api.openapi import document_redirect
+from app.presentation.edge.redirect import RedirectFront
+from app.presentation.edge.request_limits import RequestLimits
 
 log = structlog.get_logger(__name__)
 

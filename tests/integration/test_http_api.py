@@ -11,7 +11,7 @@ import pytest
 
 from app.application.config import MAX_WRITE_ATTEMPTS
 from app.main import create_app
-from app.presentation.http.auth import fingerprint
+from app.presentation.api.auth import fingerprint
 from loadtest.support import scratch_database
 from tests.conftest import ADMIN_TOKEN, Servers
 from tests.integration.conftest import (

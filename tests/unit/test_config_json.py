@@ -17,8 +17,8 @@ from app.domain.pool import CdnPool
 from app.domain.ratelimit import RateLimit
 from app.domain.regions import Region
 from app.domain.split import Split
-from app.presentation.http.json_pieces import dumps_in_pieces, loads_in_pieces
-from app.presentation.http.schemas import ConfigBody, ConfigPatch, config_document
+from app.presentation.api.json_pieces import dumps_in_pieces, loads_in_pieces
+from app.presentation.api.schemas import ConfigBody, ConfigPatch, config_document
 from tests.support import largest
 from tests.unit.fakes import DEFAULT
 

@@ -27,9 +27,9 @@ from app.domain.video import (
     _parse_in_full,
     parse_video_url,
 )
-from app.presentation.http.etag import if_match_version
-from app.presentation.http.redirect import video_param
-from app.presentation.http.schemas import ConfigPatch
+from app.presentation.api.etag import if_match_version
+from app.presentation.api.schemas import ConfigPatch
+from app.presentation.edge.redirect import video_param
 from tests.hostile import (
     NON_ASCII_DIGITS,
     VIDEO_CODES,

@@ -28,8 +28,8 @@ from app.domain.health import HealthSettings
 from app.domain.router import Redirect
 from app.domain.split import Split
 from app.infrastructure.metrics import FileFigures, clear_metrics_directory
-from app.presentation.http.metrics import figure_families
-from app.presentation.http.redirect import RedirectFront
+from app.presentation.api.metrics import figure_families
+from app.presentation.edge.redirect import RedirectFront
 from tests.unit.fakes import CountingSequence, version
 from tests.unit.test_redirect_video import VIDEO, redirect_for
 

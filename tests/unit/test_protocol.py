@@ -12,7 +12,7 @@ from app.domain.ratelimit import ClientLimiter, RateLimit
 from app.domain.router import Redirect
 from app.domain.split import Split
 from app.presentation.edge.protocol import BoundedHttpToolsProtocol
-from app.presentation.http.redirect import RedirectFront
+from app.presentation.edge.redirect import RedirectFront
 from tests.unit.test_redirect_video import redirect_for
 
 VIDEO = "http://s1.origin-cluster/video/1488/xcg2djHckad.m3u8"

@@ -5,8 +5,8 @@ from fastapi import APIRouter, Depends
 
 from app.application.cdn_health import GetCdnHealth
 from app.domain.health import HostState
-from app.presentation.http.auth import AdminAuth
-from app.presentation.http.schemas import PROBLEM_RESPONSE, CdnHostHealth
+from app.presentation.api.auth import AdminAuth
+from app.presentation.api.schemas import PROBLEM_RESPONSE, CdnHostHealth
 
 
 def _time(seconds: float | None) -> datetime | None:

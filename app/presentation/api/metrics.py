@@ -28,8 +28,8 @@ from app.application.metrics import (
     cdn_host,
 )
 from app.domain.regions import DEFAULT_REGION
-from app.presentation.http.auth import AdminAuth
-from app.presentation.http.schemas import PROBLEM_RESPONSE
+from app.presentation.api.auth import AdminAuth
+from app.presentation.api.schemas import PROBLEM_RESPONSE
 
 
 class StatsBody(BaseModel):
