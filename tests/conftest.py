@@ -15,7 +15,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from app.embedded import EmbeddedServices
+from app.main.embedded import EmbeddedServices
 from loadtest.support import forget_keys, scratch_database
 
 ADMIN_TOKEN = "Vq7rYk2LmXw9PbT4nZc6HdJ3sGf8EaR5"

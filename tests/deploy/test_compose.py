@@ -17,7 +17,7 @@ import pytest
 import yaml
 from compose_spec import PyOptions
 
-from app.config import Settings, load_settings
+from app.main.settings import Settings, load_settings
 from loadtest.stack import find_nginx, nginx_command, nginx_version
 from tests.tools import require, require_tool
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from app.config import Settings
+from app.main.settings import Settings
 from loadtest.support import ROOT, ServerProcess, forget_keys, redis_keys
 from tests.conftest import ADMIN_TOKEN
 from tests.proxy import CuttableProxy

@@ -138,4 +138,4 @@ def test_serve_logs_one_json_object_per_line(
     assert {"Started parent process", "serving", "draining", "worker_stopped"} <= {
         name.split(" [")[0] for name in names
     }, names
-    assert {event["logger"] for event in events} >= {"uvicorn.error", "app.main"}
+    assert {event["logger"] for event in events} >= {"uvicorn.error", "app.main.startup"}

@@ -7,8 +7,8 @@ from typing import Any
 import httpx
 import pytest
 
-from app.config import Settings
-from app.main import create_app
+from app.main.asgi import create_app
+from app.main.settings import Settings
 from loadtest.support import redis_keys
 from tests.conftest import ADMIN_TOKEN
 

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from app.application.config import MAX_WRITE_ATTEMPTS
-from app.main import create_app
+from app.main.asgi import create_app
 from app.presentation.api.auth import fingerprint
 from loadtest.support import scratch_database
 from tests.conftest import ADMIN_TOKEN, Servers

@@ -14,7 +14,7 @@ from app.domain.regions import Region
 from app.domain.split import Split
 from app.infrastructure.geoip import MaxMindCountries
 from tests.integration.conftest import ADMIN, VIDEO
-from tests.integration.test_geoip import write_database
+from tests.support.geoip import write_database
 from tests.unit.fakes import CountingSequence
 
 REGIONS: list[dict[str, object]] = [
