@@ -3,8 +3,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
 
+from app.domain.cdn_health import HealthSettings
 from app.domain.errors import InvalidConfig
-from app.domain.health import HealthSettings
 from app.domain.pacing import paced
 from app.domain.pool import MAX_HOSTS_IN_ALL, CdnPool
 from app.domain.ratelimit import RateLimit

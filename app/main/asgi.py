@@ -7,17 +7,17 @@ from dishka.integrations.fastapi import setup_dishka
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
-from app.application.health import Lifecycle
+from app.application.lifecycle import Lifecycle
 from app.infrastructure.logging import configure_logging
 from app.main.ioc import providers
 from app.main.settings import Settings, load_settings
 from app.main.startup import Startup
-from app.presentation.api import balance, cdn, config, health, limits, metrics, route
+from app.presentation.api import balance, cdn, config_routes, limits, metrics, probes, route
 from app.presentation.api.auth import AdminAuth, AdminGate, MetricsAuth
 from app.presentation.api.console import mount_console
 from app.presentation.api.context import RequestContext
 from app.presentation.api.docs import mount_docs
-from app.presentation.api.errors import install_error_handlers
+from app.presentation.api.error_handlers import install_error_handlers
 from app.presentation.api.openapi import document_redirect
 from app.presentation.edge.redirect import RedirectFront
 from app.presentation.edge.request_limits import RequestLimits
@@ -59,9 +59,9 @@ def create_app(settings: Settings | None = None) -> RedirectFront:
     auth = AdminAuth(settings.admin_token)
     metrics_token = MetricsAuth(settings.metrics_token) if settings.metrics_token else None
     routers = (
-        health.router,
+        probes.router,
         balance.router,
-        config.config_router(auth),
+        config_routes.config_router(auth),
         route.route_router(auth),
         cdn.cdn_router(auth),
         limits.limits_router(auth),

@@ -9,13 +9,11 @@ from redis.asyncio import Redis
 from app.application.cdn_health import (
     CdnHealthCheck,
     CdnHealthView,
-    CdnProbe,
     GetCdnHealth,
-    HealthBoard,
     ProbeCdnHosts,
     RefreshCdnHealth,
 )
-from app.application.config import (
+from app.application.config_versions import (
     GetConfig,
     ListConfigHistory,
     ReloadConfig,
@@ -24,33 +22,34 @@ from app.application.config import (
     SetServerRule,
     UpdateConfig,
 )
-from app.application.health import CheckReadiness, Lifecycle
+from app.application.lifecycle import CheckReadiness, Lifecycle
 from app.application.limits import (
     CountLimits,
     CreateLimit,
     DeleteLimit,
     GetLimit,
-    LimitRepository,
     ListLimits,
     ReloadLimits,
     ReplaceLimit,
 )
-from app.application.metrics import (
-    TICK_SECONDS,
-    GetStats,
-    ReadInstanceFigures,
-    ResetStats,
+from app.application.metrics import TICK_SECONDS, GetStats, ReadInstanceFigures, ResetStats, Tally
+from app.application.ports import (
+    CdnProbe,
+    ConfigRepository,
+    CountryLookup,
+    HealthBoard,
+    HealthCheck,
+    LimitRepository,
+    SequenceSource,
     StatsStore,
-    Tally,
     WorkerFigures,
 )
-from app.application.ports import ConfigRepository, CountryLookup, HealthCheck, SequenceSource
 from app.application.redirect import ExplainRoute, RedirectVideo
 from app.application.snapshot import ConfigSnapshot
 from app.domain.ratelimit import ClientLimiter
 from app.infrastructure.backend_errors import backend_errors
+from app.infrastructure.backend_health import PostgresHealth, RedisHealth
 from app.infrastructure.geoip import BundledCountries, MaxMindCountries
-from app.infrastructure.health import PostgresHealth, RedisHealth
 from app.infrastructure.http.probe import HttpProbe
 from app.infrastructure.metrics import FileFigures, MetricsFlusher, metrics_directory
 from app.infrastructure.postgres.config_repository import PostgresConfigRepository

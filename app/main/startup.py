@@ -8,9 +8,9 @@ from urllib.parse import parse_qs, urlsplit
 import structlog
 from dishka import AsyncContainer
 
-from app.application.config import ReloadConfig
+from app.application.config_versions import ReloadConfig
 from app.application.errors import StorageUnavailable
-from app.application.health import Lifecycle
+from app.application.lifecycle import Lifecycle
 from app.application.limits import ReloadLimits
 from app.application.metrics import Tally
 from app.application.redirect import RedirectVideo

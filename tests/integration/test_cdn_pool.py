@@ -15,8 +15,8 @@ from redis.asyncio import Redis
 
 from app.application.cdn_health import CdnHealthView, GetCdnHealth, RefreshCdnHealth
 from app.application.snapshot import ConfigSnapshot
+from app.domain.cdn_health import HealthSettings, HostState
 from app.domain.config import BalancerConfig, ConfigVersion
-from app.domain.health import HealthSettings, HostState
 from app.domain.pool import CdnPool
 from app.domain.split import Split
 from app.infrastructure.http.probe import HttpProbe

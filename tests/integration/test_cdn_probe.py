@@ -20,8 +20,8 @@ from redis.asyncio import Redis
 
 from app.application.cdn_health import CdnHealthView, ProbeCdnHosts
 from app.application.snapshot import ConfigSnapshot
+from app.domain.cdn_health import HealthSettings
 from app.domain.config import BalancerConfig, ConfigVersion
-from app.domain.health import HealthSettings
 from app.domain.pool import CdnPool
 from app.domain.split import Split
 from app.infrastructure.http.probe import HttpProbe

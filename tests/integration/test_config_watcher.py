@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Callable
 import asyncpg
 import pytest
 
-from app.application.config import ReloadConfig
+from app.application.config_versions import ReloadConfig
 from app.application.snapshot import ConfigSnapshot
 from app.domain.config import BalancerConfig
 from app.domain.split import Split

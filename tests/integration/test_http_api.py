@@ -9,7 +9,7 @@ import asyncpg
 import httpx
 import pytest
 
-from app.application.config import MAX_WRITE_ATTEMPTS
+from app.application.config_versions import MAX_WRITE_ATTEMPTS
 from app.main.asgi import create_app
 from app.presentation.api.auth import fingerprint
 from loadtest.support import scratch_database

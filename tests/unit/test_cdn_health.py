@@ -7,10 +7,11 @@ from collections.abc import Iterator, Mapping
 
 import pytest
 
-from app.application.cdn_health import BoardView, ProbeCdnHosts
+from app.application.cdn_health import ProbeCdnHosts
+from app.application.ports import BoardView
 from app.application.snapshot import ConfigSnapshot
+from app.domain.cdn_health import HealthSettings, HostState
 from app.domain.config import BalancerConfig
-from app.domain.health import HealthSettings, HostState
 from app.domain.pool import CdnPool
 from app.domain.split import Split
 from tests.support.logs import events, json_logs

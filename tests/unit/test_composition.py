@@ -7,7 +7,7 @@ from typing import cast
 import pytest
 from dishka import AsyncContainer, make_async_container
 
-from app.application.health import Lifecycle
+from app.application.lifecycle import Lifecycle
 from app.application.ports import CountryLookup
 from app.application.snapshot import ConfigSnapshot
 from app.infrastructure.geoip import BundledCountries, MaxMindCountries

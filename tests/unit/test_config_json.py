@@ -11,8 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic_core import to_json
 
+from app.domain.cdn_health import HealthSettings
 from app.domain.config import BalancerConfig, ConfigVersion
-from app.domain.health import HealthSettings
 from app.domain.pool import CdnPool
 from app.domain.ratelimit import RateLimit
 from app.domain.regions import Region

@@ -2,7 +2,7 @@ from dataclasses import replace
 
 import pytest
 
-from app.application.config import (
+from app.application.config_versions import (
     ConfigChange,
     ReloadConfig,
     RemoveServerRule,

@@ -3,7 +3,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from app.application.config import ConfigChange
+from app.application.config_versions import ConfigChange
 from app.application.snapshot import ConfigSnapshot
 from app.domain.config import BalancerConfig, ConfigVersion
 from app.domain.errors import InvalidConfig

@@ -9,22 +9,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app.application.metrics import (
-    DURATION_BUCKETS,
     MAX_SERVERS,
-    Figures,
     GetStats,
     MetricsDisabled,
     ServerCounts,
-    StatsCounts,
     StatsUnavailable,
     Tally,
     merge,
     stats_fields,
 )
+from app.application.ports import DURATION_BUCKETS, Figures, StatsCounts
 from app.application.redirect import RedirectVideo
 from app.application.snapshot import ConfigSnapshot
+from app.domain.cdn_health import HealthSettings
 from app.domain.config import BalancerConfig
-from app.domain.health import HealthSettings
 from app.domain.router import Redirect
 from app.domain.split import Split
 from app.infrastructure.metrics import FileFigures, clear_metrics_directory

@@ -4,10 +4,10 @@ from itertools import groupby
 
 import pytest
 
-from app.application.config import ConfigChange
+from app.application.config_versions import ConfigChange
+from app.domain.cdn_health import HealthSettings
 from app.domain.config import BalancerConfig, ConfigVersion
 from app.domain.errors import InvalidConfig, NoHealthyTarget
-from app.domain.health import HealthSettings
 from app.domain.pool import CdnPool, Rotation, smooth_weighted_order
 from app.domain.router import Router
 from app.domain.split import Split

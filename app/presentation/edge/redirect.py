@@ -5,7 +5,7 @@ from urllib.parse import unquote_to_bytes
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.application.health import Lifecycle
+from app.application.lifecycle import Lifecycle
 from app.application.metrics import Tally
 from app.application.redirect import RedirectVideo
 from app.application.snapshot import ConfigSnapshot

@@ -5,7 +5,7 @@ from dishka.integrations.fastapi import FromDishka
 from fastapi import APIRouter, Depends, Header, Path, Query, Response
 from pydantic_core import to_json
 
-from app.application.config import (
+from app.application.config_versions import (
     GetConfig,
     ListConfigHistory,
     RemoveServerRule,
