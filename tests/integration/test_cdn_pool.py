@@ -22,7 +22,7 @@ from app.domain.split import Split
 from app.infrastructure.http.probe import HttpProbe
 from app.infrastructure.redis.cdn_health import RedisHealthBoard
 from loadtest.fake_cdn import FakeCdn
-from tests.integration.conftest import ADMIN, VIDEO
+from tests.support.app import ADMIN, VIDEO
 
 # Fast checks so the timings can be watched in a test: out within fall x interval + timeout.
 INTERVAL, TIMEOUT, FALL, RISE = 0.4, 0.2, 2, 2

@@ -27,7 +27,7 @@ from app.domain.split import Split
 from app.infrastructure.http.probe import HttpProbe
 from app.infrastructure.redis.cdn_health import CdnHealthMonitor, RedisHealthBoard
 from tests.support.logs import events, json_logs
-from tests.tools import require_tool
+from tests.support.tools import require_tool
 
 Answer = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 

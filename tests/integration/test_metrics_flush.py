@@ -17,8 +17,8 @@ from app.infrastructure.backend_errors import BackendErrors, backend_errors
 from app.infrastructure.metrics import FileFigures, MetricsFlusher
 from app.infrastructure.redis.sequence import RedisLeasedSequence
 from app.infrastructure.redis.stats import RATE_WINDOW_SECONDS, RedisStats
-from tests.proxy import CuttableProxy
-from tests.unit.fakes import version
+from tests.support.fakes import version
+from tests.support.proxy import CuttableProxy
 
 CDN = "http://cdn.example.com"
 REDIRECT = Redirect("cdn", f"{CDN}/s1/v.m3u8", 301, "s1", 1, "default", CDN)

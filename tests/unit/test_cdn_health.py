@@ -14,8 +14,8 @@ from app.domain.cdn_health import HealthSettings, HostState
 from app.domain.config import BalancerConfig
 from app.domain.pool import CdnPool
 from app.domain.split import Split
+from tests.support.fakes import version
 from tests.support.logs import events, json_logs
-from tests.unit.fakes import version
 
 A, B, C = "http://cdn-a.example.com", "http://cdn-b.example.com", "http://cdn-c.example.com"
 TIMEOUT = 0.2

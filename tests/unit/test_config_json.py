@@ -20,7 +20,7 @@ from app.domain.split import Split
 from app.presentation.api.json_pieces import dumps_in_pieces, loads_in_pieces
 from app.presentation.api.schemas import ConfigBody, ConfigPatch, config_document
 from tests.support import largest
-from tests.unit.fakes import DEFAULT
+from tests.support.fakes import DEFAULT
 
 
 def pool(prefix: str, size: int) -> CdnPool:

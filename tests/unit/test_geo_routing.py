@@ -11,7 +11,7 @@ from app.domain.pool import CdnPool
 from app.domain.regions import MAX_REGIONS, Region, RegionMatcher
 from app.domain.router import Router
 from app.domain.split import Split
-from tests.unit.fakes import CountingSequence
+from tests.support.fakes import CountingSequence
 
 VIDEO = "http://s1.origin-cluster/video/1.m3u8"
 GLOBAL = "http://cdn.example.com"

@@ -1,4 +1,4 @@
-"""Properties of every input rule, over generated hostile input (see tests/hostile.py).
+"""Properties of every input rule, over generated hostile input (see tests/support/hostile.py).
 
 No database: these drive the domain and the redirect front's parameter parsing directly,
 and the configuration through the same path a PATCH body takes (pydantic body ->
@@ -30,7 +30,7 @@ from app.domain.video import (
 from app.presentation.api.etag import if_match_version
 from app.presentation.api.schemas import ConfigPatch
 from app.presentation.edge.redirect import video_param
-from tests.hostile import (
+from tests.support.hostile import (
     NON_ASCII_DIGITS,
     VIDEO_CODES,
     assert_allowed_domain,

@@ -14,7 +14,7 @@ from app.domain.regions import MAX_NETWORKS, Region, networks
 from app.domain.split import Split
 from app.presentation.api.schemas import ConfigPatch
 from tests.support import largest
-from tests.unit.fakes import DEFAULT
+from tests.support.fakes import DEFAULT
 
 
 def cpu_seconds(work: Callable[[], object], runs: int = 5) -> float:

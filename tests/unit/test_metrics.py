@@ -28,9 +28,9 @@ from app.domain.split import Split
 from app.infrastructure.metrics import FileFigures, clear_metrics_directory
 from app.presentation.api.metrics import figure_families
 from app.presentation.edge.redirect import RedirectFront
-from tests.unit.fakes import CountingSequence, version
-from tests.unit.test_redirect_video import VIDEO, redirect_for
+from tests.support.fakes import CountingSequence, redirect_for, version
 
+VIDEO = "http://s1.origin-cluster/video/1488/xcg2djHckad.m3u8?token=abc&exp=1"
 CDN = "http://cdn.example.com"
 
 

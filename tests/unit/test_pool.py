@@ -11,7 +11,7 @@ from app.domain.errors import InvalidConfig, NoHealthyTarget
 from app.domain.pool import CdnPool, Rotation, smooth_weighted_order
 from app.domain.router import Router
 from app.domain.split import Split
-from tests.unit.fakes import CountingSequence
+from tests.support.fakes import CountingSequence
 
 A, B, C = "http://cdn-a.example.com", "http://cdn-b.example.com", "http://cdn-c.example.com"
 VIDEO = "http://s1.origin-cluster/video/1.m3u8"
