@@ -4,13 +4,13 @@ import asyncio
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import structlog
 
+from app.application.ports import CdnProbe, HealthBoard
 from app.application.snapshot import ConfigSnapshot
+from app.domain.cdn_health import HealthSettings, HostState
 from app.domain.errors import BalancerError
-from app.domain.health import HealthSettings, HostState
 
 log = structlog.get_logger(__name__)
 
@@ -24,33 +24,6 @@ class HealthBoardUnavailable(BalancerError):
     """The shared health board (Redis) could not be read or written."""
 
     code = "health-board-unavailable"
-
-
-class CdnProbe(Protocol):
-    """One health check request to a CDN host."""
-
-    async def __call__(self, url: str, *, method: str, timeout: float) -> str | None:
-        """None when `url` answered 2xx or 3xx within `timeout`, else what went wrong."""
-        ...
-
-
-@dataclass(frozen=True, slots=True)
-class BoardView:
-    """The board's content: host states by base URL, and the prober's round counter (it
-    moves on every publication, so a reader can tell a live prober from a dead one)."""
-
-    hosts: Mapping[str, HostState]
-    round: int
-
-
-class HealthBoard(Protocol):
-    """The cluster's shared view of CDN host health. Raises HealthBoardUnavailable."""
-
-    async def read(self) -> BoardView: ...
-
-    async def publish(self, hosts: Mapping[str, HostState]) -> bool:
-        """Replace the states, if this process still holds the prober lease (True then)."""
-        ...
 
 
 class ProbeCdnHosts:

@@ -6,8 +6,9 @@ import structlog
 from app.application.errors import ConfigNotLoaded
 from app.application.offload import off_loop
 from app.application.ports import CountryLookup
-from app.domain.config import ConfigVersion, FallbackCount, Router
+from app.domain.config import ConfigVersion
 from app.domain.regions import RegionMatcher
+from app.domain.router import FallbackCount, Router
 
 log = structlog.get_logger(__name__)
 

@@ -18,13 +18,13 @@ import structlog
 from app.application.cdn_health import CdnHealthView
 from app.application.metrics import (
     TICK_SECONDS,
-    Figures,
     ServerCounts,
     StatsUnavailable,
     Tally,
     cdn_host,
     stats_fields,
 )
+from app.application.ports import Figures
 from app.application.snapshot import ConfigSnapshot
 from app.domain.ratelimit import ClientLimiter
 from app.infrastructure.backend_errors import BackendErrors

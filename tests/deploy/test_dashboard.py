@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.grafana import (
+from tests.support.grafana import (
     DATASOURCES,
     GRAFANA_VARIABLES,
     annotation_queries,
@@ -24,7 +24,7 @@ from tests.grafana import (
     panels,
     referenced,
 )
-from tests.tools import require_tool
+from tests.support.tools import require_tool
 
 GRID_COLUMNS = 24
 

@@ -1,6 +1,6 @@
 """The admin console in Debian's Chromium against a real server, PostgreSQL and Redis.
 
-The browser may reach the service only (tests.e2e.browser.GuardedPage); each test also checks
+The browser may reach the service only (tests.support.browser.GuardedPage); each test also checks
 that the page raised no JavaScript error and attempted no request to another host.
 """
 
@@ -22,9 +22,9 @@ from playwright.sync_api import Browser, FloatRect, Page, Route, expect
 
 from loadtest.fake_cdn import FakeCdn
 from loadtest.support import ServerProcess
-from tests.conftest import ADMIN_TOKEN
-from tests.e2e.browser import GuardedPage, chromium, guarded_page
-from tests.e2e.servers import reset_config
+from tests.support.app import ADMIN_TOKEN
+from tests.support.browser import GuardedPage, chromium, guarded_page
+from tests.support.servers import reset_config
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 CLOSE = {"Connection": "close"}

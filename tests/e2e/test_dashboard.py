@@ -28,13 +28,12 @@ import pytest
 from loadtest.fake_cdn import FakeCdn
 from loadtest.stack import Stack, find_nginx
 from loadtest.support import ServerProcess, forget_keys, free_port, redis_keys
-from tests.conftest import ADMIN_TOKEN
-from tests.e2e.prometheus import PrometheusApi, PrometheusServer, duration
-from tests.e2e.servers import fresh_prefix, reset_config
-from tests.e2e.test_stack import can_bind
-from tests.grafana import Query, annotation_queries, panel_queries, panels
-from tests.proxy import CuttableProxy
-from tests.tools import require, require_tool
+from tests.support.app import ADMIN_TOKEN
+from tests.support.grafana import Query, annotation_queries, panel_queries, panels
+from tests.support.prometheus import PrometheusApi, PrometheusServer, duration
+from tests.support.proxy import CuttableProxy
+from tests.support.servers import fresh_prefix, reset_config
+from tests.support.tools import can_bind, require, require_tool
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 METRICS_TOKEN = secrets.token_urlsafe(32)

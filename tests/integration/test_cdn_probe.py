@@ -20,14 +20,14 @@ from redis.asyncio import Redis
 
 from app.application.cdn_health import CdnHealthView, ProbeCdnHosts
 from app.application.snapshot import ConfigSnapshot
+from app.domain.cdn_health import HealthSettings
 from app.domain.config import BalancerConfig, ConfigVersion
-from app.domain.health import HealthSettings
 from app.domain.pool import CdnPool
 from app.domain.split import Split
 from app.infrastructure.http.probe import HttpProbe
 from app.infrastructure.redis.cdn_health import CdnHealthMonitor, RedisHealthBoard
 from tests.support.logs import events, json_logs
-from tests.tools import require_tool
+from tests.support.tools import require_tool
 
 Answer = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 

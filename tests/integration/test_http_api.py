@@ -9,15 +9,16 @@ import asyncpg
 import httpx
 import pytest
 
-from app.application.config import MAX_WRITE_ATTEMPTS
-from app.main import create_app
-from app.presentation.http.auth import fingerprint
+from app.application.config_versions import MAX_WRITE_ATTEMPTS
+from app.main.asgi import create_app
+from app.presentation.api.auth import fingerprint
 from loadtest.support import scratch_database
-from tests.conftest import ADMIN_TOKEN, Servers
-from tests.integration.conftest import (
+from tests.support.app import (
     ADMIN,
+    ADMIN_TOKEN,
     SECOND_ADMIN_TOKEN,
     VIDEO,
+    Servers,
     app_client,
     app_settings,
 )

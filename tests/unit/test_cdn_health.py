@@ -7,14 +7,15 @@ from collections.abc import Iterator, Mapping
 
 import pytest
 
-from app.application.cdn_health import BoardView, ProbeCdnHosts
+from app.application.cdn_health import ProbeCdnHosts
+from app.application.ports import BoardView
 from app.application.snapshot import ConfigSnapshot
+from app.domain.cdn_health import HealthSettings, HostState
 from app.domain.config import BalancerConfig
-from app.domain.health import HealthSettings, HostState
 from app.domain.pool import CdnPool
 from app.domain.split import Split
+from tests.support.fakes import version
 from tests.support.logs import events, json_logs
-from tests.unit.fakes import version
 
 A, B, C = "http://cdn-a.example.com", "http://cdn-b.example.com", "http://cdn-c.example.com"
 TIMEOUT = 0.2

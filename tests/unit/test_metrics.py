@@ -9,29 +9,28 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app.application.metrics import (
-    DURATION_BUCKETS,
     MAX_SERVERS,
-    Figures,
     GetStats,
     MetricsDisabled,
     ServerCounts,
-    StatsCounts,
     StatsUnavailable,
     Tally,
     merge,
     stats_fields,
 )
+from app.application.ports import DURATION_BUCKETS, Figures, StatsCounts
 from app.application.redirect import RedirectVideo
 from app.application.snapshot import ConfigSnapshot
-from app.domain.config import BalancerConfig, Redirect
-from app.domain.health import HealthSettings
+from app.domain.cdn_health import HealthSettings
+from app.domain.config import BalancerConfig
+from app.domain.router import Redirect
 from app.domain.split import Split
 from app.infrastructure.metrics import FileFigures, clear_metrics_directory
-from app.presentation.http.metrics import figure_families
-from app.presentation.http.redirect import RedirectFront
-from tests.unit.fakes import CountingSequence, version
-from tests.unit.test_redirect_video import VIDEO, redirect_for
+from app.presentation.api.metrics import figure_families
+from app.presentation.edge.redirect import RedirectFront
+from tests.support.fakes import CountingSequence, redirect_for, version
 
+VIDEO = "http://s1.origin-cluster/video/1488/xcg2djHckad.m3u8?token=abc&exp=1"
 CDN = "http://cdn.example.com"
 
 

@@ -11,8 +11,9 @@ from typing import Any
 import structlog
 from redis.asyncio import Redis
 
-from app.application.cdn_health import BoardView, CdnHealthView, HealthBoardUnavailable
-from app.domain.health import HostState
+from app.application.cdn_health import CdnHealthView, HealthBoardUnavailable
+from app.application.ports import BoardView
+from app.domain.cdn_health import HostState
 from app.infrastructure.backend_errors import backend_errors
 from app.infrastructure.redis.sequence import UNREACHABLE
 

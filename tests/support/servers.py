@@ -12,10 +12,10 @@ from typing import Any
 
 import httpx
 
-from app.config import Settings
+from app.main.settings import Settings
 from loadtest.support import ROOT, ServerProcess, forget_keys, redis_keys
-from tests.conftest import ADMIN_TOKEN
-from tests.proxy import CuttableProxy
+from tests.support.app import ADMIN_TOKEN
+from tests.support.proxy import CuttableProxy
 
 # What the split tests assume, whatever an earlier test left in the session's database
 # (CDN health checks left on, say, would send everything to the origin here: no CDN answers).

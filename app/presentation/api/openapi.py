@@ -4,8 +4,8 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from app.domain.config import REDIRECT_STATUSES
-from app.presentation.http.redirect import needs_start
-from app.presentation.http.schemas import PROBLEM_RESPONSE, Problem
+from app.presentation.api.schemas import PROBLEM_RESPONSE, Problem
+from app.presentation.edge.redirect import needs_start
 
 _EXAMPLE = "http://s1.origin-cluster/video/1488/xcg2djHckad.m3u8"
 

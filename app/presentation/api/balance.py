@@ -2,9 +2,9 @@ from dishka.integrations.fastapi import DishkaRoute, FromDishka
 from fastapi import APIRouter, Request
 
 from app.application.redirect import RedirectVideo
-from app.presentation.http.client import client_address
-from app.presentation.http.openapi import RATE_LIMITED
-from app.presentation.http.schemas import PROBLEM_RESPONSE, BalanceDecision, BalanceRequest
+from app.presentation.api.openapi import RATE_LIMITED
+from app.presentation.api.schemas import PROBLEM_RESPONSE, BalanceDecision, BalanceRequest
+from app.presentation.client import client_address
 
 router = APIRouter(tags=["redirect"], route_class=DishkaRoute)
 

@@ -10,8 +10,7 @@ from fastapi.openapi.docs import (
 )
 from fastapi.responses import HTMLResponse
 
-# Where FastAPIOffline (fastapi-offline) mounts its copies of Swagger UI and ReDoc.
-ASSETS = "/static-offline-docs"
+from app.presentation.edge.redirect import DOCS_ASSETS
 
 # Swagger UI's page starts the bundle with an inline script, allowed by its hash (built per
 # page: it names the OpenAPI URL under the root path), as is the OAuth2 page's; no other
@@ -47,7 +46,7 @@ def mount_docs(app: FastAPI, docs_url: str = "/docs", redoc_url: str = "/redoc")
     """Swagger UI and ReDoc served from the service's own copies, so they work offline.
 
     The app must be built by `FastAPIOffline(..., docs_url=None, redoc_url=None)`, which
-    mounts the assets at ASSETS and leaves these two pages to us.
+    mounts the assets at DOCS_ASSETS and leaves these two pages to us.
     """
     openapi_url = app.openapi_url or "/openapi.json"
     oauth2_redirect_url = app.swagger_ui_oauth2_redirect_url or f"{docs_url}/oauth2-redirect"
@@ -60,9 +59,9 @@ def mount_docs(app: FastAPI, docs_url: str = "/docs", redoc_url: str = "/redoc")
                 openapi_url=f"{root}{openapi_url}",
                 title=f"{app.title} - Swagger UI",
                 oauth2_redirect_url=oauth2_redirect_url,
-                swagger_js_url=f"{root}{ASSETS}/swagger-ui-bundle.js",
-                swagger_css_url=f"{root}{ASSETS}/swagger-ui.css",
-                swagger_favicon_url=f"{root}{ASSETS}/favicon.png",
+                swagger_js_url=f"{root}{DOCS_ASSETS}/swagger-ui-bundle.js",
+                swagger_css_url=f"{root}{DOCS_ASSETS}/swagger-ui.css",
+                swagger_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png",
                 # The default validator badge asks validator.swagger.io about every page.
                 swagger_ui_parameters={"validatorUrl": None, **(app.swagger_ui_parameters or {})},
             )
@@ -79,8 +78,8 @@ def mount_docs(app: FastAPI, docs_url: str = "/docs", redoc_url: str = "/redoc")
             get_redoc_html(
                 openapi_url=f"{root}{openapi_url}",
                 title=f"{app.title} - ReDoc",
-                redoc_js_url=f"{root}{ASSETS}/redoc.standalone.js",
-                redoc_favicon_url=f"{root}{ASSETS}/favicon.png",
+                redoc_js_url=f"{root}{DOCS_ASSETS}/redoc.standalone.js",
+                redoc_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png",
                 with_google_fonts=False,
             )
         )

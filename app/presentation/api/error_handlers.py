@@ -9,7 +9,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
 from app.domain.errors import BalancerError
-from app.presentation.http.problem import PROBLEM_JSON, error_problem, problem, retry_after
+from app.presentation.problem import PROBLEM_JSON, error_problem, problem, retry_after
 
 log = structlog.get_logger(__name__)
 

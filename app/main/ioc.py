@@ -3,19 +3,17 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 
 import asyncpg
-from dishka import AnyOf, Provider, Scope, from_context, provide, provide_all
+from dishka import AnyOf, Provider, Scope, decorate, from_context, provide, provide_all
 from redis.asyncio import Redis
 
 from app.application.cdn_health import (
     CdnHealthCheck,
     CdnHealthView,
-    CdnProbe,
     GetCdnHealth,
-    HealthBoard,
     ProbeCdnHosts,
     RefreshCdnHealth,
 )
-from app.application.config import (
+from app.application.config_versions import (
     GetConfig,
     ListConfigHistory,
     ReloadConfig,
@@ -24,34 +22,34 @@ from app.application.config import (
     SetServerRule,
     UpdateConfig,
 )
-from app.application.health import CheckReadiness, Lifecycle
+from app.application.lifecycle import CheckReadiness, Lifecycle
 from app.application.limits import (
     CountLimits,
     CreateLimit,
     DeleteLimit,
     GetLimit,
-    LimitRepository,
     ListLimits,
     ReloadLimits,
     ReplaceLimit,
 )
-from app.application.metrics import (
-    TICK_SECONDS,
-    GetStats,
-    ReadInstanceFigures,
-    ResetStats,
+from app.application.metrics import TICK_SECONDS, GetStats, ReadInstanceFigures, ResetStats, Tally
+from app.application.ports import (
+    CdnProbe,
+    ConfigRepository,
+    CountryLookup,
+    HealthBoard,
+    HealthCheck,
+    LimitRepository,
+    SequenceSource,
     StatsStore,
-    Tally,
     WorkerFigures,
 )
-from app.application.ports import ConfigRepository, CountryLookup, HealthCheck, SequenceSource
 from app.application.redirect import ExplainRoute, RedirectVideo
 from app.application.snapshot import ConfigSnapshot
-from app.config import Settings
 from app.domain.ratelimit import ClientLimiter
 from app.infrastructure.backend_errors import backend_errors
+from app.infrastructure.backend_health import PostgresHealth, RedisHealth
 from app.infrastructure.geoip import BundledCountries, MaxMindCountries
-from app.infrastructure.health import PostgresHealth, RedisHealth
 from app.infrastructure.http.probe import HttpProbe
 from app.infrastructure.metrics import FileFigures, MetricsFlusher, metrics_directory
 from app.infrastructure.postgres.config_repository import PostgresConfigRepository
@@ -63,6 +61,8 @@ from app.infrastructure.redis.client import connect
 from app.infrastructure.redis.ratelimit import RateLimitHealth, RedisLimitSettler
 from app.infrastructure.redis.sequence import RedisLeasedSequence
 from app.infrastructure.redis.stats import RedisStats
+from app.main.services import SequenceLeases
+from app.main.settings import Settings
 
 
 class InfrastructureProvider(Provider):
@@ -86,9 +86,9 @@ class InfrastructureProvider(Provider):
     )
 
     @provide(provides=AnyOf[RedisLeasedSequence, SequenceSource])
-    async def sequence(
+    def sequence(
         self, redis: Redis, settings: Settings, snapshot: ConfigSnapshot
-    ) -> AsyncIterator[RedisLeasedSequence]:
+    ) -> RedisLeasedSequence:
         sequence = RedisLeasedSequence(
             redis,
             key=settings.sequence_key,
@@ -97,58 +97,46 @@ class InfrastructureProvider(Provider):
             period=snapshot.period,
         )
         # Every version served from now on counts on leased numbers from its first request;
-        # the one served already (start-up loads it first) too.
+        # the one served already when the sequence starts, too (SequenceLeases).
         snapshot.before_serving(sequence.prepare)
-        await sequence.start()
-        await sequence.prepare(snapshot.sequences)
-        yield sequence
-        await sequence.stop()
+        return sequence
+
+    sequence_leases = provide(SequenceLeases)
 
     limits = provide(PostgresLimitRepository, provides=LimitRepository)
 
     @provide
-    async def settler(
+    def settler(
         self, redis: Redis, limiter: ClientLimiter, settings: Settings
-    ) -> AsyncIterator[RedisLimitSettler]:
-        settler = RedisLimitSettler(
+    ) -> RedisLimitSettler:
+        return RedisLimitSettler(
             redis, limiter, key=settings.rate_limit_key, timeout=settings.redis_timeout_seconds
         )
-        await settler.start()
-        yield settler
-        await settler.stop()
 
     @provide
-    async def watcher(
+    def watcher(
         self, settings: Settings, reload: ReloadConfig, reload_limits: ReloadLimits
-    ) -> AsyncIterator[ConfigWatcher]:
+    ) -> ConfigWatcher:
         async def reload_all() -> None:
             await reload()
             await reload_limits()  # cheap when no override changed: a new default's sweep
 
-        watcher = ConfigWatcher(
+        return ConfigWatcher(
             settings.database_url,
             reload_all,
             resync_seconds=settings.resync_seconds,
             timeout=settings.db_timeout_seconds,
         )
-        await watcher.start()
-        yield watcher
-        await watcher.stop()
 
     @provide
-    async def limits_watcher(
-        self, settings: Settings, reload_limits: ReloadLimits
-    ) -> AsyncIterator[LimitsWatcher]:
-        watcher = LimitsWatcher(
+    def limits_watcher(self, settings: Settings, reload_limits: ReloadLimits) -> LimitsWatcher:
+        return LimitsWatcher(
             settings.database_url,
             reload_limits,
             resync_seconds=settings.resync_seconds,
             timeout=settings.db_timeout_seconds,
             channel=LIMITS_CHANNEL,
         )
-        await watcher.start()
-        yield watcher
-        await watcher.stop()
 
     probe = provide(HttpProbe, provides=AnyOf[HttpProbe, CdnProbe])
 
@@ -163,15 +151,15 @@ class InfrastructureProvider(Provider):
         )
 
     @provide
-    async def cdn_health_monitor(
+    def cdn_health_monitor(
         self,
         settings: Settings,
         board: RedisHealthBoard,
         probe_round: ProbeCdnHosts,
         refresh: RefreshCdnHealth,
         view: CdnHealthView,
-    ) -> AsyncIterator[CdnHealthMonitor]:
-        monitor = CdnHealthMonitor(
+    ) -> CdnHealthMonitor:
+        return CdnHealthMonitor(
             board,
             probe_round,
             refresh,
@@ -179,9 +167,6 @@ class InfrastructureProvider(Provider):
             view,
             lease_seconds=settings.cdn_prober_lease_seconds,
         )
-        await monitor.start()
-        yield monitor
-        await monitor.stop()
 
     @provide
     def health_checks(
@@ -206,7 +191,7 @@ class InfrastructureProvider(Provider):
         return RedisStats(redis, key=settings.stats_key, timeout=settings.redis_timeout_seconds)
 
     @provide
-    async def metrics_flusher(  # noqa: PLR0917 - every source of a figure
+    def metrics_flusher(  # noqa: PLR0917 - every source of a figure
         self,
         tally: Tally,
         snapshot: ConfigSnapshot,
@@ -216,8 +201,8 @@ class InfrastructureProvider(Provider):
         files: FileFigures,
         store: RedisStats,
         settings: Settings,
-    ) -> AsyncIterator[MetricsFlusher]:
-        flusher = MetricsFlusher(
+    ) -> MetricsFlusher:
+        return MetricsFlusher(
             tally,
             snapshot,
             sequence,
@@ -228,19 +213,6 @@ class InfrastructureProvider(Provider):
             store,
             tick=TICK_SECONDS if settings.metrics else None,
         )
-        await flusher.start()
-        yield flusher
-        await flusher.stop()
-
-    @provide
-    async def countries(self, settings: Settings) -> AsyncIterator[CountryLookup]:
-        if not settings.geoip_database:
-            yield BundledCountries()
-            return
-        countries = MaxMindCountries(Path(settings.geoip_database))
-        await countries.start()
-        yield countries
-        await countries.stop()
 
 
 class ApplicationProvider(Provider):
@@ -250,10 +222,7 @@ class ApplicationProvider(Provider):
 
     @provide
     def snapshot(self, countries: CountryLookup) -> ConfigSnapshot:
-        snapshot = ConfigSnapshot(countries)
-        if isinstance(countries, MaxMindCountries):
-            countries.on_reload.append(snapshot.forget_regions)
-        return snapshot
+        return ConfigSnapshot(countries)
 
     cdn_health_view = provide(CdnHealthView)
     tally = provide(Tally)
@@ -309,5 +278,35 @@ class ApplicationProvider(Provider):
     )
 
 
-def providers() -> tuple[Provider, ...]:
-    return InfrastructureProvider(), ApplicationProvider()
+class BundledCountriesProvider(Provider):
+    """Countries from the data bundled with `iptocc` (no BALANCER_GEOIP_DATABASE)."""
+
+    scope = Scope.APP
+    countries = provide(BundledCountries, provides=CountryLookup)
+
+
+class MaxMindCountriesProvider(Provider):
+    """Countries from the MaxMind DB file in BALANCER_GEOIP_DATABASE."""
+
+    scope = Scope.APP
+
+    @provide(provides=AnyOf[MaxMindCountries, CountryLookup])
+    def countries(self, settings: Settings) -> MaxMindCountries:
+        return MaxMindCountries(Path(settings.geoip_database))
+
+    @decorate
+    def forget_regions_on_reload(
+        self, snapshot: ConfigSnapshot, countries: MaxMindCountries
+    ) -> ConfigSnapshot:
+        """A new country database: the region matcher's cached answers are stale."""
+        countries.on_reload.append(snapshot.forget_regions)
+        return snapshot
+
+
+def providers(settings: Settings) -> tuple[Provider, ...]:
+    """The providers of each layer; the country database's come last (one decorates the
+    application's ConfigSnapshot)."""
+    countries = (
+        MaxMindCountriesProvider() if settings.geoip_database else BundledCountriesProvider()
+    )
+    return InfrastructureProvider(), ApplicationProvider(), countries

@@ -16,7 +16,8 @@ from urllib.parse import unquote_to_bytes, urlsplit
 from hypothesis import strategies as st
 from publicsuffixlist import PublicSuffixList
 
-from app.domain.config import BalancerConfig, Redirect
+from app.domain.config import BalancerConfig
+from app.domain.router import Redirect
 from app.domain.syntax import cdn_base_url
 
 VIDEO_CODES = frozenset(

@@ -1,8 +1,12 @@
+"""In-memory stand-ins for the ports, and builders of what the use cases take."""
+
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 from app.application.errors import VersionConflict
 from app.application.ports import StoredVersion
+from app.application.redirect import RedirectVideo
+from app.application.snapshot import ConfigSnapshot
 from app.domain.config import BalancerConfig, ConfigVersion
 from app.domain.split import Split
 
@@ -57,3 +61,10 @@ class CountingSequence:
 
     def peek(self, key: str) -> int:
         return self.numbers.get(key, 0)
+
+
+def redirect_for(config: BalancerConfig) -> tuple[RedirectVideo, CountingSequence]:
+    snapshot = ConfigSnapshot()
+    snapshot.offer(version(3, config))
+    sequence = CountingSequence()
+    return RedirectVideo(snapshot, sequence), sequence

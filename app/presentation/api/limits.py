@@ -16,8 +16,8 @@ from app.application.limits import (
     ReplaceLimit,
 )
 from app.domain.ratelimit import ClientLimit, InvalidLimit, client_id_text, parse_client_id
-from app.presentation.http.auth import AdminAuth
-from app.presentation.http.schemas import PROBLEM_RESPONSE, RateLimitBody
+from app.presentation.api.auth import AdminAuth
+from app.presentation.api.schemas import PROBLEM_RESPONSE, RateLimitBody
 
 # What a client id looks like, for the document (and the clients it generates): an IPv4 or
 # IPv6 address, or a CIDR block. The check itself is parse_client_id's.

@@ -6,97 +6,24 @@ from contextlib import asynccontextmanager
 from urllib.parse import parse_qs, urlsplit
 
 import structlog
-from dishka import AsyncContainer, make_async_container
-from dishka.integrations.fastapi import setup_dishka
-from fastapi import FastAPI
-from fastapi_offline import FastAPIOffline
+from dishka import AsyncContainer
 
-from app.application.config import ReloadConfig
+from app.application.config_versions import ReloadConfig
 from app.application.errors import StorageUnavailable
-from app.application.health import Lifecycle
+from app.application.lifecycle import Lifecycle
 from app.application.limits import ReloadLimits
 from app.application.metrics import Tally
 from app.application.redirect import RedirectVideo
 from app.application.snapshot import ConfigSnapshot
-from app.config import Settings, load_settings
 from app.domain.ratelimit import ClientLimiter
-from app.infrastructure.logging import configure_logging
-from app.infrastructure.metrics import MetricsFlusher
 from app.infrastructure.postgres.errors import UNREACHABLE
-from app.infrastructure.postgres.listener import ConfigWatcher, LimitsWatcher, reconnect_delays
-from app.infrastructure.redis.cdn_health import CdnHealthMonitor
-from app.infrastructure.redis.ratelimit import RedisLimitSettler
+from app.infrastructure.postgres.listener import reconnect_delays
 from app.infrastructure.redis.sequence import RedisLeasedSequence
-from app.ioc import providers
-from app.presentation.http import balance, cdn, config, health, limits, metrics, route
-from app.presentation.http.auth import AdminAuth, AdminGate, MetricsAuth
-from app.presentation.http.console import mount_console
-from app.presentation.http.context import RequestContext
-from app.presentation.http.docs import mount_docs
-from app.presentation.http.errors import install_error_handlers
-from app.presentation.http.openapi import document_redirect
-from app.presentation.http.redirect import RedirectFront
-from app.presentation.http.request_limits import RequestLimits
+from app.main.services import BackgroundServices
+from app.main.settings import Settings
+from app.presentation.edge.redirect import RedirectFront
 
 log = structlog.get_logger(__name__)
-
-
-def create_app(settings: Settings | None = None) -> RedirectFront:
-    """The ASGI application: the redirect front with the FastAPI admin app behind it."""
-    settings = settings or load_settings()
-    configure_logging(
-        level=settings.log_level,
-        json=settings.log_format == "json",
-        access_log=settings.access_log,
-    )
-    lifecycle = Lifecycle(drain_seconds=settings.drain_seconds)
-    container = make_async_container(
-        *providers(), context={Settings: settings, Lifecycle: lifecycle}
-    )
-
-    startup = Startup(container, lifecycle, settings)
-
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        async with startup(front):
-            yield
-
-    # Swagger UI and ReDoc from the package's own copies: the docs work without internet.
-    api = FastAPIOffline(
-        title="Video balancer",
-        version="1.0.0",
-        description="Sends video players to the CDN or the origin at a configured split.",
-        lifespan=lifespan,
-        docs_url=None,
-        redoc_url=None,
-        # Starlette's slash redirect builds its Location from the Host header: `/config/` is 404.
-        redirect_slashes=False,
-    )
-    auth = AdminAuth(settings.admin_token)
-    metrics_token = MetricsAuth(settings.metrics_token) if settings.metrics_token else None
-    routers = (
-        health.router,
-        balance.router,
-        config.config_router(auth),
-        route.route_router(auth),
-        cdn.cdn_router(auth),
-        limits.limits_router(auth),
-        metrics.metrics_router(metrics_token),
-        metrics.stats_router(auth),
-    )
-    for router in routers:
-        api.include_router(router)
-    install_error_handlers(api)
-    document_redirect(api)
-    mount_docs(api)
-    mount_console(api)
-    setup_dishka(container, api)
-    api.add_middleware(RequestLimits, max_body_bytes=settings.max_body_bytes)
-    # Outside RequestLimits: a request without a valid admin token is refused before its body.
-    api.add_middleware(AdminGate, routes=[one for router in routers for one in router.routes])
-    api.add_middleware(RequestContext)  # added last, so outermost: refusals carry the id too
-    front = RedirectFront(api, lifecycle)
-    return front
 
 
 # PostgreSQL not reachable (yet): start-up waits for it. Anything else fails at once.
@@ -115,6 +42,7 @@ class Startup:
 
     def __init__(self, container: AsyncContainer, lifecycle: Lifecycle, settings: Settings):
         self._container = container
+        self._services = BackgroundServices(container, settings)
         self._lifecycle = lifecycle
         self._timeout = settings.startup_timeout_seconds
         self._metrics = settings.metrics
@@ -130,6 +58,7 @@ class Startup:
             waiting = asyncio.create_task(self._retry(front, error), name="start-up")
         except BaseException:
             log.exception("startup_failed")
+            await self._services.stop()
             await self._container.close()
             raise
         try:
@@ -138,17 +67,14 @@ class Startup:
             if waiting is not None:
                 waiting.cancel()
                 await asyncio.wait([waiting])
+            await self._services.stop()
             await self._container.close()
 
     async def _start(self, front: RedirectFront) -> int:
         container = self._container
         loaded = await (await container.get(ReloadConfig))()
         await (await container.get(ReloadLimits))()
-        await container.get(ConfigWatcher)
-        await container.get(LimitsWatcher)
-        await container.get(CdnHealthMonitor)
-        await container.get(RedisLimitSettler)
-        await container.get(MetricsFlusher)
+        await self._services.start()
         front.bind(
             await container.get(RedirectVideo),
             await container.get(ClientLimiter),

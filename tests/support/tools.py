@@ -7,6 +7,7 @@ skip in CI.
 
 import os
 import shutil
+import socket
 from collections.abc import Callable
 
 import pytest
@@ -41,3 +42,12 @@ def require_tool(name: str, *, install: str, locate: Callable[[], str | None] | 
     require(path is not None, name, install)
     assert path is not None
     return path
+
+
+def can_bind(address: str) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind((address, 0))
+        except OSError:
+            return False
+    return True

@@ -13,7 +13,7 @@ from pydantic import (
     model_serializer,
 )
 
-from app.application.config import ConfigChange, RateLimitChange, ServerRule
+from app.application.config_versions import ConfigChange, RateLimitChange, ServerRule
 from app.application.documents import config_fields
 from app.domain.config import ConfigVersion
 from app.domain.errors import InvalidConfig

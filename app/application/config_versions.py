@@ -15,13 +15,14 @@ from app.application.errors import (
 from app.application.offload import off_loop
 from app.application.ports import ConfigRepository, StoredVersion
 from app.application.snapshot import ConfigSnapshot
-from app.domain.config import BalancerConfig, ConfigVersion, is_server_label
+from app.domain.cdn_health import HealthSettings
+from app.domain.config import BalancerConfig, ConfigVersion
 from app.domain.errors import InvalidConfig
-from app.domain.health import HealthSettings
 from app.domain.pool import CdnPool
 from app.domain.ratelimit import RateLimit
 from app.domain.regions import Region
 from app.domain.split import Split
+from app.domain.syntax import is_server_label
 
 MAX_WRITE_ATTEMPTS = 50
 MAX_COMMENT_LENGTH = 1000

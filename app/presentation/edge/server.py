@@ -28,8 +28,8 @@ import uvicorn
 from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors.multiprocess import Multiprocess, Process, logger
 
-from app.application.health import Lifecycle
-from app.presentation.http.redirect import RedirectFront
+from app.application.lifecycle import Lifecycle
+from app.presentation.edge.redirect import RedirectFront
 
 log = structlog.get_logger(__name__)
 

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from app.application.cdn_health import GetCdnHealth
-from app.application.health import CheckReadiness, Lifecycle
+from app.application.lifecycle import CheckReadiness, Lifecycle
 
 router = APIRouter(tags=["health"], route_class=DishkaRoute)
 

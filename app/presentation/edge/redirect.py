@@ -5,17 +5,17 @@ from urllib.parse import unquote_to_bytes
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.application.health import Lifecycle
+from app.application.lifecycle import Lifecycle
 from app.application.metrics import Tally
 from app.application.redirect import RedirectVideo
 from app.application.snapshot import ConfigSnapshot
-from app.domain.config import ConfigVersion, Redirect
+from app.domain.config import ConfigVersion
 from app.domain.errors import BalancerError, InvalidVideoUrl
 from app.domain.ratelimit import ClientLimiter, retry_after_seconds
+from app.domain.router import Redirect
 from app.domain.video import MAX_VIDEO_URL_LENGTH
-from app.presentation.http.client import client_address
-from app.presentation.http.docs import ASSETS
-from app.presentation.http.problem import (
+from app.presentation.client import client_address
+from app.presentation.problem import (
     PROBLEM_JSON,
     encode,
     error_problem,
@@ -30,7 +30,9 @@ _EMPTY_BODY = {"type": "http.response.body", "body": b""}
 _MAX_QUERY = 3 * MAX_VIDEO_URL_LENGTH + 64  # a fully percent-encoded URL of the maximum length
 # Before start-up completes only these answer; everything else needs the configuration.
 _OPEN_WHILE_STARTING = ("/health", "/ready", "/docs", "/redoc", "/openapi.json")
-_OPEN_PREFIXES_WHILE_STARTING = (f"{ASSETS}/", "/admin")
+# Where FastAPIOffline (fastapi-offline) mounts its copies of Swagger UI and ReDoc.
+DOCS_ASSETS = "/static-offline-docs"
+_OPEN_PREFIXES_WHILE_STARTING = (f"{DOCS_ASSETS}/", "/admin")
 
 
 def video_param(query: bytes) -> str:

@@ -18,18 +18,11 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 from pydantic import BaseModel, Field
 
-from app.application.metrics import (
-    DURATION_BUCKETS,
-    MAX_SERVERS,
-    Figures,
-    GetStats,
-    ReadInstanceFigures,
-    ResetStats,
-    cdn_host,
-)
+from app.application.metrics import MAX_SERVERS, GetStats, ReadInstanceFigures, ResetStats, cdn_host
+from app.application.ports import DURATION_BUCKETS, Figures
 from app.domain.regions import DEFAULT_REGION
-from app.presentation.http.auth import AdminAuth
-from app.presentation.http.schemas import PROBLEM_RESPONSE
+from app.presentation.api.auth import AdminAuth
+from app.presentation.api.schemas import PROBLEM_RESPONSE
 
 
 class StatsBody(BaseModel):

@@ -5,7 +5,7 @@ from dishka.integrations.fastapi import FromDishka
 from fastapi import APIRouter, Depends, Header, Path, Query, Response
 from pydantic_core import to_json
 
-from app.application.config import (
+from app.application.config_versions import (
     GetConfig,
     ListConfigHistory,
     RemoveServerRule,
@@ -18,14 +18,14 @@ from app.application.offload import off_loop
 from app.application.ports import StoredVersion
 from app.domain.config import ConfigVersion
 from app.domain.syntax import LABEL
-from app.presentation.http.auth import AdminAuth
-from app.presentation.http.etag import MAX_VERSION, etag, if_match_version
-from app.presentation.http.json_pieces import (
+from app.presentation.api.auth import AdminAuth
+from app.presentation.api.etag import MAX_VERSION, etag, if_match_version
+from app.presentation.api.json_pieces import (
     PiecewiseJsonRoute,
     PiecewiseResponse,
     dumps_in_pieces,
 )
-from app.presentation.http.schemas import (
+from app.presentation.api.schemas import (
     PROBLEM_RESPONSE,
     ConfigBody,
     ConfigHistoryPage,

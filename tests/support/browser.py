@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 from playwright.sync_api import Browser, ConsoleMessage, Page, Route, sync_playwright
 
-from tests.tools import require_tool
+from tests.support.tools import require_tool
 
 CSP_SPY = """
 window.__cspViolations = [];

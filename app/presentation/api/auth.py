@@ -10,7 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.presentation.http.problem import problem, send_problem
+from app.presentation.problem import problem, send_problem
 
 log = structlog.get_logger(__name__)
 

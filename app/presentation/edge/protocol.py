@@ -37,9 +37,9 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from app.domain.config import Redirect
-from app.presentation.http.problem import PROBLEM_JSON, encode, problem
-from app.presentation.http.redirect import REDIRECT_HEADERS, RedirectFront
+from app.domain.router import Redirect
+from app.presentation.edge.redirect import REDIRECT_HEADERS, RedirectFront
+from app.presentation.problem import PROBLEM_JSON, encode, problem
 
 log = structlog.get_logger(__name__)
 

@@ -4,9 +4,9 @@ from dishka.integrations.fastapi import DishkaRoute, FromDishka
 from fastapi import APIRouter, Depends
 
 from app.application.cdn_health import GetCdnHealth
-from app.domain.health import HostState
-from app.presentation.http.auth import AdminAuth
-from app.presentation.http.schemas import PROBLEM_RESPONSE, CdnHostHealth
+from app.domain.cdn_health import HostState
+from app.presentation.api.auth import AdminAuth
+from app.presentation.api.schemas import PROBLEM_RESPONSE, CdnHostHealth
 
 
 def _time(seconds: float | None) -> datetime | None:

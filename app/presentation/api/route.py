@@ -6,9 +6,9 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 
 from app.application.redirect import ExplainRoute
 from app.application.snapshot import ConfigSnapshot
-from app.presentation.http.auth import AdminAuth
-from app.presentation.http.problem import problem
-from app.presentation.http.schemas import PROBLEM_RESPONSE, RouteBody
+from app.presentation.api.auth import AdminAuth
+from app.presentation.api.schemas import PROBLEM_RESPONSE, RouteBody
+from app.presentation.problem import problem
 
 
 def route_router(auth: AdminAuth) -> APIRouter:

@@ -1,7 +1,7 @@
 from fastapi import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.presentation.http.problem import problem, send_problem
+from app.presentation.problem import problem, send_problem
 
 _CLOSE = {"Connection": "close"}
 
