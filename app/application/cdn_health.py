@@ -4,13 +4,14 @@ import asyncio
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import structlog
 
 from app.application.snapshot import ConfigSnapshot
 from app.domain.errors import BalancerError
 from app.domain.health import HealthSettings, HostState
+from app.domain.load import LoadReport
 
 log = structlog.get_logger(__name__)
 
@@ -26,11 +27,20 @@ class HealthBoardUnavailable(BalancerError):
     code = "health-board-unavailable"
 
 
+class ProbeAnswer(NamedTuple):
+    """What one probe found: `error` None when the host answered 2xx or 3xx in time, else
+    what went wrong; `report` the load report of the answer (None: none, or not asked)."""
+
+    error: str | None
+    report: LoadReport | None = None
+
+
 class CdnProbe(Protocol):
     """One health check request to a CDN host."""
 
-    async def __call__(self, url: str, *, method: str, timeout: float) -> str | None:
-        """None when `url` answered 2xx or 3xx within `timeout`, else what went wrong."""
+    async def answer(self, url: str, *, method: str, timeout: float, load: str) -> ProbeAnswer:
+        """Probe `url` within `timeout`; with `load` "agent" or "utilization" also read the
+        load report the answer carries. Never raises for anything the host does."""
         ...
 
 
@@ -83,38 +93,43 @@ class ProbeCdnHosts:
             return {}
         previous = (await self._board.read()).hosts
         targets = config.probe_targets()
-        errors = await asyncio.gather(
+        answers = await asyncio.gather(
             *(self._check(url, settings, previous.get(url, UNKNOWN)) for url in targets)
         )
         now = self.clock()
         states = {}
-        for url, error in zip(targets, errors, strict=True):
+        for url, (error, report) in zip(targets, answers, strict=True):
             before = previous.get(url, UNKNOWN)
-            after = before.observe(error, now, settings)
+            after = before.observe(error, now, settings, report)
             if after.healthy != before.healthy:
                 if after.healthy:
                     log.info("cdn_up", host=url, reason=f"{settings.rise} checks passed")
                 else:
-                    log.warning("cdn_down", host=url, reason=error)
+                    log.warning("cdn_down", host=url, reason=after.last_error)
+            if after.load_error != before.load_error and after.load_error is not None:
+                log.warning("cdn_load_report_ignored", host=url, error=after.load_error)
             states[url] = after
         if not await self._board.publish(states):
             log.info("cdn_prober_lease_lost")
         return states
 
-    async def _check(self, url: str, settings: HealthSettings, before: HostState) -> str | None:
+    async def _check(self, url: str, settings: HealthSettings, before: HostState) -> ProbeAnswer:
         timeout = settings.timeout_seconds
         try:
             async with asyncio.timeout(timeout + PROBE_GRACE_SECONDS):
-                return await self._probe(
-                    f"{url}{settings.path}", method=settings.method, timeout=timeout
+                return await self._probe.answer(
+                    f"{url}{settings.path}",
+                    method=settings.method,
+                    timeout=timeout,
+                    load=settings.load,
                 )
         except TimeoutError:
-            return f"no answer within {timeout:g} s"
+            return ProbeAnswer(f"no answer within {timeout:g} s")
         except Exception as error:
             problem = f"probe failed: {type(error).__name__} (a bug of the prober: see its log)"
             if before.last_error != problem:  # the traceback once, not every round
                 log.exception("cdn_probe_failed", host=url)
-            return problem
+            return ProbeAnswer(problem)
 
 
 class CdnHealthView:
@@ -176,10 +191,14 @@ class RefreshCdnHealth:
             view.last_change = now
         view.hosts = board.hosts
         if self._snapshot.loaded:
-            targets = self._snapshot.probe_targets
-            self._snapshot.mark_down(
-                frozenset(url for url in targets if not board.hosts.get(url, UNKNOWN).healthy)
-            )
+            down, percents = set(), {}
+            for url in self._snapshot.probe_targets:
+                state = board.hosts.get(url, UNKNOWN)
+                if not state.healthy:
+                    down.add(url)
+                elif state.weight_percent != 100:
+                    percents[url] = state.weight_percent
+            self._snapshot.mark_down(frozenset(down), percents)
 
 
 def stale_after(settings: HealthSettings) -> float:

@@ -1,4 +1,4 @@
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache, reduce
 from math import gcd
@@ -6,6 +6,7 @@ from operator import add
 from typing import NamedTuple
 
 from app.domain.errors import InvalidConfig
+from app.domain.load import effective_weights
 from app.domain.pacing import pace, paced
 from app.domain.syntax import cdn_base_url
 
@@ -107,25 +108,51 @@ def _period_order(weights: tuple[int, ...]) -> tuple[int, ...]:
 class Rotation:
     """The healthy members of one pool in smooth weighted round robin order, for one worker.
 
-    Built for a (pool, down hosts) pair; `next()` is what a CDN-bound redirect pays: an index
-    step through a precomputed schedule, or None when no member is healthy. `only` is the
-    base URL when exactly one member is healthy, so a pool of one costs no call at all.
+    Built for a (pool, down hosts, load percents) triple; `next()` is what a CDN-bound
+    redirect pays: an index step through a precomputed schedule, or None when no member is
+    healthy. `only` is the base URL when exactly one member takes viewers, so a pool of one
+    costs no call at all. `percents` (base URL -> percent of the configured weight, 100
+    when absent) scale the weights: a member at 0 (drained) takes viewers only when every
+    healthy member is at 0.
     """
 
-    __slots__ = ("_length", "_position", "_schedule", "_scores", "_weights", "healthy", "only")
+    __slots__ = (
+        "_length",
+        "_members",
+        "_position",
+        "_schedule",
+        "_scores",
+        "_weights",
+        "healthy",
+        "only",
+        "weights",
+    )
 
-    def __init__(self, pool: CdnPool, down: frozenset[str] = frozenset()) -> None:
+    def __init__(
+        self,
+        pool: CdnPool,
+        down: frozenset[str] = frozenset(),
+        percents: Mapping[str, int] | None = None,
+    ) -> None:
         members = [host for host in pool.hosts if host.base_url not in down]
         self.healthy: tuple[str, ...] = tuple(host.base_url for host in members)
-        self.only = self.healthy[0] if len(members) == 1 else ""
-        divisor = reduce(gcd, (host.weight for host in members), 0) or 1
-        weights = [host.weight // divisor for host in members]
+        configured = [host.weight for host in members]
+        if percents and any(url in percents for url in self.healthy):
+            scaled = effective_weights(configured, [percents.get(url, 100) for url in self.healthy])
+        else:
+            scaled = configured
+        # Base URL -> the weight this rotation gives it (0: drained), for the console.
+        self.weights: dict[str, int] = dict(zip(self.healthy, scaled, strict=True))
+        taking = [(url, weight) for url, weight in self.weights.items() if weight]
+        self._members: tuple[str, ...] = tuple(url for url, _ in taking)
+        self.only = self._members[0] if len(taking) == 1 else ""
+        weights = _fitted([weight for _, weight in taking])
         self._weights = weights
         self._scores = [0] * len(weights)
         self._position = 0
         if sum(weights) <= _MAX_SCHEDULE:
             order = _period_order(tuple(weights))
-            self._schedule: tuple[str, ...] = tuple(map(self.healthy.__getitem__, order))
+            self._schedule: tuple[str, ...] = tuple(map(self._members.__getitem__, order))
         else:
             self._schedule = ()
         self._length = len(self._schedule)
@@ -153,7 +180,7 @@ class Rotation:
             scores[index] += weight
             if scores[index] > scores[best]:
                 best = index
-        return self.healthy[best]
+        return self._members[best]
 
     def _step(self) -> str:
         weights, scores = self._weights, self._scores
@@ -163,4 +190,18 @@ class Rotation:
             if scores[index] > scores[best]:
                 best = index
         scores[best] -= sum(weights)
-        return self.healthy[best]
+        return self._members[best]
+
+
+def _fitted(weights: list[int]) -> list[int]:
+    """`weights` divided by their greatest common divisor. Weights scaled by load reports
+    (configured weight times percent) whose sum is still too large for a schedule are
+    rounded down to fit one, each member keeping at least 1: a share off by at most
+    1/4096 of the total beats a per-request step through every member."""
+    divisor = reduce(gcd, weights, 0) or 1
+    weights = [weight // divisor for weight in weights]
+    total = sum(weights)
+    if total <= _MAX_SCHEDULE or max(weights) <= MAX_HOST_WEIGHT:
+        return weights
+    room = _MAX_SCHEDULE - len(weights)
+    return [max(1, weight * room // total) for weight in weights]

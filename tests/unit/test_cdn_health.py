@@ -7,7 +7,7 @@ from collections.abc import Iterator, Mapping
 
 import pytest
 
-from app.application.cdn_health import BoardView, ProbeCdnHosts
+from app.application.cdn_health import BoardView, ProbeAnswer, ProbeCdnHosts
 from app.application.snapshot import ConfigSnapshot
 from app.domain.config import BalancerConfig
 from app.domain.health import HealthSettings, HostState
@@ -40,13 +40,13 @@ class Misbehaving:
     def __init__(self) -> None:
         self.asked: list[str] = []
 
-    async def __call__(self, url: str, *, method: str, timeout: float) -> str | None:
+    async def answer(self, url: str, *, method: str, timeout: float, load: str) -> ProbeAnswer:
         self.asked.append(url)
         if url.startswith(B):
             raise ValueError("invalid literal for int() with base 10: '²00'")
         if url.startswith(C):
             await asyncio.sleep(10 * timeout)
-        return None
+        return ProbeAnswer(None)
 
 
 def snapshot_of(*hosts: str, fall: int = 1) -> ConfigSnapshot:
