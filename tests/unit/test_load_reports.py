@@ -105,7 +105,7 @@ def test_any_bytes_give_a_report_none_or_an_error_never_an_exception(raw: bytes)
         if report is not None and report.error is None:
             assert 0 <= report.percent() <= 256
         elif report is not None:
-            assert report.state is report.weight_percent is report.utilization is None
+            assert (report.state, report.weight_percent, report.utilization) == (None, None, None)
 
 
 @given(st.text(alphabet=st.characters(codec="ascii"), max_size=200))
