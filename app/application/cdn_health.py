@@ -2,13 +2,14 @@
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
 import structlog
 
 from app.application.snapshot import ConfigSnapshot
+from app.domain.config import BalancerConfig
 from app.domain.errors import BalancerError
 from app.domain.health import HealthSettings, HostState
 from app.domain.load import LoadReport
@@ -206,6 +207,35 @@ def stale_after(settings: HealthSettings) -> float:
     return 2 * settings.interval_seconds + settings.timeout_seconds + 1.0
 
 
+class HostLoad(NamedTuple):
+    """One host's weight as the routers apply it: `effective` is `configured` times the
+    host's share from load reports and slow start, 0 while it is down or drained."""
+
+    configured: int
+    effective: float
+
+
+def host_loads(
+    config: BalancerConfig, hosts: Mapping[str, HostState], targets: Iterable[str]
+) -> dict[str, HostLoad]:
+    """The weights of `targets` (base URLs) from the health states in `hosts`. A host that
+    is in several pools counts with its weight in the first (see `host_weights`)."""
+    weights = config.host_weights()
+    enabled = config.cdn_health.enabled
+    loads = {}
+    for url in targets:
+        configured = weights.get(url, 1)
+        state = hosts.get(url, UNKNOWN)
+        if not enabled:
+            effective = float(configured)
+        elif not state.healthy:
+            effective = 0.0
+        else:
+            effective = configured * state.weight_percent / 100
+        loads[url] = HostLoad(configured, effective)
+    return loads
+
+
 @dataclass(frozen=True, slots=True)
 class CdnHealthReport:
     hosts: list[tuple[str, HostState]]
@@ -216,6 +246,7 @@ class CdnHealthReport:
     refused: int
     # Requests by region sent to the default pool because the region's had no healthy host.
     regions_to_default: Mapping[str, int] = field(default_factory=dict)
+    loads: Mapping[str, HostLoad] = field(default_factory=dict)  # by base URL
 
 
 class GetCdnHealth:
@@ -233,8 +264,10 @@ class GetCdnHealth:
     async def __call__(self) -> CdnHealthReport:
         config = self._snapshot.version.config
         settings = config.cdn_health
-        hosts = [(url, self._view.hosts.get(url, UNKNOWN)) for url in self._snapshot.probe_targets]
+        targets = self._snapshot.probe_targets
+        hosts = [(url, self._view.hosts.get(url, UNKNOWN)) for url in targets]
         return CdnHealthReport(
+            loads=host_loads(config, self._view.hosts, targets),
             hosts=hosts,
             enabled=settings.enabled,
             stale=self.staleness(settings) if settings.enabled else None,

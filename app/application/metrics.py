@@ -200,6 +200,9 @@ class Figures:
     config_version: int = 0
     sequence_degraded: bool = False
     cdn_up: dict[str, bool] = field(default_factory=dict)  # CDN host -> up
+    # CDN host -> the weight its rotations give it now, and its last reported utilization.
+    cdn_weight: dict[str, float] = field(default_factory=dict)
+    cdn_utilization: dict[str, float] = field(default_factory=dict)
     rate_limit_clients: int = 0
     origin_share: float | None = None  # the configured global split's origin share
     workers: int = 0  # merged: how many of the merged workers are live
@@ -236,6 +239,11 @@ def merge(figures: Iterable[Figures]) -> Figures:
         merged.sequence_degraded |= one.sequence_degraded
         for host, up in one.cdn_up.items():
             merged.cdn_up[host] = merged.cdn_up.get(host, True) and up
+        # Workers agree within a board read; while they do not, the lowest figure stands.
+        for host, weight in one.cdn_weight.items():
+            merged.cdn_weight[host] = min(merged.cdn_weight.get(host, weight), weight)
+        for host, used in one.cdn_utilization.items():
+            merged.cdn_utilization[host] = max(merged.cdn_utilization.get(host, used), used)
         merged.rate_limit_clients += one.rate_limit_clients
         if one.origin_share is not None:
             merged.origin_share = one.origin_share

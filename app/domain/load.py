@@ -59,9 +59,9 @@ class LoadReport:
             return self.weight_percent
         return FULL
 
-    def shown(self) -> dict[str, object]:
+    def shown(self) -> dict[str, str | int | float]:
         """The raw report, as `GET /cdn/health` shows it (fields not reported left out)."""
-        fields = {
+        fields: dict[str, str | int | float | None] = {
             "state": self.state,
             "weight_percent": self.weight_percent,
             "utilization": self.utilization,

@@ -362,6 +362,18 @@ class CdnHostHealth(BaseModel):
     last_check: datetime | None
     last_error: str | None
     consecutive_failures: int
+    configured_weight: int = Field(
+        description="The host's weight in the first pool listing it (cdn_hosts, rules, regions)."
+    )
+    effective_weight: float = Field(
+        description="What the rotations give it now: configured weight times its load report's "
+        "share and slow start; 0 while down or drained."
+    )
+    reported: dict[str, str | int | float] | None = Field(
+        description="The last load report read: `state`, `weight_percent`, `utilization`; "
+        "null: none (or load reports are off)."
+    )
+    load_error: str | None = Field(description="Why the last load report was ignored.")
 
 
 class ConfigHistoryPage(BaseModel):
