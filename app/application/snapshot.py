@@ -118,9 +118,10 @@ class ConfigSnapshot:
             router = await off_loop(self.compile, version, self._down_hosts, self._percents)
             for prepare in self._preparers:
                 await prepare(router.sequences)
-            # A health or load change came meanwhile.
-            if router.down_hosts != self._down_hosts or router.percents != self._percents:
+            if router.down_hosts != self._down_hosts:  # a health change came meanwhile
                 router = self._recompile(router)
+            elif router.percents != self._percents:  # a load change
+                router.reweigh(self._percents)
             self._take(router)
             return True
 
@@ -163,10 +164,15 @@ class ConfigSnapshot:
         percents = percents or {}
         if down_hosts == self._down_hosts and percents == self._percents:
             return
+        same_hosts = down_hosts == self._down_hosts
         self._down_hosts = down_hosts
         self._percents = percents
         router = self.current
-        if router is not None:
+        if router is not None and same_hosts:
+            # Load reports move every round: the largest configuration compiles in 40 ms,
+            # its rotations alone are laid out again in 1 ms a pool whose reports moved.
+            router.reweigh(percents)
+        elif router is not None:
             self._install(self._recompile(router))
 
     def forget_regions(self) -> None:

