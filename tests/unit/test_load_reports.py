@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from app.application.snapshot import ConfigSnapshot
 from app.domain.config import BalancerConfig, Router
 from app.domain.errors import InvalidConfig
 from app.domain.health import HealthSettings, HostState
@@ -347,3 +348,26 @@ def test_64_hosts_with_nearly_equal_reports_still_get_a_short_schedule() -> None
     picked = Counter(rotation._schedule)
     assert set(picked) == set(pool.base_urls)
     assert max(picked.values()) - min(picked.values()) <= 1
+
+
+def test_a_load_change_reweighs_the_served_router_in_place_and_a_health_change_compiles() -> None:
+    config = BalancerConfig(
+        cdn_host="x",
+        split=Split(1, 0),
+        cdn_hosts=CdnPool.of([(A, 1), (B, 1)]),
+        cdn_health=HealthSettings(),
+    )
+    snapshot = ConfigSnapshot()
+    snapshot.offer(version(1, config))
+    served = snapshot.router
+    snapshot.mark_down(frozenset(), {B: 0})
+    assert snapshot.router is served
+    sequence = CountingSequence()
+    assert {served.redirect(VIDEO, sequence.next).cdn for _ in range(10)} == {A}
+    snapshot.mark_down(frozenset({A}), {B: 0})
+    assert snapshot.router is not served
+    # B drained, A down: the drained host takes the viewers rather than none at all.
+    assert {snapshot.router.redirect(VIDEO, sequence.next).cdn for _ in range(10)} == {B}
+    snapshot.mark_down(frozenset(), {})
+    picked = Counter(snapshot.router.redirect(VIDEO, sequence.next).cdn for _ in range(10))
+    assert picked == {A: 5, B: 5}
