@@ -152,7 +152,7 @@ class Rotation:
             scaled = effective_weights(configured, [percents.get(url, 100) for url in self.healthy])
         else:
             scaled = configured
-        # Base URL -> the weight this rotation gives it (0: drained), for the console.
+        # Base URL -> the weight this rotation gives it (0: drained).
         self.weights: dict[str, int] = dict(zip(self.healthy, scaled, strict=True))
         taking = [(url, weight) for url, weight in self.weights.items() if weight]
         self._members: tuple[str, ...] = tuple(url for url, _ in taking)
