@@ -188,6 +188,11 @@ def merge(figures: Iterable[Figures]) -> Figures:
         merged.sequence_degraded |= one.sequence_degraded
         for host, up in one.cdn_up.items():
             merged.cdn_up[host] = merged.cdn_up.get(host, True) and up
+        # Workers agree within a board read; while they do not, the lowest figure stands.
+        for host, weight in one.cdn_weight.items():
+            merged.cdn_weight[host] = min(merged.cdn_weight.get(host, weight), weight)
+        for host, used in one.cdn_utilization.items():
+            merged.cdn_utilization[host] = max(merged.cdn_utilization.get(host, used), used)
         merged.rate_limit_clients += one.rate_limit_clients
         if one.origin_share is not None:
             merged.origin_share = one.origin_share

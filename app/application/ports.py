@@ -4,10 +4,11 @@ infrastructure implements, with the records they carry."""
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from app.domain.cdn_health import HostState
 from app.domain.config import BalancerConfig, ConfigVersion
+from app.domain.load import LoadReport
 from app.domain.ratelimit import ClientLimit, IPNetwork, NetworkKey, RateLimit
 
 
@@ -184,6 +185,9 @@ class Figures:
     config_version: int = 0
     sequence_degraded: bool = False
     cdn_up: dict[str, bool] = field(default_factory=dict)  # CDN host -> up
+    # CDN host -> the weight its rotations give it now, and its last reported utilization.
+    cdn_weight: dict[str, float] = field(default_factory=dict)
+    cdn_utilization: dict[str, float] = field(default_factory=dict)
     rate_limit_clients: int = 0
     origin_share: float | None = None  # the configured global split's origin share
     workers: int = 0  # merged: how many of the merged workers are live
@@ -221,11 +225,20 @@ class WorkerFigures(Protocol):
     def read_all(self) -> list[Figures]: ...
 
 
+class ProbeAnswer(NamedTuple):
+    """What one probe found: `error` None when the host answered 2xx or 3xx in time, else
+    what went wrong; `report` the load report of the answer (None: none, or not asked)."""
+
+    error: str | None
+    report: LoadReport | None = None
+
+
 class CdnProbe(Protocol):
     """One health check request to a CDN host."""
 
-    async def __call__(self, url: str, *, method: str, timeout: float) -> str | None:
-        """None when `url` answered 2xx or 3xx within `timeout`, else what went wrong."""
+    async def answer(self, url: str, *, method: str, timeout: float, load: str) -> ProbeAnswer:
+        """Probe `url` within `timeout`; with `load` "agent" or "utilization" also read the
+        load report the answer carries. Never raises for anything the host does."""
         ...
 
 

@@ -3,6 +3,7 @@ import re
 from dataclasses import dataclass, replace
 
 from app.domain.errors import InvalidConfig
+from app.domain.load import LOAD_MODES, MAX_SLOW_START_SECONDS, LoadReport, slow_start_percent
 
 PROBE_METHODS = ("HEAD", "GET")
 MAX_INTERVAL_SECONDS = 3600
@@ -29,6 +30,9 @@ class HealthSettings:
     timeout_seconds: float = 1.0
     fall: int = 3
     rise: int = 2
+    # Load reports read from the probe's answer: "off", "agent" or "utilization".
+    load: str = "off"
+    slow_start_seconds: float = 0.0
 
     def __post_init__(self) -> None:
         if type(self.enabled) is not bool:
@@ -49,8 +53,23 @@ class HealthSettings:
                 raise InvalidConfig(
                     f"cdn_health.{field}", f"must be an integer from 1 to {MAX_THRESHOLD}"
                 )
+        if self.load not in LOAD_MODES:
+            raise InvalidConfig("cdn_health.load", "must be off, agent or utilization")
+        if self.load == "agent" and self.method != "GET":
+            raise InvalidConfig(
+                "cdn_health.method", "must be GET when load is agent (the report is the body)"
+            )
+        slow = self.slow_start_seconds
+        if not isinstance(slow, int | float) or isinstance(slow, bool):
+            raise InvalidConfig("cdn_health.slow_start_seconds", "must be a number of seconds")
+        if not 0 <= slow <= MAX_SLOW_START_SECONDS:
+            raise InvalidConfig(
+                "cdn_health.slow_start_seconds",
+                f"must be from 0 (off) to {MAX_SLOW_START_SECONDS} seconds",
+            )
         object.__setattr__(self, "interval_seconds", interval)
         object.__setattr__(self, "timeout_seconds", timeout)
+        object.__setattr__(self, "slow_start_seconds", float(slow))
 
     @property
     def retry_after(self) -> int:
@@ -68,10 +87,64 @@ class HostState:
     last_error: str | None = None
     consecutive_failures: int = 0
     consecutive_successes: int = 0
+    # The last load report that could be read (None: none, or load reports are off), why
+    # the last one could not, and the share of its configured weight the host gets now.
+    reported: LoadReport | None = None
+    load_error: str | None = None
+    weight_percent: int = 100
+    # When it last came back up (for slow start); None: never down since probes began.
+    back_since: float | None = None
 
-    def observe(self, error: str | None, now: float, settings: HealthSettings) -> "HostState":
+    def observe(
+        self,
+        error: str | None,
+        now: float,
+        settings: HealthSettings,
+        report: LoadReport | None = None,
+    ) -> "HostState":
         """The state after one probe (`error` None: it answered 2xx/3xx in time). A healthy
-        host goes down after `fall` failures in a row, a down one up after `rise` successes."""
+        host goes down after `fall` failures in a row, a down one up after `rise` successes.
+
+        `report`: the answer's load report (None: it sent none). An agent's `maint` or
+        `down` takes the host out at once; a report that cannot be read changes nothing
+        but `load_error`."""
+        if settings.load == "off":
+            report = None
+        state = self._observe_probe(error, now, settings, report)
+        reported, load_error = state.reported, state.load_error
+        if settings.load == "off":
+            reported, load_error = None, None
+        elif error is None:  # a failed probe read no report: the last one stands
+            if report is None or report.error is None:
+                reported, load_error = report, None
+            else:
+                load_error = report.error
+        back = state.back_since
+        if state.healthy and not self.healthy:
+            back = now
+        base = 100 if reported is None else reported.percent()
+        return replace(
+            state,
+            reported=reported,
+            load_error=load_error,
+            back_since=back,
+            weight_percent=slow_start_percent(base, back, now, settings.slow_start_seconds),
+        )
+
+    def _observe_probe(
+        self, error: str | None, now: float, settings: HealthSettings, report: LoadReport | None
+    ) -> "HostState":
+        if error is None and report is not None and report.takes_out:
+            failures = self.consecutive_failures + 1
+            return replace(
+                self,
+                healthy=False,
+                since=self.since if not self.healthy and self.since is not None else now,
+                last_check=now,
+                last_error=f"reported {report.state}",
+                consecutive_failures=failures,
+                consecutive_successes=0,
+            )
         if error is None:
             successes = self.consecutive_successes + 1
             healthy = self.healthy or successes >= settings.rise

@@ -112,6 +112,15 @@ class BalancerConfig:
         """Base URLs of every CDN host the configuration can redirect to, each once."""
         return tuple(dict.fromkeys(url for pool in self._pools() for url in pool.base_urls))
 
+    def host_weights(self) -> dict[str, int]:
+        """Base URL -> configured weight of every CDN host, in the first pool that lists it
+        (`cdn_hosts`, then the server rules', then the regions')."""
+        weights: dict[str, int] = {}
+        for pool in self._pools():
+            for host in pool.hosts:
+                weights.setdefault(host.base_url, host.weight)
+        return weights
+
     def _pools(self) -> tuple[CdnPool, ...]:
         return (
             self.pool,

@@ -1,4 +1,4 @@
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import NamedTuple
 
 from app.domain.config import BalancerConfig, ConfigVersion
@@ -93,6 +93,7 @@ class Router:
         "_version",
         "down_hosts",
         "matcher",
+        "percents",
         "pools",
         "probe_targets",
         "sequences",
@@ -105,12 +106,17 @@ class Router:
         down_hosts: frozenset[str] = frozenset(),
         fallbacks: FallbackCount | None = None,
         matcher: RegionMatcher | None = None,
+        percents: Mapping[str, int] | None = None,
     ) -> None:
-        """`matcher` holds the regions of `version` (None: viewers are not told apart)."""
+        """`matcher` holds the regions of `version` (None: viewers are not told apart);
+        `percents` the share of its configured weight each host gets now (base URL ->
+        percent; 100 when absent), from the hosts' load reports and slow start."""
         config = version.config
         self.down_hosts = down_hosts  # as given, health checks on or off
+        self.percents: Mapping[str, int] = percents or {}
         if not config.cdn_health.enabled:
             down_hosts = frozenset()
+            percents = None
         self.version = version
         self._version = version.version
         self._domains = frozenset(config.origin_domains)
@@ -123,14 +129,14 @@ class Router:
         self._fallback = config.origin_fallback
         self._fallbacks = fallbacks or FallbackCount()
         self._retry_after = config.cdn_health.retry_after
-        self._rotation = Rotation(config.pool, down_hosts)
+        self._rotation = Rotation(config.pool, down_hosts, percents)
         # The one healthy host of the global pool ("" otherwise): a pool of one costs nothing.
         self._cdn_base = self._rotation.only
         self.pools: dict[str, Rotation] = {"cdn_hosts": self._rotation}
         rules: dict[str, _Rule] = {}
         for server, split in paced(config.server_rules.items()):
             rules[server] = _Rule(
-                split, self._rule_rotation(config, server, down_hosts), down=False
+                split, self._rule_rotation(config, server, down_hosts, percents), down=False
             )
         for server in paced(config.down_servers):
             rotation = rules[server].rotation if server in rules else self._rotation
@@ -141,7 +147,7 @@ class Router:
         self._match = matcher if config.regions else None
         regions = []
         for region in paced(config.regions):
-            rotation = Rotation(region.pool, down_hosts)
+            rotation = Rotation(region.pool, down_hosts, percents)
             self.pools[f"regions.{region.name}.cdn_hosts"] = rotation
             regions.append(_RegionRoute(region, config.split, rotation))
         self._regions = tuple(regions)
@@ -149,6 +155,17 @@ class Router:
         self.sequences = ("", *config.server_rules, *(region.key for region in regions))
         # Asked for by every health refresh and metrics flush: 8,192 hosts at most.
         self.probe_targets = config.probe_targets()
+
+    def reweigh(self, percents: Mapping[str, int]) -> None:
+        """Apply new load percents (base URL -> percent) in place, the down hosts as they
+        are: only the rotations of pools whose members' percents moved are laid out again,
+        and nothing else of the router is compiled again."""
+        self.percents = percents
+        if not self.version.config.cdn_health.enabled:
+            return
+        for rotation in self.pools.values():
+            rotation.reweigh(percents)
+        self._cdn_base = self._rotation.only
 
     def period(self, sequence: str) -> int:
         """How many consecutive numbers make one round of the split counted on `sequence`
@@ -164,12 +181,17 @@ class Router:
         return split.cdn_weight + split.origin_weight
 
     def _rule_rotation(
-        self, config: BalancerConfig, server: str, down_hosts: frozenset[str]
+        self,
+        config: BalancerConfig,
+        server: str,
+        down_hosts: frozenset[str],
+        percents: Mapping[str, int] | None,
     ) -> Rotation:
         pool = config.server_pools.get(server)
         if pool is None:
             return self._rotation
-        rotation = self.pools[f"server_rules.{server}.cdn_hosts"] = Rotation(pool, down_hosts)
+        rotation = Rotation(pool, down_hosts, percents)
+        self.pools[f"server_rules.{server}.cdn_hosts"] = rotation
         return rotation
 
     def redirect(

@@ -3,6 +3,7 @@
 Every feature that touches the redirect path adds the variant that proves what it costs.
 """
 
+import threading
 from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 from typing import Any
@@ -31,6 +32,47 @@ def pool_of_three(cleanup: ExitStack) -> Mapping[str, Any]:
             for host, weight in zip(hosts, (3, 2, 1), strict=True)
         ],
         "cdn_health": {"enabled": True},
+    }
+
+
+LOAD_REPORTS = "service-pool-load"
+
+
+def pool_reporting_load(cleanup: ExitStack) -> Mapping[str, Any]:
+    """Three loopback CDN hosts at 3:2:1 probed every second with HAProxy agent reports
+    on, each answering a new percentage every second (`up 20%` to `up 100%`): every probe
+    round moves the weights, and every worker lays out its rotations again."""
+    hosts = [FakeCdn().start() for _ in range(3)]
+    stop = threading.Event()
+
+    def report() -> None:
+        turn = 0
+        while not stop.is_set():
+            for index, host in enumerate(hosts):
+                body = f"up {20 + (turn * 37 + index * 23) % 81}%\n".encode()
+                host.answer = (
+                    b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
+                    % len(body)
+                ) + body
+            turn += 1
+            stop.wait(1.0)
+
+    threading.Thread(target=report, daemon=True).start()
+    cleanup.callback(stop.set)
+    for host in hosts:
+        cleanup.callback(host.stop)
+    return {
+        "cdn_hosts": [
+            {"host": host.host, "weight": weight}
+            for host, weight in zip(hosts, (3, 2, 1), strict=True)
+        ],
+        "cdn_health": {
+            "enabled": True,
+            "method": "GET",
+            "load": "agent",
+            "interval_seconds": 1.0,
+            "timeout_seconds": 0.5,
+        },
     }
 
 
@@ -117,6 +159,12 @@ VARIANTS: tuple[Variant, ...] = (
     Variant(METRICS_OFF, "service, metrics off", environ={"BALANCER_METRICS": "false"}),
     Variant(SERVICE_2W, "service", workers=2, pinned=False),
     Variant(SERVICE_POOL, "service, pool of 3 with health checks", config=pool_of_three),
+    Variant(
+        LOAD_REPORTS,
+        "service, pool of 3 with agent load reports changing every second",
+        config=pool_reporting_load,
+        at_least_of=(SERVICE_POOL, 0.95),
+    ),
     Variant(
         FORWARDED,
         "service, 2,000 clients via X-Forwarded-For, limits off",

@@ -138,6 +138,8 @@ def some_query(document: dict[str, Any], pattern: str) -> bool:
         ),
         ("rate-limited", r'rate\(balancer_rejected_total\{code="rate-limited"\}'),
         ("CDN health", r"min by \(host\) \(balancer_cdn_up\)"),
+        ("CDN effective weights", r"min by \(host\) \(balancer_cdn_effective_weight\)"),
+        ("reported utilization", r"by \(host\) \(balancer_cdn_reported_utilization\)"),
         ("origin fallback", r"rate\(balancer_fallback_total\["),
         ("degraded mode", r"by \(instance\) \(balancer_sequence_degraded\)"),
         ("config version", r"max\(balancer_config_version\)"),

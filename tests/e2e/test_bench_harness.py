@@ -89,6 +89,7 @@ def test_report_has_both_targets_and_a_chart_when_run_briefly(
         "reference",
         "service-2w",
         "service-pool",
+        "service-pool-load",
         "service-xff",
         "service-limits",
         "service-regions",

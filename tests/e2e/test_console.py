@@ -368,6 +368,10 @@ def test_now_panel_shows_health_and_live_rates_in_the_documented_shapes(
                 "last_check": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "last_error": "connect timeout <b>after</b> 2 s",
                 "consecutive_failures": 4,
+                "configured_weight": 1,
+                "effective_weight": 0,
+                "reported": {"state": "maint", "weight_percent": 50},
+                "load_error": "unknown agent word '<i>OK</i>'",
             }
         ]
         route.fulfill(status=200, content_type="application/json", body=json.dumps(body))
@@ -387,6 +391,8 @@ def test_now_panel_shows_health_and_live_rates_in_the_documented_shapes(
     pool = page.locator("#pool-table")
     expect(pool).to_contain_text("down")
     expect(pool).to_contain_text("connect timeout <b>after</b> 2 s")
+    expect(pool).to_contain_text("maint 50%")
+    expect(pool).to_contain_text("ignored: unknown agent word '<i>OK</i>'")
     expect(page.locator("#now-summary")).to_contain_text("10.0 % to the origin")
     now_stats = page.locator("#now-stats")
     expect(now_stats).to_contain_text("this instance only")

@@ -281,6 +281,10 @@ async def test_cdn_health_needs_the_admin_token(client: httpx.AsyncClient) -> No
             "last_check": None,
             "last_error": None,
             "consecutive_failures": 0,
+            "configured_weight": 1,
+            "effective_weight": 1.0,
+            "reported": None,
+            "load_error": None,
         }
     ]
 

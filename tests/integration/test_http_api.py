@@ -259,6 +259,11 @@ async def test_admin_endpoints_answer_the_admin_token(
         ({"cdn_host": "ftp://cdn.example.com"}, "cdn_host"),
         ({"cdn_host": None}, "cdn_host"),
         ({"redirect_status": 200}, "redirect_status"),
+        ({"cdn_health": {"load": "least_conn"}}, "cdn_health.load"),
+        ({"cdn_health": {"load": "agent"}}, "cdn_health.method"),  # HEAD carries no body
+        ({"cdn_health": {"slow_start_seconds": -1}}, "cdn_health.slow_start_seconds"),
+        ({"cdn_health": {"slow_start_seconds": 1e9}}, "cdn_health.slow_start_seconds"),
+        ({"cdn_health": {"slow_start_seconds": "5"}}, "cdn_health.slow_start_seconds"),
         ({"unknown": 1}, "unknown"),
         ({}, "body"),
     ],

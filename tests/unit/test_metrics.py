@@ -210,6 +210,22 @@ def test_a_cdn_host_is_up_only_while_every_live_worker_routes_to_it() -> None:
     assert merged.cdn_up == {"a": False, "b": True}
 
 
+def test_effective_weights_merge_to_the_lowest_and_utilizations_to_the_highest() -> None:
+    merged = merge(
+        [
+            worker(1, 0, cdn_weight={"a": 2.0, "b": 1.0}, cdn_utilization={"a": 0.2}),
+            worker(2, 0, cdn_weight={"a": 0.5, "b": 1.0}, cdn_utilization={"a": 0.6}),
+        ]
+    )
+    assert merged.cdn_weight == {"a": 0.5, "b": 1.0}
+    assert merged.cdn_utilization == {"a": 0.6}
+    families = {family.name: family for family in figure_families(merged)}
+    weights = {s.labels["host"]: s.value for s in families["balancer_cdn_effective_weight"].samples}
+    assert weights == {"a": 0.5, "b": 1.0}
+    (used,) = families["balancer_cdn_reported_utilization"].samples
+    assert (used.labels, used.value) == ({"host": "a"}, 0.6)
+
+
 def test_stats_fields_flatten_the_dimensions_of_the_stats_endpoint() -> None:
     tally = Tally()
     for redirect in (cdn(), cdn("s2", "eu"), origin()):
@@ -237,6 +253,8 @@ def test_worker_figures_survive_the_file_round_trip(tmp_path: Path) -> None:
         config_version=4,
         sequence_degraded=True,
         cdn_up={"cdn.example.com": False},
+        cdn_weight={"cdn.example.com": 0.5},
+        cdn_utilization={"cdn.example.com": 0.72},
         fallback={"eu": 2},
         region_fallback={"us": 5},
         backend_errors={("redis", "TimeoutError"): 3},

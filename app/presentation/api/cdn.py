@@ -3,7 +3,7 @@ from datetime import UTC, datetime
 from dishka.integrations.fastapi import DishkaRoute, FromDishka
 from fastapi import APIRouter, Depends
 
-from app.application.cdn_health import GetCdnHealth
+from app.application.cdn_health import GetCdnHealth, HostLoad
 from app.domain.cdn_health import HostState
 from app.presentation.api.auth import AdminAuth
 from app.presentation.api.schemas import PROBLEM_RESPONSE, CdnHostHealth
@@ -13,7 +13,8 @@ def _time(seconds: float | None) -> datetime | None:
     return None if seconds is None else datetime.fromtimestamp(seconds, UTC)
 
 
-def host_health(url: str, state: HostState) -> CdnHostHealth:
+def host_health(url: str, state: HostState, load: HostLoad | None = None) -> CdnHostHealth:
+    load = load or HostLoad(1, 1.0)
     return CdnHostHealth(
         host=url,
         healthy=state.healthy,
@@ -21,6 +22,10 @@ def host_health(url: str, state: HostState) -> CdnHostHealth:
         last_check=_time(state.last_check),
         last_error=state.last_error,
         consecutive_failures=state.consecutive_failures,
+        configured_weight=load.configured,
+        effective_weight=round(load.effective, 3),
+        reported=None if state.reported is None else state.reported.shown(),
+        load_error=state.load_error,
     )
 
 
@@ -36,6 +41,6 @@ def cdn_router(auth: AdminAuth) -> APIRouter:
         """Every configured CDN host (global pool and server rules' pools) as the probes
         have seen it. A host not probed yet counts as healthy (`since` null)."""
         report = await get()
-        return [host_health(url, state) for url, state in report.hosts]
+        return [host_health(url, state, report.loads.get(url)) for url, state in report.hosts]
 
     return router

@@ -155,6 +155,24 @@ def figure_families(figures: Figures) -> Iterator[Metric]:
     for host, up in sorted(figures.cdn_up.items()):
         cdn_up.add_metric([host], int(up))
     yield cdn_up
+    weights = GaugeMetricFamily(
+        "balancer_cdn_effective_weight",
+        "The weight the CDN host's rotations give it now: its configured weight (in the first "
+        "pool listing it) times the share its load report and slow start leave; 0 while down "
+        "or drained. The lowest over the workers.",
+        labels=["host"],
+    )
+    for host, weight in sorted(figures.cdn_weight.items()):
+        weights.add_metric([host], weight)
+    yield weights
+    utilization = GaugeMetricFamily(
+        "balancer_cdn_reported_utilization",
+        "The utilization the CDN host last reported (load: utilization), 1 = fully used.",
+        labels=["host"],
+    )
+    for host, used in sorted(figures.cdn_utilization.items()):
+        utilization.add_metric([host], used)
+    yield utilization
     if figures.origin_share is not None:
         yield _gauge(
             "balancer_configured_origin_share",

@@ -86,6 +86,15 @@ class CdnHealthBody(BaseModel):
     timeout_seconds: float | None = Field(None, description="Below interval_seconds.")
     fall: int | None = Field(None, description="Failures in a row that take a host out.")
     rise: int | None = Field(None, description="Successes in a row that bring it back.")
+    load: str | None = Field(
+        None,
+        description="Load reports read from the probe's answer: `off`, `agent` (HAProxy agent "
+        "words in the body's first line, e.g. `up 75%`; needs GET) or `utilization` (the ORCA "
+        '`endpoint-load-metrics` header, or a body `{"utilization": 0.7}`).',
+    )
+    slow_start_seconds: float | None = Field(
+        None, description="A host back up ramps from 10% to its full weight over this; 0: off."
+    )
 
 
 class RegionBody(BaseModel):
@@ -353,6 +362,18 @@ class CdnHostHealth(BaseModel):
     last_check: datetime | None
     last_error: str | None
     consecutive_failures: int
+    configured_weight: int = Field(
+        description="The host's weight in the first pool listing it (cdn_hosts, rules, regions)."
+    )
+    effective_weight: float = Field(
+        description="What the rotations give it now: configured weight times its load report's "
+        "share and slow start; 0 while down or drained."
+    )
+    reported: dict[str, str | int | float] | None = Field(
+        description="The last load report read: `state`, `weight_percent`, `utilization`; "
+        "null: none (or load reports are off)."
+    )
+    load_error: str | None = Field(description="Why the last load report was ignored.")
 
 
 class ConfigHistoryPage(BaseModel):
