@@ -308,7 +308,7 @@ class Shell:
     def __init__(self, demo: Demo) -> None:
         self.demo = demo
         self.state = demo.clone.parent / "shell.env"
-        self.output = demo.clone.parent / "shell.out"
+        self.runs = 0
         self.environ = {
             **{k: v for k, v in os.environ.items() if not k.startswith("BALANCER_")},
             "PYTHONPATH": str(ROOT),
@@ -316,7 +316,10 @@ class Shell:
 
     def run(self, command: str, timeout: float = 90) -> tuple[int, str]:
         script = f"{command}\n__status=$?; env -0 > {shlex.quote(str(self.state))}; exit $__status"
-        with self.output.open("wb") as output:  # a file: a command may leave a child behind
+        self.runs += 1
+        # a file of its own: a command may leave a child behind that goes on writing
+        path = self.demo.clone.parent / f"command-{self.runs}.out"
+        with path.open("wb") as output:
             finished = subprocess.run(
                 ["bash", "-c", script],
                 cwd=self.demo.clone,
@@ -331,7 +334,7 @@ class Shell:
             pairs = (item.partition("=") for item in self.state.read_bytes().decode().split("\0"))
             self.environ = {k: v for k, _, v in pairs if k and k not in self.IGNORED}
             self.state.unlink()
-        return finished.returncode, self.output.read_text(errors="replace")
+        return finished.returncode, path.read_text(errors="replace")
 
 
 DOCUMENTS_WITH_EXAMPLES = [
