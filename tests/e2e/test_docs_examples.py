@@ -50,7 +50,6 @@ DOCUMENTED_PORTS = ("8000", "8081", "8082")
 # document holds any more fails the test.
 NOT_RUN = {
     ("README.md", "make demo"): "the test starts its equivalent itself (python -m loadtest.demo)",
-    ("README.md", "make run"): "the same service as make demo without the stand-ins; one a test",
     ("docs/development.md", "make test"): "the whole suite; this test is part of it",
     ("docs/development.md", '.venv/bin/pytest -m "not e2e"'): "a part of the suite",
     ("docs/deployment.md", "cp .env.example .env"): "needs Docker (compose), not on CI",
@@ -337,10 +336,17 @@ class Shell:
         return finished.returncode, path.read_text(errors="replace")
 
 
+def runs_examples(document: Path) -> bool:
+    """The document has a block to run (one that breaks the convention counts: its test
+    fails saying where)."""
+    try:
+        return any((b.document, b.first_command) not in NOT_RUN for b in blocks(document))
+    except ValueError:
+        return True
+
+
 DOCUMENTS_WITH_EXAMPLES = [
-    document.relative_to(ROOT).as_posix()
-    for document in DOCUMENTS
-    if any(SHELL_FENCE.match(line) for line in document.read_text().splitlines())
+    document.relative_to(ROOT).as_posix() for document in DOCUMENTS if runs_examples(document)
 ]
 
 
