@@ -350,6 +350,20 @@ DOCUMENTS_WITH_EXAMPLES = [
 ]
 
 
+def banner_labels(text: str) -> list[str]:
+    """The labels of a banner's lines (`  admin token    ...` is `admin token`), in order."""
+    return re.findall(r"^  (\S+(?: \S+)*?)  +\S", text, re.MULTILINE)
+
+
+def shown_banners(document: Path) -> list[str]:
+    """The banners a document shows (```text blocks holding "The balancer is ready")."""
+    return [
+        block
+        for block in re.findall(r"^```text\n(.*?)^```", document.read_text(), re.S | re.M)
+        if "The balancer is ready" in block
+    ]
+
+
 @pytest.mark.parametrize("document", DOCUMENTS_WITH_EXAMPLES)
 def test_the_examples_answer_what_the_document_shows(demo: Demo, document: str) -> None:
     shell = Shell(demo)
@@ -358,6 +372,8 @@ def test_the_examples_answer_what_the_document_shows(demo: Demo, document: str) 
     status, output = shell.run(token_line.group(1))
     assert status == 0, (token_line.group(1), output)
     assert shell.environ.get("TOKEN"), token_line.group(1)
+    for shown in shown_banners(ROOT / document):  # the banner shown is the one printed
+        assert banner_labels(shown) == banner_labels(demo.banner), (shown, demo.banner)
     for block in blocks(ROOT / document):
         if (block.document, block.first_command) in NOT_RUN:
             continue
