@@ -1,6 +1,6 @@
 """The Grafana dashboard, checked structurally (no Grafana can be installed here): every panel
 on the provisioned Prometheus datasource, PromQL that parses (promtool) and names only
-metrics and labels of the README's metrics reference, the issue's panels all there, and
+metrics and labels of the metrics reference (docs/operations.md), the issue's panels all there, and
 configuration changes as annotations. tests/e2e/test_dashboard.py runs the same queries on a
 real Prometheus scraping real servers."""
 

@@ -1,5 +1,5 @@
 """The Grafana dashboard in deploy/grafana, read as Grafana reads it: its panels' PromQL with
-Grafana's own variables filled in, and the metrics reference in the README it may use."""
+Grafana's own variables filled in, and the metrics reference in docs/operations.md it may use."""
 
 import json
 import re
@@ -11,7 +11,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "balancer.json"
 DATASOURCES = ROOT / "deploy" / "grafana" / "provisioning" / "datasources" / "prometheus.yml"
-README = ROOT / "README.md"
+METRICS_REFERENCE = ROOT / "docs" / "operations.md"
 
 # Grafana's built-in interval variables; a dashboard without template variables has no other.
 GRAFANA_VARIABLES = ("$__rate_interval", "$__interval", "$__range")
@@ -100,15 +100,15 @@ def label_names(expr: str) -> set[str]:
 
 
 def metrics_reference() -> dict[str, set[str]]:
-    """README's metrics reference: metric name -> its label names.
+    """The metrics reference of docs/operations.md: metric name -> its label names.
 
     The table headed `| metric | labels | meaning |`: the first cell holds the name in
     backticks (`process_*` stands for the standard process metrics), the second the label
     names in backticks, with example values in parentheses after them.
     """
-    lines = README.read_text().splitlines()
+    lines = METRICS_REFERENCE.read_text().splitlines()
     header = [i for i, line in enumerate(lines) if line.startswith("| metric | labels |")]
-    assert len(header) == 1, "README.md needs one metrics reference table (| metric | labels |)"
+    assert len(header) == 1, "docs/operations.md needs one metrics reference table (| metric | labels |)"
     reference: dict[str, set[str]] = {}
     for row in lines[header[0] + 2 :]:
         if not row.startswith("|"):

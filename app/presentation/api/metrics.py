@@ -118,7 +118,7 @@ def figure_families(figures: Figures) -> Iterator[Metric]:
         buckets.append((_bound(bound), cumulative))
     yield HistogramMetricFamily(
         "balancer_redirect_duration_seconds",
-        "Time inside the service per redirect (one redirect in 16 is timed).",
+        "Time inside the service per redirect (one redirect per 10 ms tick of a worker is timed).",
         buckets=buckets,
         sum_value=figures.duration_sum,
     )
