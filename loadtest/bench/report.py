@@ -10,7 +10,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import StrMethodFormatter
 
-from loadtest.bench.servers import REFERENCE
+from loadtest.bench.servers import RAW_REFERENCE, REFERENCE
 from loadtest.bench.variants import SERVICE, SERVICE_2W
 
 
@@ -32,27 +32,28 @@ def table(report: dict[str, Any]) -> str:
             "NOTE: fallback Python generator (wrk not used): figures are generator-bound, "
             "a lower bound on what the servers can do"
         )
-    header = f"{'target':<44} | {'rps':>9} | {'p50 ms':>6} | {'p99 ms':>6} | "
+    width = max(len(target["label"]) for target in report["targets"].values())
+    header = f"{'target':<{width}} | {'rps':>9} | {'p50 ms':>6} | {'p99 ms':>6} | "
     header += f"{'CPU µs/req':>10} | {'RSS MB':>13}"
     lines += [header, "-" * len(header)]
     for target, medians in report["medians"].items():
         workers = report["memory"][target]["workers_rss_mb"]
         rss = " / ".join(f"{value:.1f}" for value in workers)
         lines.append(
-            f"{report['targets'][target]['label']:<44} | {medians['rps']:>9,.0f} | "
+            f"{report['targets'][target]['label']:<{width}} | {medians['rps']:>9,.0f} | "
             f"{medians['p50_ms']:>6.2f} | {medians['p99_ms']:>6.2f} | "
             f"{medians['server_cpu_us_per_request']:>10.1f} | {rss:>13}"
         )
-    lines.append("")
+    lines += ["", *_ratio_table(report), ""]
     for name, ratio in report["ratios"].items():
-        if ratio["median"] is not None:
-            numerator, _, denominator = name.partition("_to_")
-            if name == "two_workers_to_one":
-                numerator, denominator = f"{SERVICE_2W} (unpinned)", SERVICE
-            lines.append(
-                f"{numerator} / {denominator} rps (median of per-round ratios): "
-                f"{ratio['median']:.2f}"
-            )
+        numerator, _, denominator = name.partition("_to_")
+        if ratio["median"] is None or denominator.startswith((REFERENCE, RAW_REFERENCE)):
+            continue  # in the table above
+        if name == "two_workers_to_one":
+            numerator, denominator = f"{SERVICE_2W} (unpinned)", SERVICE
+        lines.append(
+            f"{numerator} / {denominator} rps (median of per-round ratios): {ratio['median']:.2f}"
+        )
     lines += ["", "targets:"]
     lines += [
         f"  {'PASS' if check['passed'] else 'FAIL'}  {check['name']:<45} {check['measured']}"
@@ -61,10 +62,49 @@ def table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _ratio_table(report: dict[str, Any]) -> list[str]:
+    """Each variant on one core against the raw and the bare ASGI reference fed the same
+    requests, with issue 19's goals beside them."""
+    goals = {(goal["target"], goal["of"]): goal for goal in report.get("goals", [])}
+
+    def cell(target: str, reference: str) -> tuple[str, str]:
+        ratio = report["ratios"].get(f"{target}_to_{reference}", {}).get("median")
+        goal = goals.get((target, reference))
+        verdict = f">= {goal['least']:.2f} {'PASS' if goal['passed'] else 'FAIL'}" if goal else ""
+        return ("" if ratio is None else f"{ratio:.2f}"), verdict
+
+    header = (
+        f"{'variant (median of per-round ratios)':<36} | {'requests':<8} | {'/ raw':>6} | "
+        f"{'goal':<12} | {'/ ASGI':>6} | {'goal':<12}"
+    )
+    lines = [header, "-" * len(header)]
+    for target, described in report["targets"].items():
+        if described.get("raw_reference") is None or described["core"] is None:
+            continue
+        raw, raw_goal = cell(target, described["raw_reference"])
+        asgi, asgi_goal = cell(target, described["reference"])
+        lines.append(
+            f"{target:<36} | {described.get('mix') or 'plain':<8} | {raw:>6} | "
+            f"{raw_goal:<12} | {asgi:>6} | {asgi_goal:<12}".rstrip()
+        )
+    lines.append(
+        "raw: asyncio Protocol + httptools, no ASGI; ASGI: bare ASGI app under uvicorn; "
+        "each fed the same requests; goals are reported, never fail a run (--strict ignores them)"
+    )
+    return lines
+
+
 def _bars(axes: Axes, bars: list[tuple[str, dict[str, Any]]], title: str) -> None:
     labels = [label for label, _ in bars]
     values = [medians["rps"] for _, medians in bars]
-    colours = ["#8c8c8c" if label.startswith(REFERENCE) else "#2b7bba" for label in labels]
+    colours = [
+        "#5c5c5c"
+        if label.startswith(RAW_REFERENCE)
+        else "#8c8c8c"
+        if label.startswith(REFERENCE)
+        else "#2b7bba"
+        for label in labels
+    ]
     drawn = axes.bar(labels, values, color=colours, width=0.6)
     for bar, (_, medians) in zip(drawn, bars, strict=True):
         axes.annotate(
