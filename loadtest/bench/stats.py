@@ -3,6 +3,8 @@ enforces) and the goals of issue 19 (reported beside the ratios, never failing a
 
 import statistics
 from collections import defaultdict
+from collections.abc import Callable
+from operator import itemgetter
 from typing import Any
 
 from loadtest.bench.variants import SERVICE, SERVICE_2W
@@ -13,19 +15,36 @@ MAX_P99_MS = 5.0
 MAX_WORKER_RSS_MB = 100.0
 
 
-def per_round_ratios(rounds: list[dict[str, Any]], numerator: str, denominator: str) -> list[float]:
+def requests_per_cpu_second(result: dict[str, Any]) -> float:
+    """A round's requests per second of the server's own CPU time: what it would serve with a
+    core to itself, so less moved than requests/s by what else the machine runs."""
+    cpu_us: float = result["server_cpu_us_per_request"]
+    return 1e6 / cpu_us if cpu_us > 0 else 0.0  # 0: less than a clock tick, not known
+
+
+def per_round_ratios(
+    rounds: list[dict[str, Any]],
+    numerator: str,
+    denominator: str,
+    figure: Callable[[dict[str, Any]], float] = itemgetter("rps"),
+) -> list[float]:
     by_round: dict[int, dict[str, float]] = defaultdict(dict)
     for result in rounds:
-        by_round[result["round"]][result["target"]] = result["rps"]
+        by_round[result["round"]][result["target"]] = figure(result)
     return [
         targets[numerator] / targets[denominator]
         for _, targets in sorted(by_round.items())
-        if numerator in targets and denominator in targets
+        if targets.get(numerator, 0) > 0 and targets.get(denominator, 0) > 0
     ]
 
 
-def _ratio(rounds: list[dict[str, Any]], numerator: str, denominator: str) -> dict[str, Any]:
-    ratios = per_round_ratios(rounds, numerator, denominator)
+def _ratio(
+    rounds: list[dict[str, Any]],
+    numerator: str,
+    denominator: str,
+    figure: Callable[[dict[str, Any]], float] = itemgetter("rps"),
+) -> dict[str, Any]:
+    ratios = per_round_ratios(rounds, numerator, denominator, figure)
     return {"per_round": ratios, "median": statistics.median(ratios) if ratios else None}
 
 
@@ -47,7 +66,7 @@ def summarise(report: dict[str, Any]) -> None:
             "max_worker_rss_mb": max(report["memory"][target]["workers_rss_mb"]),
         }
     report["medians"] = medians
-    ratios = {}
+    ratios, cpu_ratios = {}, {}
     for target, described in report["targets"].items():
         at_least_of = described.get("at_least_of")
         # A variant on one core against both references on one core fed the same requests.
@@ -59,9 +78,14 @@ def summarise(report: dict[str, Any]) -> None:
         ):
             if other is not None:
                 ratios[f"{target}_to_{other}"] = _ratio(rounds, target, other)
+                cpu_ratios[f"{target}_to_{other}"] = _ratio(
+                    rounds, target, other, requests_per_cpu_second
+                )
     if SERVICE in medians and SERVICE_2W in medians:
         ratios["two_workers_to_one"] = _ratio(rounds, SERVICE_2W, SERVICE)
     report["ratios"] = ratios
+    # The same ratios by requests per CPU second: on a shared machine, the check on the above.
+    report["cpu_ratios"] = cpu_ratios
     report["checks"] = checks(report)
     report["goals"] = goals(report)
 
