@@ -101,7 +101,8 @@ def _ratio_table(report: dict[str, Any]) -> list[str]:
         "raw: asyncio Protocol + httptools, no ASGI; ASGI: bare ASGI app under uvicorn; each fed"
         " the same requests. Goals are reported, never fail a run (--strict ignores them).",
         "by CPU: the same ratios of requests per second of the server's own CPU time, less moved"
-        " by what else the machine runs than requests/s are.",
+        " by what else the machine runs; loopback work the kernel charges to no server is left"
+        " out, so they read lower than requests/s on an idle core would.",
     ]
     return lines
 
