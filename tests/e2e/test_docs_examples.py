@@ -38,8 +38,8 @@ import pytest
 
 from loadtest.fake_cdn import pid_file
 from loadtest.support import ROOT, forget_keys, free_port, redis_keys, scratch_database
-from tests.conftest import Servers
-from tests.e2e.servers import fresh_prefix, until_banner
+from tests.support.app import Servers
+from tests.support.servers import fresh_prefix, until_banner
 
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 SHELL_FENCE = re.compile(r"^```(console|sh|bash|shell)\s*$")

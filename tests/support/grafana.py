@@ -108,7 +108,7 @@ def metrics_reference() -> dict[str, set[str]]:
     """
     lines = METRICS_REFERENCE.read_text().splitlines()
     header = [i for i, line in enumerate(lines) if line.startswith("| metric | labels |")]
-    assert len(header) == 1, "docs/operations.md needs one metrics reference table (| metric | labels |)"
+    assert len(header) == 1, "docs/operations.md needs one metrics table (| metric | labels |)"
     reference: dict[str, set[str]] = {}
     for row in lines[header[0] + 2 :]:
         if not row.startswith("|"):
