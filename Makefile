@@ -73,9 +73,7 @@ test: lint ## lint, then unit, integration and end-to-end tests on real PostgreS
 	$(BIN)/pytest -m serial; serial=$$?; \
 	exit $$(( parallel || serial ))
 
-# bench: computed, not measured: 10 targets x (2 s warm-up + 5 rounds x 5 s) = 270 s of load,
-# plus a server start per target.
-bench: install ## benchmark the redirect path against a bare ASGI redirect, wrk if installed (about 6 minutes)
+bench: install ## redirect path vs a raw asyncio Protocol and a bare ASGI app, side by side, wrk if installed (about 7 minutes)
 	$(BIN)/python -m loadtest.bench
 
 # The UI listens on 127.0.0.1 only (LOCUST_WEB_HOST to change it): anyone who reaches it can

@@ -18,7 +18,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.__main__ import main as app_main
+from app.main.cli import main as app_main
 from loadtest.fake_cdn import SERVER_NAME, pid_file
 from loadtest.support import ROOT
 

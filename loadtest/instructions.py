@@ -36,8 +36,8 @@ from app.application.snapshot import ConfigSnapshot
 from app.domain.config import BalancerConfig, ConfigVersion
 from app.domain.ratelimit import ClientLimiter, RateLimit
 from app.domain.split import Split
-from app.presentation.http.protocol import BoundedHttpToolsProtocol
-from app.presentation.http.redirect import RedirectFront
+from app.presentation.edge.protocol import BoundedHttpToolsProtocol
+from app.presentation.edge.redirect import RedirectFront
 from loadtest.bench.load import video_paths
 from loadtest.bench.variants import BENCH_RATE_LIMIT, forwarded_for
 

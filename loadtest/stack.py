@@ -28,8 +28,8 @@ from types import FrameType, TracebackType
 
 import yaml
 
-from app.embedded import EmbeddedServices
 from app.infrastructure.postgres.migrations import migrate
+from app.main.embedded import EmbeddedServices
 from loadtest.support import free_port
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -38,7 +38,7 @@ def backing_services(workdir: Path) -> Iterator[tuple[str, str]]:
     if database_url and redis_url:
         yield database_url, redis_url
         return
-    from app.embedded import EmbeddedServices  # noqa: PLC0415 - optional packages
+    from app.main.embedded import EmbeddedServices  # noqa: PLC0415 - optional packages
 
     print(f"starting embedded PostgreSQL and Redis in {workdir}", flush=True)
     with EmbeddedServices(workdir / "services") as services:

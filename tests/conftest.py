@@ -9,16 +9,14 @@ import gc
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
 import pytest
 
-from app.embedded import EmbeddedServices
+from app.main.embedded import EmbeddedServices
 from loadtest.support import forget_keys, scratch_database
-
-ADMIN_TOKEN = "Vq7rYk2LmXw9PbT4nZc6HdJ3sGf8EaR5"
+from tests.support.app import Servers
 
 TESTS_DIR = Path(__file__).parent
 E2E_DIR = TESTS_DIR / "e2e"
@@ -80,12 +78,6 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     """
     gc.collect()
     gc.freeze()
-
-
-@dataclass(frozen=True)
-class Servers:
-    database_url: str
-    redis_url: str
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.tools import CI_EXEMPT, require, require_tool
+from tests.support.tools import CI_EXEMPT, require, require_tool
 
 MISSING = "no-such-tool-3f9a1c"
 

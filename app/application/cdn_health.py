@@ -2,15 +2,17 @@
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple
 
 import structlog
 
+from app.application.ports import CdnProbe, HealthBoard, ProbeAnswer
 from app.application.snapshot import ConfigSnapshot
+from app.domain.cdn_health import HealthSettings, HostState
+from app.domain.config import BalancerConfig
 from app.domain.errors import BalancerError
-from app.domain.health import HealthSettings, HostState
 
 log = structlog.get_logger(__name__)
 
@@ -24,33 +26,6 @@ class HealthBoardUnavailable(BalancerError):
     """The shared health board (Redis) could not be read or written."""
 
     code = "health-board-unavailable"
-
-
-class CdnProbe(Protocol):
-    """One health check request to a CDN host."""
-
-    async def __call__(self, url: str, *, method: str, timeout: float) -> str | None:
-        """None when `url` answered 2xx or 3xx within `timeout`, else what went wrong."""
-        ...
-
-
-@dataclass(frozen=True, slots=True)
-class BoardView:
-    """The board's content: host states by base URL, and the prober's round counter (it
-    moves on every publication, so a reader can tell a live prober from a dead one)."""
-
-    hosts: Mapping[str, HostState]
-    round: int
-
-
-class HealthBoard(Protocol):
-    """The cluster's shared view of CDN host health. Raises HealthBoardUnavailable."""
-
-    async def read(self) -> BoardView: ...
-
-    async def publish(self, hosts: Mapping[str, HostState]) -> bool:
-        """Replace the states, if this process still holds the prober lease (True then)."""
-        ...
 
 
 class ProbeCdnHosts:
@@ -83,38 +58,43 @@ class ProbeCdnHosts:
             return {}
         previous = (await self._board.read()).hosts
         targets = config.probe_targets()
-        errors = await asyncio.gather(
+        answers = await asyncio.gather(
             *(self._check(url, settings, previous.get(url, UNKNOWN)) for url in targets)
         )
         now = self.clock()
         states = {}
-        for url, error in zip(targets, errors, strict=True):
+        for url, (error, report) in zip(targets, answers, strict=True):
             before = previous.get(url, UNKNOWN)
-            after = before.observe(error, now, settings)
+            after = before.observe(error, now, settings, report)
             if after.healthy != before.healthy:
                 if after.healthy:
                     log.info("cdn_up", host=url, reason=f"{settings.rise} checks passed")
                 else:
-                    log.warning("cdn_down", host=url, reason=error)
+                    log.warning("cdn_down", host=url, reason=after.last_error)
+            if after.load_error != before.load_error and after.load_error is not None:
+                log.warning("cdn_load_report_ignored", host=url, error=after.load_error)
             states[url] = after
         if not await self._board.publish(states):
             log.info("cdn_prober_lease_lost")
         return states
 
-    async def _check(self, url: str, settings: HealthSettings, before: HostState) -> str | None:
+    async def _check(self, url: str, settings: HealthSettings, before: HostState) -> ProbeAnswer:
         timeout = settings.timeout_seconds
         try:
             async with asyncio.timeout(timeout + PROBE_GRACE_SECONDS):
-                return await self._probe(
-                    f"{url}{settings.path}", method=settings.method, timeout=timeout
+                return await self._probe.answer(
+                    f"{url}{settings.path}",
+                    method=settings.method,
+                    timeout=timeout,
+                    load=settings.load,
                 )
         except TimeoutError:
-            return f"no answer within {timeout:g} s"
+            return ProbeAnswer(f"no answer within {timeout:g} s")
         except Exception as error:
             problem = f"probe failed: {type(error).__name__} (a bug of the prober: see its log)"
             if before.last_error != problem:  # the traceback once, not every round
                 log.exception("cdn_probe_failed", host=url)
-            return problem
+            return ProbeAnswer(problem)
 
 
 class CdnHealthView:
@@ -176,15 +156,48 @@ class RefreshCdnHealth:
             view.last_change = now
         view.hosts = board.hosts
         if self._snapshot.loaded:
-            targets = self._snapshot.probe_targets
-            self._snapshot.mark_down(
-                frozenset(url for url in targets if not board.hosts.get(url, UNKNOWN).healthy)
-            )
+            down, percents = set(), {}
+            for url in self._snapshot.probe_targets:
+                state = board.hosts.get(url, UNKNOWN)
+                if not state.healthy:
+                    down.add(url)
+                elif state.weight_percent != 100:
+                    percents[url] = state.weight_percent
+            self._snapshot.mark_down(frozenset(down), percents)
 
 
 def stale_after(settings: HealthSettings) -> float:
     """How long a view may go without a new prober round before it is called stale."""
     return 2 * settings.interval_seconds + settings.timeout_seconds + 1.0
+
+
+class HostLoad(NamedTuple):
+    """One host's weight as the routers apply it: `effective` is `configured` times the
+    host's share from load reports and slow start, 0 while it is down or drained."""
+
+    configured: int
+    effective: float
+
+
+def host_loads(
+    config: BalancerConfig, hosts: Mapping[str, HostState], targets: Iterable[str]
+) -> dict[str, HostLoad]:
+    """The weights of `targets` (base URLs) from the health states in `hosts`. A host that
+    is in several pools counts with its weight in the first (see `host_weights`)."""
+    weights = config.host_weights()
+    enabled = config.cdn_health.enabled
+    loads = {}
+    for url in targets:
+        configured = weights.get(url, 1)
+        state = hosts.get(url, UNKNOWN)
+        if not enabled:
+            effective = float(configured)
+        elif not state.healthy:
+            effective = 0.0
+        else:
+            effective = configured * state.weight_percent / 100
+        loads[url] = HostLoad(configured, effective)
+    return loads
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +210,7 @@ class CdnHealthReport:
     refused: int
     # Requests by region sent to the default pool because the region's had no healthy host.
     regions_to_default: Mapping[str, int] = field(default_factory=dict)
+    loads: Mapping[str, HostLoad] = field(default_factory=dict)  # by base URL
 
 
 class GetCdnHealth:
@@ -214,8 +228,10 @@ class GetCdnHealth:
     async def __call__(self) -> CdnHealthReport:
         config = self._snapshot.version.config
         settings = config.cdn_health
-        hosts = [(url, self._view.hosts.get(url, UNKNOWN)) for url in self._snapshot.probe_targets]
+        targets = self._snapshot.probe_targets
+        hosts = [(url, self._view.hosts.get(url, UNKNOWN)) for url in targets]
         return CdnHealthReport(
+            loads=host_loads(config, self._view.hosts, targets),
             hosts=hosts,
             enabled=settings.enabled,
             stale=self.staleness(settings) if settings.enabled else None,

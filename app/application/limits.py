@@ -2,19 +2,15 @@
 
 import asyncio
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Protocol
 
 import structlog
 
+from app.application.ports import LimitRepository
 from app.domain.errors import BalancerError
 from app.domain.ratelimit import (
     ClientLimit,
     ClientLimiter,
     InvalidLimit,
-    IPNetwork,
-    NetworkKey,
-    RateLimit,
     client_id_text,
     network_key,
     parse_client_id,
@@ -42,69 +38,6 @@ class LimitExists(BalancerError):
 
 class TooManyLimits(BalancerError):
     code = "too-many-limits"
-
-
-@dataclass(frozen=True, slots=True)
-class LimitsRevision:
-    """Where the stored overrides are: `revision` moves with every change, and the changes
-    up to `pruned` are no longer kept (a worker behind it reads every override)."""
-
-    revision: int
-    pruned: int
-
-
-@dataclass(frozen=True, slots=True)
-class EnforcedPage:
-    """Overrides as the limiter holds them (read without a network object each: a worker
-    reads 100,000 of them), and the client id of the last one."""
-
-    overrides: list[tuple[NetworkKey, RateLimit]]
-    last: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class LimitChange:
-    """An override that `revision` created, replaced or removed (`limit` None), as it is now."""
-
-    revision: int
-    client_id: IPNetwork
-    limit: RateLimit | None
-
-
-class LimitRepository(Protocol):
-    """Stored overrides; every change is announced to every worker."""
-
-    async def create(self, limit: ClientLimit) -> ClientLimit:
-        """Raises LimitExists when the client id is taken, TooManyLimits past MAX_LIMITS."""
-        ...
-
-    async def get(self, client_id: IPNetwork) -> ClientLimit | None: ...
-
-    async def page(self, *, limit: int, after: IPNetwork | None) -> list[ClientLimit]:
-        """Overrides in client id order, only those after `after` when it is given."""
-        ...
-
-    async def replace(self, limit: ClientLimit) -> ClientLimit | None:
-        """None when there is no such client id."""
-        ...
-
-    async def delete(self, client_id: IPNetwork) -> bool: ...
-
-    async def revision(self) -> LimitsRevision: ...
-
-    async def changes(self, *, since: int, limit: int) -> tuple[LimitsRevision, list[LimitChange]]:
-        """Where the overrides are, and those changed after revision `since` (at most
-        `limit`, in revision order), read at once."""
-        ...
-
-    async def enforced(self, *, after: str | None, limit: int) -> EnforcedPage:
-        """Overrides in client id order as a worker holds them, only those after the client
-        id `after` when it is given."""
-        ...
-
-    async def count(self) -> int:
-        """How many overrides are stored."""
-        ...
 
 
 def _checked(limit: ClientLimit) -> ClientLimit:

@@ -5,33 +5,19 @@ import time
 from bisect import bisect_left
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from operator import itemgetter
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
+from app.application.ports import DURATION_BUCKETS, Figures, RedirectKey, StatsStore, WorkerFigures
 from app.application.snapshot import ConfigSnapshot
-from app.domain.config import Redirect
 from app.domain.errors import BalancerError
+from app.domain.router import Redirect
 
 # A redirect's counter key: (target, cdn, status, region); its server is counted apart.
 redirect_key = itemgetter(0, 6, 2, 5)
 server_of = itemgetter(3)
 
-# Time inside the service is tens of microseconds; the buckets reach a slow event loop.
-DURATION_BUCKETS = (
-    0.00001,
-    0.000025,
-    0.00005,
-    0.0001,
-    0.00025,
-    0.0005,
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.1,
-)
 # How often a worker folds the redirects it appended into its counts and asks for the next
 # one to be timed: at most 100 timed redirects a second, and a fold of at most 10 ms of
 # traffic, so the pending list stays small.
@@ -39,8 +25,6 @@ TICK_SECONDS = 0.01
 # Server labels counted, by each worker and in the cluster's stats store: the heaviest (a
 # viewer can name any server label, so they cannot all be kept).
 MAX_SERVERS = 2000
-
-RedirectKey = tuple[str, str, int, str]  # target, CDN base URL, status, region
 
 
 class StatsUnavailable(BalancerError):
@@ -177,38 +161,6 @@ class Tally:
         self.duration_count += 1
 
 
-@dataclass(slots=True)
-class Figures:
-    """Counts and gauges of one worker (or, merged, of several) at one moment."""
-
-    pid: int = 0
-    started: float = 0.0  # wall clock
-    live: bool = True
-    redirects: dict[RedirectKey, int] = field(default_factory=dict)
-    # by server label: the heaviest (ServerCounts), each within `server_error` of the truth
-    servers: dict[str, int] = field(default_factory=dict)
-    server_error: int = 0
-    rejected: dict[str, int] = field(default_factory=dict)
-    fallback: dict[str, int] = field(default_factory=dict)  # region -> origin fallbacks
-    # region -> requests sent to the default pool because the region's had no healthy host
-    region_fallback: dict[str, int] = field(default_factory=dict)
-    buckets: list[int] = field(default_factory=lambda: [0] * (len(DURATION_BUCKETS) + 1))
-    duration_sum: float = 0.0
-    backend_errors: dict[tuple[str, str], int] = field(default_factory=dict)
-    probe_round_failures: int = 0  # CDN prober rounds that failed unexpectedly
-    # Gauges: only live workers count.
-    config_version: int = 0
-    sequence_degraded: bool = False
-    cdn_up: dict[str, bool] = field(default_factory=dict)  # CDN host -> up
-    rate_limit_clients: int = 0
-    origin_share: float | None = None  # the configured global split's origin share
-    workers: int = 0  # merged: how many of the merged workers are live
-
-    @property
-    def total(self) -> int:
-        return sum(self.redirects.values())
-
-
 def merge(figures: Iterable[Figures]) -> Figures:
     """Counters of every worker, dead or alive, summed (a dead worker's counts do not vanish);
     gauges of the live ones: the newest config version, degraded if any worker is, a CDN
@@ -236,6 +188,11 @@ def merge(figures: Iterable[Figures]) -> Figures:
         merged.sequence_degraded |= one.sequence_degraded
         for host, up in one.cdn_up.items():
             merged.cdn_up[host] = merged.cdn_up.get(host, True) and up
+        # Workers agree within a board read; while they do not, the lowest figure stands.
+        for host, weight in one.cdn_weight.items():
+            merged.cdn_weight[host] = min(merged.cdn_weight.get(host, weight), weight)
+        for host, used in one.cdn_utilization.items():
+            merged.cdn_utilization[host] = max(merged.cdn_utilization.get(host, used), used)
         merged.rate_limit_clients += one.rate_limit_clients
         if one.origin_share is not None:
             merged.origin_share = one.origin_share
@@ -271,34 +228,6 @@ def stats_fields(figures: Figures) -> dict[str, int]:
 def cdn_host(base_url: str) -> str:
     """`http://cdn1.example.com:8080` -> `cdn1.example.com:8080`: the label for a CDN host."""
     return base_url.partition("://")[2] or base_url
-
-
-@dataclass(frozen=True, slots=True)
-class StatsCounts:
-    """The stats store's content: counters since `since` (wall clock), the heaviest servers
-    (each within `server_error` of the truth), and the recent rate."""
-
-    since: float
-    fields: Mapping[str, int]
-    requests_per_second: float | None
-    servers: Mapping[str, int] = field(default_factory=dict)
-    server_error: int = 0
-
-
-class StatsStore(Protocol):
-    """Counts of every worker of every instance since the last reset, per server label the
-    heaviest MAX_SERVERS (a space-saving summary of the workers' summaries). Raises
-    StatsUnavailable."""
-
-    async def read(self) -> StatsCounts: ...
-
-    async def reset(self) -> None: ...
-
-
-class WorkerFigures(Protocol):
-    """The figures each worker of this instance last published, dead workers included."""
-
-    def read_all(self) -> list[Figures]: ...
 
 
 @dataclass(frozen=True, slots=True)

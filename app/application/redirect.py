@@ -1,7 +1,7 @@
 from app.application.errors import ConfigNotLoaded
 from app.application.ports import SequenceSource
 from app.application.snapshot import ConfigSnapshot
-from app.domain.config import Redirect, RouteExplanation
+from app.domain.router import Redirect, RouteExplanation
 
 
 class RedirectVideo:

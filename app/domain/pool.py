@@ -1,4 +1,4 @@
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache, reduce
 from math import gcd
@@ -6,6 +6,7 @@ from operator import add
 from typing import NamedTuple
 
 from app.domain.errors import InvalidConfig
+from app.domain.load import effective_weights
 from app.domain.pacing import pace, paced
 from app.domain.syntax import cdn_base_url
 
@@ -17,6 +18,10 @@ MAX_HOST_WEIGHT = 1000
 # A rotation whose (gcd-reduced) weights sum to at most this is laid out once as a schedule
 # and walked by index; larger ones run the smooth weighted round robin step by step.
 _MAX_SCHEDULE = 4096
+# A rotation whose weights load reports scale is laid out in at most this many slots: its
+# schedule is made again whenever a report moves, in every worker, so it must be cheap
+# (0.4 ms for 64 members), and a slot is 0.1% of the pool, finer than any report is read.
+_MAX_SCALED_SCHEDULE = 1000
 
 
 class CdnHost(NamedTuple):
@@ -107,28 +112,70 @@ def _period_order(weights: tuple[int, ...]) -> tuple[int, ...]:
 class Rotation:
     """The healthy members of one pool in smooth weighted round robin order, for one worker.
 
-    Built for a (pool, down hosts) pair; `next()` is what a CDN-bound redirect pays: an index
-    step through a precomputed schedule, or None when no member is healthy. `only` is the
-    base URL when exactly one member is healthy, so a pool of one costs no call at all.
+    Built for a (pool, down hosts, load percents) triple; `next()` is what a CDN-bound
+    redirect pays: an index step through a precomputed schedule, or None when no member is
+    healthy. `only` is the base URL when exactly one member takes viewers, so a pool of one
+    costs no call at all. `percents` (base URL -> percent of the configured weight, 100
+    when absent) scale the weights: a member at 0 (drained) takes viewers only when every
+    healthy member is at 0.
     """
 
-    __slots__ = ("_length", "_position", "_schedule", "_scores", "_weights", "healthy", "only")
+    __slots__ = (
+        "_down",
+        "_length",
+        "_members",
+        "_percent_key",
+        "_pool",
+        "_position",
+        "_schedule",
+        "_scores",
+        "_weights",
+        "healthy",
+        "only",
+        "weights",
+    )
 
-    def __init__(self, pool: CdnPool, down: frozenset[str] = frozenset()) -> None:
+    def __init__(
+        self,
+        pool: CdnPool,
+        down: frozenset[str] = frozenset(),
+        percents: Mapping[str, int] | None = None,
+    ) -> None:
+        self._pool = pool
+        self._down = down
         members = [host for host in pool.hosts if host.base_url not in down]
         self.healthy: tuple[str, ...] = tuple(host.base_url for host in members)
-        self.only = self.healthy[0] if len(members) == 1 else ""
-        divisor = reduce(gcd, (host.weight for host in members), 0) or 1
-        weights = [host.weight // divisor for host in members]
+        self._percent_key = _percent_key(self.healthy, percents)
+        configured = [host.weight for host in members]
+        load = percents is not None and any(url in percents for url in self.healthy)
+        if percents is not None and load:
+            scaled = effective_weights(configured, [percents.get(url, 100) for url in self.healthy])
+        else:
+            scaled = configured
+        # Base URL -> the weight this rotation gives it (0: drained).
+        self.weights: dict[str, int] = dict(zip(self.healthy, scaled, strict=True))
+        taking = [(url, weight) for url, weight in self.weights.items() if weight]
+        self._members: tuple[str, ...] = tuple(url for url, _ in taking)
+        self.only = self._members[0] if len(taking) == 1 else ""
+        weights = _fitted([weight for _, weight in taking], scaled=load)
         self._weights = weights
         self._scores = [0] * len(weights)
         self._position = 0
         if sum(weights) <= _MAX_SCHEDULE:
-            order = _period_order(tuple(weights))
-            self._schedule: tuple[str, ...] = tuple(map(self.healthy.__getitem__, order))
+            order = _spread_order(tuple(weights)) if load else _period_order(tuple(weights))
+            self._schedule: tuple[str, ...] = tuple(map(self._members.__getitem__, order))
         else:
             self._schedule = ()
         self._length = len(self._schedule)
+
+    def reweigh(self, percents: Mapping[str, int] | None) -> bool:
+        """Take new percents in place (the schedule made again from its start) when they
+        change any healthy member's; True if they did. Cheaper than a new router: only
+        pools whose members' reports moved are laid out again."""
+        if _percent_key(self.healthy, percents) == self._percent_key:
+            return False
+        Rotation.__init__(self, self._pool, self._down, percents)
+        return True
 
     def next(self) -> str | None:
         """The base URL of the next healthy member, or None when none is healthy."""
@@ -153,7 +200,7 @@ class Rotation:
             scores[index] += weight
             if scores[index] > scores[best]:
                 best = index
-        return self.healthy[best]
+        return self._members[best]
 
     def _step(self) -> str:
         weights, scores = self._weights, self._scores
@@ -163,4 +210,43 @@ class Rotation:
             if scores[index] > scores[best]:
                 best = index
         scores[best] -= sum(weights)
-        return self.healthy[best]
+        return self._members[best]
+
+
+def _percent_key(
+    healthy: tuple[str, ...], percents: Mapping[str, int] | None
+) -> tuple[int, ...] | None:
+    if not percents:
+        return None
+    key = tuple(percents.get(url, 100) for url in healthy)
+    return None if all(percent == 100 for percent in key) else key
+
+
+def _fitted(weights: list[int], *, scaled: bool) -> list[int]:
+    """`weights` divided by their greatest common divisor. Weights scaled by load reports
+    (configured weight times percent) are then rounded down to fit _MAX_SCALED_SCHEDULE
+    slots, each member keeping at least 1: a share off by 0.1% of the pool at most, where
+    a per-request step through every member would cost every redirect."""
+    divisor = reduce(gcd, weights, 0) or 1
+    weights = [weight // divisor for weight in weights]
+    total = sum(weights)
+    if not scaled or total <= _MAX_SCALED_SCHEDULE:
+        return weights
+    room = _MAX_SCALED_SCHEDULE - len(weights)
+    fitted = [max(1, weight * room // total) for weight in weights]
+    divisor = reduce(gcd, fitted, 0) or 1
+    return [weight // divisor for weight in fitted]
+
+
+@lru_cache(maxsize=256)
+def _spread_order(weights: tuple[int, ...]) -> tuple[int, ...]:
+    """One period in which member i is picked weights[i] times, its picks spread evenly
+    over the period (the k-th at (k + 1/2) / weight of it): as smooth as nginx's order,
+    from one sort instead of a pass over every member per pick (1 ms instead of 50 for
+    64 members over 1,000 slots)."""
+    picks = sorted(
+        ((2 * k + 1) / (2 * weight), index)
+        for index, weight in enumerate(weights)
+        for k in range(weight)
+    )
+    return tuple(index for _, index in picks)

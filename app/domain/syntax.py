@@ -82,6 +82,11 @@ def is_link_local(address: str) -> bool:
     return ip.is_link_local
 
 
+def is_server_label(value: object) -> bool:
+    """`s1`, `edge-7`: one lower-case DNS label, the first part of an origin server's host."""
+    return isinstance(value, str) and LABEL.fullmatch(value) is not None
+
+
 def domain_problem(domain: str) -> str | None:
     """What is wrong with `domain` as an allowed origin domain (`<server>.<domain>`).
 

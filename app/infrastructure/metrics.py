@@ -15,16 +15,16 @@ from typing import Any
 
 import structlog
 
-from app.application.cdn_health import CdnHealthView
+from app.application.cdn_health import CdnHealthView, host_loads
 from app.application.metrics import (
     TICK_SECONDS,
-    Figures,
     ServerCounts,
     StatsUnavailable,
     Tally,
     cdn_host,
     stats_fields,
 )
+from app.application.ports import Figures
 from app.application.snapshot import ConfigSnapshot
 from app.domain.ratelimit import ClientLimiter
 from app.infrastructure.backend_errors import BackendErrors
@@ -112,6 +112,8 @@ def _encode(figures: Figures) -> dict[str, Any]:
         "config_version": figures.config_version,
         "sequence_degraded": figures.sequence_degraded,
         "cdn_up": figures.cdn_up,
+        "cdn_weight": figures.cdn_weight,
+        "cdn_utilization": figures.cdn_utilization,
         "rate_limit_clients": figures.rate_limit_clients,
         "origin_share": figures.origin_share,
     }
@@ -141,6 +143,10 @@ def _decode(data: dict[str, Any]) -> Figures:
         config_version=int(data["config_version"]),
         sequence_degraded=bool(data["sequence_degraded"]),
         cdn_up={str(host): bool(up) for host, up in data["cdn_up"].items()},
+        cdn_weight={str(host): float(w) for host, w in data.get("cdn_weight", {}).items()},
+        cdn_utilization={
+            str(host): float(used) for host, used in data.get("cdn_utilization", {}).items()
+        },
         rate_limit_clients=int(data["rate_limit_clients"]),
         origin_share=data["origin_share"],
     )
@@ -193,6 +199,13 @@ class MetricsFlusher:
         self._task: asyncio.Task[None] | None = None
         # cdn_up of the router it was made for: it changes only with the router.
         self._cdn_up: tuple[object, dict[str, bool]] = (None, {})
+        # Effective weights and utilizations of the router and board round they were made for.
+        self._cdn_load: tuple[object, int | None, dict[str, float], dict[str, float]] = (
+            None,
+            None,
+            {},
+            {},
+        )
 
     def gather(self) -> Figures:
         tally = self._tally
@@ -228,9 +241,31 @@ class MetricsFlusher:
                 cdn_up = {cdn_host(url): url not in down for url in snapshot.probe_targets}
                 self._cdn_up = (snapshot.current, cdn_up)
             figures.cdn_up = cdn_up
+            figures.cdn_weight, figures.cdn_utilization = self._load_gauges(snapshot)
             split = config.split
             figures.origin_share = split.origin_weight / (split.cdn_weight + split.origin_weight)
         return figures
+
+    def _load_gauges(self, snapshot: ConfigSnapshot) -> tuple[dict[str, float], dict[str, float]]:
+        """Per host: the weight its rotations give it, and its reported utilization; made
+        again only when the router or the board's round changes."""
+        view = self._cdn_health
+        router, round_, weights, used = self._cdn_load
+        if router is snapshot.current and round_ == view.round:
+            return weights, used
+        config = snapshot.version.config
+        loads = host_loads(config, view.hosts, snapshot.probe_targets)
+        weights = {cdn_host(url): load.effective for url, load in loads.items()}
+        used = {}
+        if config.cdn_health.enabled and config.cdn_health.load == "utilization":
+            for url in snapshot.probe_targets:
+                report = view.hosts.get(url)
+                if report is not None and report.reported is not None:
+                    utilization = report.reported.utilization
+                    if utilization is not None:
+                        used[cdn_host(url)] = utilization
+        self._cdn_load = (snapshot.current, view.round, weights, used)
+        return weights, used
 
     async def flush(self) -> None:
         figures = self.gather()

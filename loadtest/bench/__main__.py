@@ -1,6 +1,7 @@
-"""`python -m loadtest.bench`: every variant of the service and the reference in interleaved
-rounds, one core each, with wrk (or loadtest/loadgen.py) pinned to the other core; prints
-medians and the targets, saves loadtest/results/bench.json and bench.png."""
+"""`python -m loadtest.bench`: every variant of the service and both references (raw protocol,
+bare ASGI) in interleaved rounds, one core each, with wrk (or loadtest/loadgen.py) pinned to
+the other core; prints medians, ratios and the targets, saves loadtest/results/bench.json and
+bench.png."""
 
 import argparse
 import math
@@ -34,16 +35,16 @@ from loadtest.bench.load import (
 from loadtest.bench.procs import rss_mb
 from loadtest.bench.report import save, table
 from loadtest.bench.servers import (
-    REFERENCE,
     ROOT,
     Server,
     Variant,
     configure,
+    raw_reference_server,
     reference_server,
     service_server,
 )
 from loadtest.bench.stats import summarise
-from loadtest.bench.variants import REFERENCES, VARIANTS
+from loadtest.bench.variants import MIXES, VARIANTS
 from loadtest.support import backing_services, forget_keys, redis_keys, scratch_database
 
 DEFAULT_OUTPUT = ROOT / "loadtest" / "results"
@@ -116,25 +117,27 @@ def run(options: Options) -> dict[str, Any]:
         pinned = Generator(generator_name, generator_core, workdir / "paths.txt")
         pinned.paths_file.write_text(request_lines(paths, None))
         generators = {}
-        for server, variant in servers:
+        for server, mix in servers:
             generator = pinned if server.core is not None else replace(pinned, core=None)
-            headers = REFERENCES.get(server.name) if variant is None else variant.headers
+            headers = MIXES[mix]
             if headers is not None:
-                generator = replace(generator, paths_file=workdir / f"{server.name}.paths.txt")
-                generator.paths_file.write_text(request_lines(paths, headers))
+                generator = replace(generator, paths_file=workdir / f"{mix}.paths.txt")
+                if not generator.paths_file.exists():
+                    generator.paths_file.write_text(request_lines(paths, headers))
             generators[server.name] = generator
         report["rounds"] = _load_rounds([server for server, _ in servers], generators, options)
         report["memory"] = {server.name: _memory(server) for server, _ in servers}
+        measured = {variant.name: variant for variant in variants}
         report["targets"] = {
             server.name: {
                 "label": server.label,
                 "workers": server.workers,
                 "core": server.core,
                 "generator_core": generators[server.name].core,
-                "at_least_of": variant.at_least_of if variant is not None else None,
-                "reference": variant.reference if variant is not None else None,
+                "mix": mix,
+                **_held_against(measured.get(server.name)),
             }
-            for server, variant in servers
+            for server, mix in servers
         }
     report["machine"]["load_average_at_end"] = os.getloadavg()
     report["generated_at"] = datetime.now(UTC).isoformat(timespec="seconds")
@@ -142,19 +145,37 @@ def run(options: Options) -> dict[str, Any]:
     return report
 
 
+def _held_against(variant: Variant | None) -> dict[str, Any]:
+    """A variant's references and targets; None for a reference itself."""
+    if variant is None:
+        return dict.fromkeys(
+            ("at_least_of", "reference", "raw_reference", "goal_of_raw", "goal_of_asgi")
+        )
+    return {
+        "at_least_of": variant.at_least_of,
+        "reference": variant.reference,
+        "raw_reference": variant.raw_reference,
+        "goal_of_raw": variant.goal_of_raw,
+        "goal_of_asgi": variant.goal_of_asgi,
+    }
+
+
 def start_servers(
     cleanup: ExitStack, workdir: Path, core: int | None, variants: list[Variant]
-) -> list[tuple[Server, Variant | None]]:
-    """Backing services, then the reference and every variant, answering and configured;
-    all stopped by `cleanup` in reverse order."""
+) -> list[tuple[Server, str]]:
+    """Backing services, then both references for every request mix and every variant,
+    answering and configured; each with the mix it is fed; all stopped by `cleanup` in
+    reverse order."""
     database_url, redis_url = cleanup.enter_context(backing_services(workdir))
     try:
         migrate(database_url)
     except subprocess.CalledProcessError as error:
         raise BenchError(f"migrating {database_url} failed: {error}") from None
-    references = dict.fromkeys([REFERENCE, *(variant.reference for variant in variants)])
-    servers: list[tuple[Server, Variant | None]] = [
-        (reference_server(core, workdir, name), None) for name in references
+    mixes = dict.fromkeys(["", *(variant.mix for variant in variants)])
+    servers: list[tuple[Server, str]] = [
+        (start(core, workdir, mix), mix)
+        for mix in mixes
+        for start in (raw_reference_server, reference_server)
     ]
     for variant in variants:
         sequence_key = f"balancer-bench:{uuid.uuid4().hex}"
@@ -167,14 +188,16 @@ def start_servers(
             "BALANCER_REDIS_URL": redis_url,
             **redis_keys(sequence_key),
         }
-        servers.append((service_server(variant, core, backing, workdir), variant))
+        servers.append((service_server(variant, core, backing, workdir), variant.mix))
     for server, _ in servers:
         cleanup.callback(server.stop)
         server.start()
-    for server, measured in servers:
+    configs = {variant.name: variant.config for variant in variants}
+    for server, _ in servers:
         server.wait_ready()
-        if measured is not None and measured.config is not None:
-            configure(server, measured.config(cleanup))
+        config = configs.get(server.name)
+        if config is not None:
+            configure(server, config(cleanup))
     return servers
 
 

@@ -1,4 +1,6 @@
-"""Servers under test: the service in each measured variant, and the bare ASGI reference."""
+"""Servers under test: the service in each measured variant, and the two references (the bare
+ASGI redirect under uvicorn, and the raw asyncio Protocol with no ASGI and no uvicorn), each
+fed the same requests as the variants it is held against."""
 
 import http.client
 import json
@@ -24,6 +26,12 @@ HOST = "127.0.0.1"
 FORWARDED_ALLOW_IPS = "127.0.0.1"
 
 REFERENCE = "reference"
+RAW_REFERENCE = "raw"
+
+
+def reference_name(kind: str, mix: str = "") -> str:
+    """The target name of reference `kind` fed request mix `mix` ("" = plain requests)."""
+    return f"{kind}-{mix}" if mix else kind
 
 
 @dataclass(frozen=True)
@@ -33,21 +41,33 @@ class Variant:
     `environ` adds `BALANCER_*` settings. `config` builds a `PATCH /config` body applied
     before the load, starting on the exit stack whatever it needs (CDN hosts to probe); such
     a variant gets a database of its own, so its config does not leak into the others.
-    `headers` gives request `i` of the mix its headers (a rotating `X-Forwarded-For`
-    through a trusted peer, say).
+    `mix` names the request mix it is fed ("" = plain rotating URLs; the others add headers,
+    see `variants.MIXES`); it is held against both references fed the same mix.
     """
 
     name: str
     label: str
     environ: Mapping[str, str] = field(default_factory=dict)
     config: Callable[[ExitStack], Mapping[str, Any]] | None = None
-    headers: Callable[[int], Mapping[str, str]] | None = None
+    mix: str = ""
     workers: int = 1
     pinned: bool = True
     # (other variant, share): this variant must reach `share` of the other's requests/s.
     at_least_of: tuple[str, float] | None = None
-    # The reference target it must reach 90% of: the bare reference fed the same requests.
-    reference: str = REFERENCE
+    # Goals reported beside the ratios, never failing a run: the least share of the raw
+    # reference's and of the bare ASGI reference's requests/s (fed the same requests).
+    goal_of_raw: float | None = None
+    goal_of_asgi: float | None = None
+
+    @property
+    def reference(self) -> str:
+        """The bare ASGI reference fed the same requests (it must reach 90% of it)."""
+        return reference_name(REFERENCE, self.mix)
+
+    @property
+    def raw_reference(self) -> str:
+        """The raw-protocol reference fed the same requests."""
+        return reference_name(RAW_REFERENCE, self.mix)
 
 
 def _http_get(port: int, path: str) -> tuple[int, bytes]:
@@ -206,23 +226,52 @@ def configure(server: Server, config: Mapping[str, Any]) -> None:
     raise BenchError(f"{server.name}: config version {version} not served within 10 s")
 
 
-def reference_server(core: int | None, workdir: Path, name: str = REFERENCE) -> Server:
-    """The bare ASGI redirect; `name` tells apart references fed different request mixes."""
-    port = free_port()
-    where = f"core {core}" if core is not None else "unpinned"
-    mix = name.removeprefix(REFERENCE).lstrip("-")
-    return Server(
-        name=name,
-        label=f"{REFERENCE} (bare ASGI, {where}{', ' + mix + ' requests' if mix else ''})",
-        workers=1,
-        core=core,
-        command=[
+def reference_server(core: int | None, workdir: Path, mix: str = "") -> Server:
+    """The bare ASGI redirect under uvicorn, as the service runs it (uvloop, httptools,
+    proxy headers from the same trusted peer); `mix` tells apart its copies fed different
+    request mixes."""
+    return _reference(
+        REFERENCE,
+        "bare ASGI",
+        [
             *(sys.executable, "-m", "uvicorn", "loadtest.reference_app:app"),
-            *("--host", HOST, "--port", str(port)),
             *("--loop", "uvloop", "--http", "httptools", "--no-access-log"),
             *("--proxy-headers", "--forwarded-allow-ips", FORWARDED_ALLOW_IPS),
             "--no-server-header",
         ],
+        core=core,
+        workdir=workdir,
+        mix=mix,
+    )
+
+
+def raw_reference_server(core: int | None, workdir: Path, mix: str = "") -> Server:
+    """The raw asyncio Protocol on uvloop + httptools (loadtest/raw_reference.py)."""
+    return _reference(
+        RAW_REFERENCE,
+        "asyncio Protocol + httptools, no ASGI",
+        [
+            *(sys.executable, "-m", "loadtest.raw_reference"),
+            *("--forwarded-allow-ips", FORWARDED_ALLOW_IPS),
+        ],
+        core=core,
+        workdir=workdir,
+        mix=mix,
+    )
+
+
+def _reference(
+    kind: str, what: str, command: list[str], *, core: int | None, workdir: Path, mix: str
+) -> Server:
+    port = free_port()
+    name = reference_name(kind, mix)
+    where = f"core {core}" if core is not None else "unpinned"
+    return Server(
+        name=name,
+        label=f"{kind} ({what}, {where}{', ' + mix + ' requests' if mix else ''})",
+        workers=1,
+        core=core,
+        command=[*command, "--host", HOST, "--port", str(port)],
         environ=dict(os.environ),
         port=port,
         ready_path="/?video=http://s1.origin-cluster/video/1/ready.m3u8",

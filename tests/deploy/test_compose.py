@@ -2,7 +2,7 @@
 
 The file is validated against the compose specification (compose-spec, the same rules
 `docker compose config` applies) everywhere; `docker compose config` itself runs only where
-the compose plugin is installed, which CI cannot have (tests/tools.py: CI_EXEMPT).
+the compose plugin is installed, which CI cannot have (tests/support/tools.py: CI_EXEMPT).
 """
 
 import dataclasses
@@ -17,9 +17,9 @@ import pytest
 import yaml
 from compose_spec import PyOptions
 
-from app.config import Settings, load_settings
+from app.main.settings import Settings, load_settings
 from loadtest.stack import find_nginx, nginx_command, nginx_version
-from tests.tools import require, require_tool
+from tests.support.tools import require, require_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "compose.yaml"

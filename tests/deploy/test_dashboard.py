@@ -1,6 +1,6 @@
 """The Grafana dashboard, checked structurally (no Grafana can be installed here): every panel
 on the provisioned Prometheus datasource, PromQL that parses (promtool) and names only
-metrics and labels of the README's metrics reference, the issue's panels all there, and
+metrics and labels of the metrics reference (docs/operations.md), the issue's panels all there, and
 configuration changes as annotations. tests/e2e/test_dashboard.py runs the same queries on a
 real Prometheus scraping real servers."""
 
@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.grafana import (
+from tests.support.grafana import (
     DATASOURCES,
     GRAFANA_VARIABLES,
     annotation_queries,
@@ -24,7 +24,7 @@ from tests.grafana import (
     panels,
     referenced,
 )
-from tests.tools import require_tool
+from tests.support.tools import require_tool
 
 GRID_COLUMNS = 24
 
@@ -138,6 +138,8 @@ def some_query(document: dict[str, Any], pattern: str) -> bool:
         ),
         ("rate-limited", r'rate\(balancer_rejected_total\{code="rate-limited"\}'),
         ("CDN health", r"min by \(host\) \(balancer_cdn_up\)"),
+        ("CDN effective weights", r"min by \(host\) \(balancer_cdn_effective_weight\)"),
+        ("reported utilization", r"by \(host\) \(balancer_cdn_reported_utilization\)"),
         ("origin fallback", r"rate\(balancer_fallback_total\["),
         ("degraded mode", r"by \(instance\) \(balancer_sequence_degraded\)"),
         ("config version", r"max\(balancer_config_version\)"),

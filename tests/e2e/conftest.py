@@ -3,7 +3,7 @@ from collections.abc import Iterator
 import pytest
 
 from loadtest.support import ServerProcess
-from tests.e2e.servers import reset_config, running_server
+from tests.support.servers import reset_config, running_server
 
 
 @pytest.fixture(scope="module")

@@ -17,9 +17,9 @@ import httpx
 import pytest
 
 from loadtest.support import ServerProcess, scratch_database
-from tests.conftest import ADMIN_TOKEN, Servers
-from tests.e2e.servers import BASELINE, WorkerLines, running_server
+from tests.support.app import ADMIN_TOKEN, Servers
 from tests.support.largest import largest_config
+from tests.support.servers import BASELINE, WorkerLines, running_server
 from tests.support.stalls import RedirectGaps
 
 WORKERS = 2

@@ -15,8 +15,8 @@ import pytest
 
 from loadtest.fake_cdn import FakeCdn
 from loadtest.support import ServerProcess
-from tests.conftest import ADMIN_TOKEN
-from tests.e2e.servers import WorkerLines, key_prefix, running_server
+from tests.support.app import ADMIN_TOKEN
+from tests.support.servers import WorkerLines, key_prefix, running_server
 
 pytestmark = pytest.mark.e2e
 

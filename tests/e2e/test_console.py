@@ -1,6 +1,6 @@
 """The admin console in Debian's Chromium against a real server, PostgreSQL and Redis.
 
-The browser may reach the service only (tests.e2e.browser.GuardedPage); each test also checks
+The browser may reach the service only (tests.support.browser.GuardedPage); each test also checks
 that the page raised no JavaScript error and attempted no request to another host.
 """
 
@@ -22,9 +22,9 @@ from playwright.sync_api import Browser, FloatRect, Page, Route, expect
 
 from loadtest.fake_cdn import FakeCdn
 from loadtest.support import ServerProcess
-from tests.conftest import ADMIN_TOKEN
-from tests.e2e.browser import GuardedPage, chromium, guarded_page
-from tests.e2e.servers import reset_config
+from tests.support.app import ADMIN_TOKEN
+from tests.support.browser import GuardedPage, chromium, guarded_page
+from tests.support.servers import reset_config
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 CLOSE = {"Connection": "close"}
@@ -368,6 +368,10 @@ def test_now_panel_shows_health_and_live_rates_in_the_documented_shapes(
                 "last_check": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "last_error": "connect timeout <b>after</b> 2 s",
                 "consecutive_failures": 4,
+                "configured_weight": 1,
+                "effective_weight": 0,
+                "reported": {"state": "maint", "weight_percent": 50},
+                "load_error": "unknown agent word '<i>OK</i>'",
             }
         ]
         route.fulfill(status=200, content_type="application/json", body=json.dumps(body))
@@ -387,6 +391,8 @@ def test_now_panel_shows_health_and_live_rates_in_the_documented_shapes(
     pool = page.locator("#pool-table")
     expect(pool).to_contain_text("down")
     expect(pool).to_contain_text("connect timeout <b>after</b> 2 s")
+    expect(pool).to_contain_text("maint 50%")
+    expect(pool).to_contain_text("ignored: unknown agent word '<i>OK</i>'")
     expect(page.locator("#now-summary")).to_contain_text("10.0 % to the origin")
     now_stats = page.locator("#now-stats")
     expect(now_stats).to_contain_text("this instance only")

@@ -28,13 +28,12 @@ import pytest
 from loadtest.fake_cdn import FakeCdn
 from loadtest.stack import Stack, find_nginx
 from loadtest.support import ServerProcess, forget_keys, free_port, redis_keys
-from tests.conftest import ADMIN_TOKEN
-from tests.e2e.prometheus import PrometheusApi, PrometheusServer, duration
-from tests.e2e.servers import fresh_prefix, reset_config
-from tests.e2e.test_stack import can_bind
-from tests.grafana import Query, annotation_queries, panel_queries, panels
-from tests.proxy import CuttableProxy
-from tests.tools import require, require_tool
+from tests.support.app import ADMIN_TOKEN
+from tests.support.grafana import Query, annotation_queries, panel_queries, panels
+from tests.support.prometheus import PrometheusApi, PrometheusServer, duration
+from tests.support.proxy import CuttableProxy
+from tests.support.servers import fresh_prefix, reset_config
+from tests.support.tools import can_bind, require, require_tool
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 METRICS_TOKEN = secrets.token_urlsafe(32)
@@ -56,7 +55,14 @@ HEALTH = {
     "timeout_seconds": 0.25,
     "fall": 2,
     "rise": 2,
+    "load": "utilization",
 }
+# What the live CDN host reports (ORCA): its effective weight is 1 x (1 - 0.3).
+UTILIZATION = 0.3
+CDN_ANSWER = (
+    b"HTTP/1.1 200 OK\r\nendpoint-load-metrics: TEXT cpu_utilization=0.3\r\n"
+    b"Content-Length: 0\r\nConnection: close\r\n\r\n"
+)
 
 
 @dataclass
@@ -255,7 +261,7 @@ async def run(
         targets = [urlsplit(url).netloc for url in instance_urls]
         prometheus = PrometheusApi(server.prometheus_url, targets, INTERVAL)
     await asyncio.to_thread(server.start)  # the proxy runs on this loop meanwhile
-    cdn = FakeCdn().start()
+    cdn = FakeCdn(answer=CDN_ANSWER).start()
     dead = f"127.0.0.1:{free_port()}"
     try:
         version = await asyncio.to_thread(configure, front, cdn.host, dead)
@@ -404,6 +410,11 @@ def check_cdn_hosts(run: Run, figures: Figures) -> None:
     assert all(rate == 0 for rate in rates.values()), rates
 
 
+def check_cdn_weights(run: Run, figures: Figures) -> None:
+    assert by("host", figures["A"]) == {run.cdn_up: 1 - UTILIZATION, run.cdn_down: 0.0}
+    assert by("host", figures["B"]) == {run.cdn_up: UTILIZATION}
+
+
 # Panel title -> its check at the end of the measured window.
 CHECKS: dict[str, Callable[[Run, Figures], None]] = {
     "Config version": check_config_version,
@@ -417,6 +428,7 @@ CHECKS: dict[str, Callable[[Run, Figures], None]] = {
     "Rate-limited": check_rate_limited,
     "CDN health": check_cdn_health,
     "CDN redirects/s by host": check_cdn_hosts,
+    "CDN effective weights and reported utilization": check_cdn_weights,
 }
 # Panels whose figures show only once Redis is cut: checked at the moment a worker degraded.
 AFTER_CUT = {"PostgreSQL and Redis errors"}

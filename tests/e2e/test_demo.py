@@ -15,7 +15,7 @@ import pytest
 
 from loadtest.fake_cdn import pid_file
 from loadtest.support import ROOT, free_port, redis_keys
-from tests.e2e.servers import fresh_prefix, until_banner
+from tests.support.servers import fresh_prefix, until_banner
 
 
 def shell(line: str) -> None:

@@ -10,8 +10,8 @@ import pytest
 from playwright.sync_api import Browser, expect
 
 from loadtest.support import ServerProcess
-from tests.conftest import ADMIN_TOKEN
-from tests.e2e.browser import chromium, guarded_page
+from tests.support.app import ADMIN_TOKEN
+from tests.support.browser import chromium, guarded_page
 
 METHODS = {"get", "put", "post", "delete", "patch", "head", "options"}
 

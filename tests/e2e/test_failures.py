@@ -1,6 +1,6 @@
 """What viewers and admins get while PostgreSQL or Redis is away, and after it is back.
 
-The tests under load own their PostgreSQL and Redis (tests/private_services.py) and stop
+The tests under load own their PostgreSQL and Redis (tests/support/private_services.py) and stop
 them for real while a fixed-rate load runs on two workers; the single-worker test of the
 split's exact pattern takes Redis away through a proxy, so that it can still lease numbers
 from the key behind the worker's back.
@@ -25,11 +25,11 @@ from uvicorn.config import STARTUP_FAILURE
 
 from loadtest.steady import Answer, SteadyLoad
 from loadtest.support import ServerProcess, free_port, serve_until_exit
-from tests.conftest import ADMIN_TOKEN
-from tests.e2e.redirects import origin_pattern
-from tests.e2e.servers import behind_redis_proxy, fresh_prefix, reset_config, running_server
-from tests.private_services import PrivatePostgres, PrivateRedis
-from tests.proxy import CuttableProxy
+from tests.support.app import ADMIN_TOKEN
+from tests.support.private_services import PrivatePostgres, PrivateRedis
+from tests.support.proxy import CuttableProxy
+from tests.support.redirects import origin_pattern
+from tests.support.servers import behind_redis_proxy, fresh_prefix, reset_config, running_server
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 VIDEO = "http://s1.origin-cluster/video/1488/xcg2djHckad.m3u8"

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from loadtest.support import ServerProcess
-from tests.e2e.servers import reset_config, running_server, server_environ
-from tests.proxy import CuttableProxy
+from tests.support.proxy import CuttableProxy
+from tests.support.servers import reset_config, running_server, server_environ
 
 VIDEO = "/?video=http://s1.origin-cluster/video/1488/xcg2djHckad.m3u8"
 DRAIN = 2.0

@@ -18,8 +18,8 @@ import httpx
 import pytest
 
 from loadtest.support import ServerProcess
-from tests.conftest import ADMIN_TOKEN
-from tests.e2e.servers import running_server
+from tests.support.app import ADMIN_TOKEN
+from tests.support.servers import running_server
 
 pytestmark = pytest.mark.e2e
 

@@ -19,8 +19,8 @@ import httpx
 import pytest
 
 from loadtest.support import ServerProcess
-from tests.conftest import ADMIN_TOKEN
-from tests.e2e.servers import WorkerLines, running_server
+from tests.support.app import ADMIN_TOKEN
+from tests.support.servers import WorkerLines, running_server
 from tests.support.stalls import RedirectGaps
 
 pytestmark = pytest.mark.e2e

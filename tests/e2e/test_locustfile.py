@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from loadtest.support import ROOT, ServerProcess, free_port
-from tests.conftest import ADMIN_TOKEN
+from tests.support.app import ADMIN_TOKEN
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 FAKE_CONFIG = {

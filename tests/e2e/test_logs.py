@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from loadtest.support import ROOT, free_port, redis_keys
-from tests.e2e.servers import fresh_prefix, running_server
+from tests.support.servers import fresh_prefix, running_server
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 CONSOLE_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+Z \[(debug|info|warning|error)")
@@ -138,4 +138,4 @@ def test_serve_logs_one_json_object_per_line(
     assert {"Started parent process", "serving", "draining", "worker_stopped"} <= {
         name.split(" [")[0] for name in names
     }, names
-    assert {event["logger"] for event in events} >= {"uvicorn.error", "app.main"}
+    assert {event["logger"] for event in events} >= {"uvicorn.error", "app.main.startup"}

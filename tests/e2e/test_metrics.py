@@ -15,9 +15,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from loadtest.support import ServerProcess
-from tests.conftest import ADMIN_TOKEN
-from tests.e2e.servers import behind_redis_proxy, key_prefix, reset_config, running_server
-from tests.proxy import CuttableProxy
+from tests.support.app import ADMIN_TOKEN
+from tests.support.proxy import CuttableProxy
+from tests.support.servers import behind_redis_proxy, key_prefix, reset_config, running_server
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 VIDEO = "http://s1.origin-cluster/video/1488/xcg2djHckad.m3u8"

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from loadtest.support import ROOT, free_port, redis_keys
-from tests.e2e.servers import fresh_prefix, until_banner
+from tests.support.servers import fresh_prefix, until_banner
 
 TCP_LISTEN = "0A"
 

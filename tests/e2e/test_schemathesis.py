@@ -19,11 +19,11 @@ from schemathesis import Case
 from schemathesis.config import SchemathesisConfig
 from schemathesis.openapi import from_dict
 
-from app.config import Settings
-from app.main import create_app
+from app.main.asgi import create_app
+from app.main.settings import Settings
 from loadtest.support import ServerProcess, scratch_database
-from tests.conftest import ADMIN_TOKEN, Servers
-from tests.e2e.servers import reset_config, running_server
+from tests.support.app import ADMIN_TOKEN, Servers
+from tests.support.servers import reset_config, running_server
 
 pytestmark = pytest.mark.e2e
 

@@ -10,9 +10,9 @@ import httpx
 import pytest
 
 from loadtest.support import ServerProcess
-from tests.conftest import ADMIN_TOKEN
-from tests.e2e.redirects import redirect_hosts
-from tests.e2e.servers import WorkerLines
+from tests.support.app import ADMIN_TOKEN
+from tests.support.redirects import redirect_hosts
+from tests.support.servers import WorkerLines
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 CLOSE = {"Connection": "close"}  # a new connection per request spreads them over the workers

@@ -19,9 +19,9 @@ import pytest
 from redis import Redis
 
 from loadtest.support import ServerProcess
-from tests.conftest import ADMIN_TOKEN
-from tests.e2e.redirects import CLOSE, VIDEO, origin_pattern, redirect_hosts
-from tests.e2e.servers import key_prefix, reset_config, running_server
+from tests.support.app import ADMIN_TOKEN
+from tests.support.redirects import CLOSE, VIDEO, origin_pattern, redirect_hosts
+from tests.support.servers import key_prefix, reset_config, running_server
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 WORKERS = 2

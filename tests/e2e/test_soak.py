@@ -21,7 +21,7 @@ import pytest
 from loadtest.bench.servers import reference_server
 from loadtest.steady import Answer, SteadyLoad
 from loadtest.support import ServerProcess
-from tests.e2e.servers import reset_config, server_environ
+from tests.support.servers import reset_config, server_environ
 
 VIDEO = "http://s1.origin-cluster/video/1488/xcg2djHckad.m3u8"
 RATE = 500  # requests/s: fixed, so that the percentiles of two windows compare

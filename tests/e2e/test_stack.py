@@ -3,7 +3,6 @@
 import os
 import re
 import signal
-import socket
 import time
 import uuid
 from collections import Counter
@@ -24,10 +23,10 @@ from loadtest.stack import (
     render_nginx_config,
 )
 from loadtest.support import free_port, redis_keys
-from tests.conftest import ADMIN_TOKEN
-from tests.e2e.redirects import redirect_hosts
-from tests.e2e.servers import key_prefix, reset_config
-from tests.tools import require, require_tool
+from tests.support.app import ADMIN_TOKEN
+from tests.support.redirects import redirect_hosts
+from tests.support.servers import key_prefix, reset_config
+from tests.support.tools import can_bind, require, require_tool
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 VIDEO = "http://s1.origin-cluster/video/1488/xcg2djHckad.m3u8"
@@ -135,15 +134,6 @@ def test_nginx_answers_with_a_request_id_of_its_own(stack: Stack) -> None:
     second = httpx.get(f"{stack.front_url}/health").headers["x-request-id"]
     assert re.fullmatch(r"[0-9a-f]{32}", first)
     assert first != second
-
-
-def can_bind(address: str) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind((address, 0))
-        except OSError:
-            return False
-    return True
 
 
 def client_seen_by_the_app(stack: Stack, url: str, source: str, forwarded_for: str) -> str:

@@ -15,14 +15,14 @@ from redis.asyncio import Redis
 
 from app.application.cdn_health import CdnHealthView, GetCdnHealth, RefreshCdnHealth
 from app.application.snapshot import ConfigSnapshot
+from app.domain.cdn_health import HealthSettings, HostState
 from app.domain.config import BalancerConfig, ConfigVersion
-from app.domain.health import HealthSettings, HostState
 from app.domain.pool import CdnPool
 from app.domain.split import Split
 from app.infrastructure.http.probe import HttpProbe
 from app.infrastructure.redis.cdn_health import RedisHealthBoard
 from loadtest.fake_cdn import FakeCdn
-from tests.integration.conftest import ADMIN, VIDEO
+from tests.support.app import ADMIN, VIDEO
 
 # Fast checks so the timings can be watched in a test: out within fall x interval + timeout.
 INTERVAL, TIMEOUT, FALL, RISE = 0.4, 0.2, 2, 2
@@ -281,6 +281,10 @@ async def test_cdn_health_needs_the_admin_token(client: httpx.AsyncClient) -> No
             "last_check": None,
             "last_error": None,
             "consecutive_failures": 0,
+            "configured_weight": 1,
+            "effective_weight": 1.0,
+            "reported": None,
+            "load_error": None,
         }
     ]
 

@@ -6,12 +6,11 @@ Whatever one host answers (or does not), that host alone is marked, with a reada
 """
 
 import asyncio
-import contextlib
 import itertools
 import ssl
 import subprocess
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -20,75 +19,19 @@ from redis.asyncio import Redis
 
 from app.application.cdn_health import CdnHealthView, ProbeCdnHosts
 from app.application.snapshot import ConfigSnapshot
+from app.domain.cdn_health import HealthSettings
 from app.domain.config import BalancerConfig, ConfigVersion
-from app.domain.health import HealthSettings
 from app.domain.pool import CdnPool
 from app.domain.split import Split
 from app.infrastructure.http.probe import HttpProbe
 from app.infrastructure.redis.cdn_health import CdnHealthMonitor, RedisHealthBoard
 from tests.support.logs import events, json_logs
-from tests.tools import require_tool
+from tests.support.probe_hosts import SLACK, TIMEOUT, Answer, fake_host, hangs, says
+from tests.support.tools import require_tool
 
-Answer = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-
-TIMEOUT = 0.5
-# What a probe may take beyond its timeout on a loaded 2-core machine (closing, scheduling:
-# 0.55 s seen with two CPU hogs running). A deadline per read would take 3.4 s for the
-# answer that drips a byte every 0.2 s.
-SLACK = 1.0
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
 MB = 1024 * 1024
 LINE_LIMIT = 1024  # bytes of a status line, its line end included
-
-
-def says(*chunks: bytes, every: float = 0.0, listen: bool = True) -> Answer:
-    """An answer: read the request (unless `listen` is off), send `chunks` (`every` seconds
-    apart), hang up."""
-
-    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if listen:
-            await reader.readuntil(b"\r\n\r\n")
-        for chunk in chunks:
-            writer.write(chunk)
-            await writer.drain()
-            await asyncio.sleep(every)
-
-    return answer
-
-
-async def hangs(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """Accept, and never answer."""
-    await asyncio.sleep(3600)
-
-
-@contextlib.asynccontextmanager
-async def fake_host(answer: Answer, *, tls: ssl.SSLContext | None = None) -> AsyncIterator[int]:
-    """A CDN host on a loopback port that answers every connection with `answer`; its port."""
-    handlers: set[asyncio.Task[None]] = set()
-    connections = 0
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        nonlocal connections
-        connections += 1
-        handlers.add(asyncio.current_task())  # type: ignore[arg-type]
-        try:
-            await answer(reader, writer)
-        except (OSError, asyncio.IncompleteReadError):
-            pass  # the prober hung up first, as it should
-        except asyncio.CancelledError:
-            pass  # the host stops; a cancelled handler upsets Python 3.11's stream callback
-        finally:
-            writer.close()
-
-    server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=tls)
-    try:
-        yield server.sockets[0].getsockname()[1]
-    finally:
-        server.close()
-        for task in handlers:
-            task.cancel()
-        await asyncio.gather(*handlers, return_exceptions=True)
-        await server.wait_closed()
 
 
 @pytest.fixture(scope="module")

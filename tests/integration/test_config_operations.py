@@ -7,7 +7,7 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from tests.integration.conftest import ADMIN, VIDEO
+from tests.support.app import ADMIN, VIDEO
 
 BLOCK = 1000  # the default BALANCER_SEQUENCE_BLOCK the in-process app runs with
 

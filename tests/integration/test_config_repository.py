@@ -10,7 +10,7 @@ from app.domain.split import Split
 from app.infrastructure.postgres.config_repository import PostgresConfigRepository
 from app.infrastructure.postgres.listener import CHANNEL
 from app.infrastructure.postgres.pool import create_pool
-from tests.proxy import CuttableProxy
+from tests.support.proxy import CuttableProxy
 
 pytestmark = pytest.mark.usefixtures("initial_config")
 

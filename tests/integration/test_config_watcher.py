@@ -6,14 +6,14 @@ from collections.abc import AsyncIterator, Callable
 import asyncpg
 import pytest
 
-from app.application.config import ReloadConfig
+from app.application.config_versions import ReloadConfig
 from app.application.snapshot import ConfigSnapshot
 from app.domain.config import BalancerConfig
 from app.domain.split import Split
 from app.infrastructure.postgres.config_repository import PostgresConfigRepository
 from app.infrastructure.postgres.listener import ConfigWatcher, reconnect_delays
 from app.infrastructure.postgres.pool import create_pool
-from tests.proxy import CuttableProxy
+from tests.support.proxy import CuttableProxy
 
 pytestmark = pytest.mark.usefixtures("initial_config")
 

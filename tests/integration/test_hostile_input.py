@@ -10,10 +10,11 @@ import asyncpg
 import httpx
 import pytest
 
-from app.domain.config import BalancerConfig, Redirect
+from app.domain.config import BalancerConfig
+from app.domain.router import Redirect
 from app.domain.split import CDN, ORIGIN, Split
-from tests.hostile import assert_safe_location
-from tests.integration.conftest import ADMIN, app_client, app_settings
+from tests.support.app import ADMIN, app_client, app_settings
+from tests.support.hostile import assert_safe_location
 
 pytestmark = pytest.mark.usefixtures("initial_config")
 

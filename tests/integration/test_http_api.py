@@ -9,15 +9,16 @@ import asyncpg
 import httpx
 import pytest
 
-from app.application.config import MAX_WRITE_ATTEMPTS
-from app.main import create_app
-from app.presentation.http.auth import fingerprint
+from app.application.config_versions import MAX_WRITE_ATTEMPTS
+from app.main.asgi import create_app
+from app.presentation.api.auth import fingerprint
 from loadtest.support import scratch_database
-from tests.conftest import ADMIN_TOKEN, Servers
-from tests.integration.conftest import (
+from tests.support.app import (
     ADMIN,
+    ADMIN_TOKEN,
     SECOND_ADMIN_TOKEN,
     VIDEO,
+    Servers,
     app_client,
     app_settings,
 )
@@ -258,6 +259,11 @@ async def test_admin_endpoints_answer_the_admin_token(
         ({"cdn_host": "ftp://cdn.example.com"}, "cdn_host"),
         ({"cdn_host": None}, "cdn_host"),
         ({"redirect_status": 200}, "redirect_status"),
+        ({"cdn_health": {"load": "least_conn"}}, "cdn_health.load"),
+        ({"cdn_health": {"load": "agent"}}, "cdn_health.method"),  # HEAD carries no body
+        ({"cdn_health": {"slow_start_seconds": -1}}, "cdn_health.slow_start_seconds"),
+        ({"cdn_health": {"slow_start_seconds": 1e9}}, "cdn_health.slow_start_seconds"),
+        ({"cdn_health": {"slow_start_seconds": "5"}}, "cdn_health.slow_start_seconds"),
         ({"unknown": 1}, "unknown"),
         ({}, "body"),
     ],

@@ -5,7 +5,7 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.integration.conftest import ADMIN, VIDEO, app_client, app_settings
+from tests.support.app import ADMIN, VIDEO, app_client, app_settings
 
 pytestmark = pytest.mark.usefixtures("initial_config", "no_limits")
 

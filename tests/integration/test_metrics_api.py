@@ -6,8 +6,8 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.conftest import ADMIN, VIDEO, app_client, app_settings
-from tests.proxy import CuttableProxy
+from tests.support.app import ADMIN, VIDEO, app_client, app_settings
+from tests.support.proxy import CuttableProxy
 
 METRICS_TOKEN = "Hq3vNc8RtZx5LmW2pYb7KdF4sJg9TeU6"
 OTHER = "http://elsewhere.example/v.m3u8"

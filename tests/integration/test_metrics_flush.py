@@ -11,14 +11,14 @@ from redis.asyncio import Redis
 from app.application.cdn_health import CdnHealthView
 from app.application.metrics import ServerCounts, Tally
 from app.application.snapshot import ConfigSnapshot
-from app.domain.config import Redirect
 from app.domain.ratelimit import ClientLimiter
+from app.domain.router import Redirect
 from app.infrastructure.backend_errors import BackendErrors, backend_errors
 from app.infrastructure.metrics import FileFigures, MetricsFlusher
 from app.infrastructure.redis.sequence import RedisLeasedSequence
 from app.infrastructure.redis.stats import RATE_WINDOW_SECONDS, RedisStats
-from tests.proxy import CuttableProxy
-from tests.unit.fakes import version
+from tests.support.fakes import version
+from tests.support.proxy import CuttableProxy
 
 CDN = "http://cdn.example.com"
 REDIRECT = Redirect("cdn", f"{CDN}/s1/v.m3u8", 301, "s1", 1, "default", CDN)

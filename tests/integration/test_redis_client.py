@@ -4,7 +4,7 @@ import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from app.infrastructure.redis.client import connect
-from tests.proxy import CuttableProxy
+from tests.support.proxy import CuttableProxy
 
 
 async def test_a_connection_redis_closed_while_pooled_is_replaced_not_reported(

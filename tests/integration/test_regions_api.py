@@ -13,9 +13,9 @@ from app.domain.pool import CdnPool
 from app.domain.regions import Region
 from app.domain.split import Split
 from app.infrastructure.geoip import MaxMindCountries
-from tests.integration.conftest import ADMIN, VIDEO
-from tests.integration.test_geoip import write_database
-from tests.unit.fakes import CountingSequence
+from tests.support.app import ADMIN, VIDEO
+from tests.support.fakes import CountingSequence
+from tests.support.geoip import write_database
 
 REGIONS: list[dict[str, object]] = [
     {

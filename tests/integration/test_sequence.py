@@ -9,7 +9,7 @@ from redis.asyncio import Redis
 
 from app.domain.split import ORIGIN, Split
 from app.infrastructure.redis.sequence import RedisLeasedSequence
-from tests.proxy import CuttableProxy
+from tests.support.proxy import CuttableProxy
 
 BLOCK = 100
 

@@ -7,14 +7,16 @@ from collections.abc import Iterator, Mapping
 
 import pytest
 
-from app.application.cdn_health import BoardView, ProbeCdnHosts
+from app.application.cdn_health import ProbeCdnHosts
+from app.application.ports import BoardView, ProbeAnswer
 from app.application.snapshot import ConfigSnapshot
+from app.domain.cdn_health import HealthSettings, HostState
 from app.domain.config import BalancerConfig
-from app.domain.health import HealthSettings, HostState
+from app.domain.load import LoadReport, parse_agent
 from app.domain.pool import CdnPool
 from app.domain.split import Split
+from tests.support.fakes import version
 from tests.support.logs import events, json_logs
-from tests.unit.fakes import version
 
 A, B, C = "http://cdn-a.example.com", "http://cdn-b.example.com", "http://cdn-c.example.com"
 TIMEOUT = 0.2
@@ -40,13 +42,13 @@ class Misbehaving:
     def __init__(self) -> None:
         self.asked: list[str] = []
 
-    async def __call__(self, url: str, *, method: str, timeout: float) -> str | None:
+    async def answer(self, url: str, *, method: str, timeout: float, load: str) -> ProbeAnswer:
         self.asked.append(url)
         if url.startswith(B):
             raise ValueError("invalid literal for int() with base 10: '²00'")
         if url.startswith(C):
             await asyncio.sleep(10 * timeout)
-        return None
+        return ProbeAnswer(None)
 
 
 def snapshot_of(*hosts: str, fall: int = 1) -> ConfigSnapshot:
@@ -104,3 +106,40 @@ async def test_probes_that_overrun_their_timeout_are_cut_off_at_once_failing_the
         assert not states[url].healthy
         assert states[url].last_error == "no answer within 0.2 s"
     assert board.round == 1
+
+
+class Reporting:
+    """Every host answers; what each reports is the test's to change."""
+
+    def __init__(self) -> None:
+        self.reports: dict[str, LoadReport | None] = {}
+
+    async def answer(self, url: str, *, method: str, timeout: float, load: str) -> ProbeAnswer:
+        base = next(host for host in self.reports if url.startswith(host))
+        return ProbeAnswer(None, self.reports[base])
+
+
+@pytest.mark.usefixtures("logged_as_json")
+async def test_a_garbage_report_is_logged_once_per_change_and_never_fails_the_host(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    snapshot = ConfigSnapshot()
+    config = BalancerConfig(
+        cdn_host="x",
+        split=Split(1, 0),
+        cdn_hosts=CdnPool.of([(A, 1), (B, 1)]),
+        cdn_health=HealthSettings(method="GET", load="agent", fall=1, timeout_seconds=TIMEOUT),
+    )
+    snapshot.offer(version(1, config))
+    probe = Reporting()
+    probe.reports = {A: LoadReport(weight_percent=50), B: parse_agent(b"OK")}
+    round_ = ProbeCdnHosts(snapshot, probe, MemoryBoard())
+    for _ in range(3):
+        states = await round_()
+    probe.reports[B] = parse_agent(b"up 200% 300%")
+    states = await round_()
+    assert states[B].healthy
+    assert states[B].load_error == "two percentages: 'up 200% 300%'"
+    assert (states[A].weight_percent, states[B].weight_percent) == (50, 100)
+    ignored = events(capsys.readouterr().err, "cdn_load_report_ignored")
+    assert [event["host"] for event in ignored] == [B, B]

@@ -1,6 +1,6 @@
 import pytest
 
-from app.application.config import ConfigChange
+from app.application.config_versions import ConfigChange
 from app.domain.config import BalancerConfig
 from app.domain.errors import InvalidConfig
 from app.domain.split import Split

@@ -11,16 +11,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic_core import to_json
 
+from app.domain.cdn_health import HealthSettings
 from app.domain.config import BalancerConfig, ConfigVersion
-from app.domain.health import HealthSettings
 from app.domain.pool import CdnPool
 from app.domain.ratelimit import RateLimit
 from app.domain.regions import Region
 from app.domain.split import Split
-from app.presentation.http.json_pieces import dumps_in_pieces, loads_in_pieces
-from app.presentation.http.schemas import ConfigBody, ConfigPatch, config_document
+from app.presentation.api.json_pieces import dumps_in_pieces, loads_in_pieces
+from app.presentation.api.schemas import ConfigBody, ConfigPatch, config_document
 from tests.support import largest
-from tests.unit.fakes import DEFAULT
+from tests.support.fakes import DEFAULT
 
 
 def pool(prefix: str, size: int) -> CdnPool:

@@ -2,7 +2,7 @@ from dataclasses import replace
 
 import pytest
 
-from app.application.config import (
+from app.application.config_versions import (
     ConfigChange,
     ReloadConfig,
     RemoveServerRule,
@@ -18,7 +18,7 @@ from app.domain.errors import InvalidConfig
 from app.domain.pool import CdnPool
 from app.domain.regions import Region
 from app.domain.split import Split
-from tests.unit.fakes import DEFAULT, FakeConfigRepository, version
+from tests.support.fakes import DEFAULT, FakeConfigRepository, version
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import structlog
 
-from app import embedded
+from app.main import embedded
 
 
 def no_such_user(name: str) -> pwd.struct_passwd:

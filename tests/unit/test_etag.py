@@ -1,6 +1,6 @@
 import pytest
 
-from app.presentation.http.etag import NO_VERSION, etag, if_match_version
+from app.presentation.api.etag import NO_VERSION, etag, if_match_version
 
 
 @pytest.mark.parametrize(

@@ -3,14 +3,15 @@ from datetime import UTC, datetime
 
 import pytest
 
-from app.application.config import ConfigChange
+from app.application.config_versions import ConfigChange
 from app.application.snapshot import ConfigSnapshot
-from app.domain.config import BalancerConfig, ConfigVersion, Router
+from app.domain.config import BalancerConfig, ConfigVersion
 from app.domain.errors import InvalidConfig
 from app.domain.pool import CdnPool
 from app.domain.regions import MAX_REGIONS, Region, RegionMatcher
+from app.domain.router import Router
 from app.domain.split import Split
-from tests.unit.fakes import CountingSequence
+from tests.support.fakes import CountingSequence
 
 VIDEO = "http://s1.origin-cluster/video/1.m3u8"
 GLOBAL = "http://cdn.example.com"

@@ -1,4 +1,4 @@
-from app.domain.health import HealthSettings, HostState
+from app.domain.cdn_health import HealthSettings, HostState
 
 SETTINGS = HealthSettings(fall=3, rise=2)
 

@@ -1,4 +1,4 @@
-"""Properties of every input rule, over generated hostile input (see tests/hostile.py).
+"""Properties of every input rule, over generated hostile input (see tests/support/hostile.py).
 
 No database: these drive the domain and the redirect front's parameter parsing directly,
 and the configuration through the same path a PATCH body takes (pydantic body ->
@@ -15,8 +15,9 @@ from hypothesis import assume, event, example, given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from app.domain.config import BalancerConfig, ConfigVersion, Router
+from app.domain.config import BalancerConfig, ConfigVersion
 from app.domain.errors import InvalidConfig, InvalidVideoUrl
+from app.domain.router import Router
 from app.domain.split import Split
 from app.domain.syntax import cdn_base_url, is_link_local, parse_number
 from app.domain.video import (
@@ -26,10 +27,10 @@ from app.domain.video import (
     _parse_in_full,
     parse_video_url,
 )
-from app.presentation.http.etag import if_match_version
-from app.presentation.http.redirect import video_param
-from app.presentation.http.schemas import ConfigPatch
-from tests.hostile import (
+from app.presentation.api.etag import if_match_version
+from app.presentation.api.schemas import ConfigPatch
+from app.presentation.edge.redirect import video_param
+from tests.support.hostile import (
     NON_ASCII_DIGITS,
     VIDEO_CODES,
     assert_allowed_domain,

@@ -12,9 +12,9 @@ from app.domain.errors import InvalidConfig
 from app.domain.pool import MAX_HOSTS_IN_ALL, MAX_POOL_HOSTS, CdnPool
 from app.domain.regions import MAX_NETWORKS, Region, networks
 from app.domain.split import Split
-from app.presentation.http.schemas import ConfigPatch
+from app.presentation.api.schemas import ConfigPatch
 from tests.support import largest
-from tests.unit.fakes import DEFAULT
+from tests.support.fakes import DEFAULT
 
 
 def cpu_seconds(work: Callable[[], object], runs: int = 5) -> float:

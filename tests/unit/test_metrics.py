@@ -10,29 +10,28 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app.application.metrics import (
-    DURATION_BUCKETS,
     MAX_SERVERS,
-    Figures,
     GetStats,
     MetricsDisabled,
     ServerCounts,
-    StatsCounts,
     StatsUnavailable,
     Tally,
     merge,
     stats_fields,
 )
+from app.application.ports import DURATION_BUCKETS, Figures, StatsCounts
 from app.application.redirect import RedirectVideo
 from app.application.snapshot import ConfigSnapshot
-from app.domain.config import BalancerConfig, Redirect
-from app.domain.health import HealthSettings
+from app.domain.cdn_health import HealthSettings
+from app.domain.config import BalancerConfig
+from app.domain.router import Redirect
 from app.domain.split import Split
 from app.infrastructure.metrics import FileFigures, clear_metrics_directory
-from app.presentation.http.metrics import figure_families
-from app.presentation.http.redirect import RedirectFront
-from tests.unit.fakes import CountingSequence, version
-from tests.unit.test_redirect_video import VIDEO, redirect_for
+from app.presentation.api.metrics import figure_families
+from app.presentation.edge.redirect import RedirectFront
+from tests.support.fakes import CountingSequence, redirect_for, version
 
+VIDEO = "http://s1.origin-cluster/video/1488/xcg2djHckad.m3u8?token=abc&exp=1"
 CDN = "http://cdn.example.com"
 
 
@@ -212,6 +211,22 @@ def test_a_cdn_host_is_up_only_while_every_live_worker_routes_to_it() -> None:
     assert merged.cdn_up == {"a": False, "b": True}
 
 
+def test_effective_weights_merge_to_the_lowest_and_utilizations_to_the_highest() -> None:
+    merged = merge(
+        [
+            worker(1, 0, cdn_weight={"a": 2.0, "b": 1.0}, cdn_utilization={"a": 0.2}),
+            worker(2, 0, cdn_weight={"a": 0.5, "b": 1.0}, cdn_utilization={"a": 0.6}),
+        ]
+    )
+    assert merged.cdn_weight == {"a": 0.5, "b": 1.0}
+    assert merged.cdn_utilization == {"a": 0.6}
+    families = {family.name: family for family in figure_families(merged)}
+    weights = {s.labels["host"]: s.value for s in families["balancer_cdn_effective_weight"].samples}
+    assert weights == {"a": 0.5, "b": 1.0}
+    (used,) = families["balancer_cdn_reported_utilization"].samples
+    assert (used.labels, used.value) == ({"host": "a"}, 0.6)
+
+
 def test_stats_fields_flatten_the_dimensions_of_the_stats_endpoint() -> None:
     tally = Tally()
     for redirect in (cdn(), cdn("s2", "eu"), origin()):
@@ -239,6 +254,8 @@ def test_worker_figures_survive_the_file_round_trip(tmp_path: Path) -> None:
         config_version=4,
         sequence_degraded=True,
         cdn_up={"cdn.example.com": False},
+        cdn_weight={"cdn.example.com": 0.5},
+        cdn_utilization={"cdn.example.com": 0.72},
         fallback={"eu": 2},
         region_fallback={"us": 5},
         backend_errors={("redis", "TimeoutError"): 3},

@@ -4,8 +4,8 @@ stand-ins, not names that resolve nowhere (health checks would take them down at
 import json
 import re
 
-from app.config import Settings
-from app.main import create_app
+from app.main.asgi import create_app
+from app.main.settings import Settings
 from loadtest.demo import PORTS
 
 

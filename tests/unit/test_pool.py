@@ -4,13 +4,14 @@ from itertools import groupby
 
 import pytest
 
-from app.application.config import ConfigChange
-from app.domain.config import BalancerConfig, ConfigVersion, Router
+from app.application.config_versions import ConfigChange
+from app.domain.cdn_health import HealthSettings
+from app.domain.config import BalancerConfig, ConfigVersion
 from app.domain.errors import InvalidConfig, NoHealthyTarget
-from app.domain.health import HealthSettings
 from app.domain.pool import CdnPool, Rotation, smooth_weighted_order
+from app.domain.router import Router
 from app.domain.split import Split
-from tests.unit.fakes import CountingSequence
+from tests.support.fakes import CountingSequence
 
 A, B, C = "http://cdn-a.example.com", "http://cdn-b.example.com", "http://cdn-c.example.com"
 VIDEO = "http://s1.origin-cluster/video/1.m3u8"

@@ -7,12 +7,13 @@ from starlette.types import Receive, Scope, Send
 from uvicorn.config import Config
 from uvicorn.server import ServerState
 
-from app.domain.config import BalancerConfig, Redirect
+from app.domain.config import BalancerConfig
 from app.domain.ratelimit import ClientLimiter, RateLimit
+from app.domain.router import Redirect
 from app.domain.split import Split
-from app.presentation.http.protocol import BoundedHttpToolsProtocol
-from app.presentation.http.redirect import RedirectFront
-from tests.unit.test_redirect_video import redirect_for
+from app.presentation.edge.protocol import BoundedHttpToolsProtocol
+from app.presentation.edge.redirect import RedirectFront
+from tests.support.fakes import redirect_for
 
 VIDEO = "http://s1.origin-cluster/video/1488/xcg2djHckad.m3u8"
 DATE = (b"date", b"Mon, 23 Nov 2026 16:00:00 GMT")

@@ -6,16 +6,9 @@ from app.application.snapshot import ConfigSnapshot
 from app.domain.config import BalancerConfig
 from app.domain.split import Split
 from app.domain.video import parse_video_url
-from tests.unit.fakes import CountingSequence, version
+from tests.support.fakes import CountingSequence, redirect_for
 
 VIDEO = "http://s1.origin-cluster/video/1488/xcg2djHckad.m3u8?token=abc&exp=1"
-
-
-def redirect_for(config: BalancerConfig) -> tuple[RedirectVideo, CountingSequence]:
-    snapshot = ConfigSnapshot()
-    snapshot.offer(version(3, config))
-    sequence = CountingSequence()
-    return RedirectVideo(snapshot, sequence), sequence
 
 
 def test_cdn_redirect_puts_the_server_label_first_and_keeps_the_query() -> None:

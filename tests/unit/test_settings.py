@@ -4,7 +4,7 @@ from collections.abc import Callable
 
 import pytest
 
-from app.config import (
+from app.main.settings import (
     MIN_TOKEN_BITS,
     Settings,
     SettingsError,

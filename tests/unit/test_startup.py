@@ -4,7 +4,7 @@ import itertools
 
 import pytest
 
-from app.main import _backoff, service_address
+from app.main.startup import _backoff, service_address
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,7 @@
 import pytest
 
 from app.domain.errors import InvalidVideoUrl
-from app.presentation.http.redirect import video_param
+from app.presentation.edge.redirect import video_param
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,8 @@ import ssl
 from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
+from app.application.ports import ProbeAnswer
+from app.domain.load import MAX_REPORT_BYTES, ORCA_HEADER, LoadReport, read_report
 from app.domain.syntax import is_link_local
 
 _USER_AGENT = "video-balancer-health-check/1"
@@ -16,6 +18,10 @@ MAX_STATUS_LINE = 1024
 # end in a bare LF. Strict where it matters: HTTP/1.0 or 1.1, three ASCII digits.
 _STATUS_LINE = re.compile(rb"HTTP/1\.[01] ([0-9]{3})(?: [^\r\n]*)?\r?\n")
 _EXCERPT = 40  # bytes of an answer that is not a status line shown in the error
+# With load reports on, the most of the header section read after the status line; the
+# body's first line is read too (MAX_REPORT_BYTES at most). Nothing else is.
+MAX_HEADER_BYTES = 8192
+_CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,8})(?:;[^\r\n]*)?\r?\n")
 
 Resolve = Callable[[str, int], Awaitable[list[str]]]
 
@@ -28,8 +34,10 @@ async def resolve(host: str, port: int) -> list[str]:
 
 class HttpProbe:
     """A minimal HTTP/1.1 health check: one request on a fresh connection, the status line
-    read (at most MAX_STATUS_LINE bytes, never the body), the connection closed. Nothing
-    else of the answer is needed, so no client library.
+    read (at most MAX_STATUS_LINE bytes), the connection closed. With load reports on, the
+    header section (MAX_HEADER_BYTES at most) and the body's first line (MAX_REPORT_BYTES
+    at most) of a 2xx/3xx answer too. Nothing else of the answer is needed, so no client
+    library.
 
     Whatever the host sends or does, the answer is None (up) or what went wrong, never an
     exception. The name is resolved first and the connection made to the address found:
@@ -43,6 +51,14 @@ class HttpProbe:
         self.resolve: Resolve = resolve
 
     async def __call__(self, url: str, *, method: str, timeout: float) -> str | None:
+        """None when `url` answered 2xx or 3xx within `timeout`, else what went wrong."""
+        return (await self.answer(url, method=method, timeout=timeout, load="off")).error
+
+    async def answer(  # noqa: PLR0911
+        self, url: str, *, method: str, timeout: float, load: str
+    ) -> ProbeAnswer:
+        """The verdict, and with `load` on the answer's load report. A report that is late,
+        cut or unreadable is that report's error, never the host's: the verdict stands."""
         parts = urlsplit(url)
         https = parts.scheme == "https"
         host = parts.hostname or ""
@@ -57,6 +73,7 @@ class HttpProbe:
         stage = "resolve"
         line = bytearray()  # of the status line, what came so far
         writer: asyncio.StreamWriter | None = None
+        report: LoadReport | None = None
         try:
             async with asyncio.timeout(timeout):
                 addresses = await self._addresses(host, port)
@@ -66,22 +83,36 @@ class HttpProbe:
                 writer.write(request)
                 await writer.drain()
                 status_line = await _read_status_line(reader, line)
+                verdict = _verdict(status_line)
+                if load != "off" and verdict is None:
+                    stage = "report"
+                    report = await _read_load_report(
+                        reader, bytes(line[len(status_line) :]), load, body=method != "HEAD"
+                    )
         except _Failed as failed:
-            return str(failed)
+            return ProbeAnswer(str(failed))
         except TimeoutError:
-            return _late(stage, timeout, len(line))
+            if stage == "report":
+                late = LoadReport(error=f"report not complete within {timeout:g} s")
+                return ProbeAnswer(None, late)
+            return ProbeAnswer(_late(stage, timeout, len(line)))
         except socket.gaierror as error:
-            return f"DNS lookup failed: {error.strerror or type(error).__name__}"
+            return ProbeAnswer(f"DNS lookup failed: {error.strerror or type(error).__name__}")
         except ssl.SSLError as error:
-            return f"TLS failed: {_tls_problem(error)}"
+            if stage == "report":
+                return ProbeAnswer(None, LoadReport(error=f"TLS failed: {_tls_problem(error)}"))
+            return ProbeAnswer(f"TLS failed: {_tls_problem(error)}")
         except OSError as error:
-            return f"connection failed: {error.strerror or type(error).__name__}"
+            closed = f"connection failed: {error.strerror or type(error).__name__}"
+            if stage == "report":
+                return ProbeAnswer(None, LoadReport(error=closed))
+            return ProbeAnswer(closed)
         finally:
             if writer is not None:
                 writer.close()
                 with contextlib.suppress(OSError, ssl.SSLError, TimeoutError):
                     await asyncio.wait_for(writer.wait_closed(), 0.1)
-        return _verdict(status_line)
+        return ProbeAnswer(verdict, report)
 
     async def _addresses(self, host: str, port: int) -> list[str]:
         addresses = await self.resolve(host, port)
@@ -133,6 +164,82 @@ async def _read_status_line(reader: asyncio.StreamReader, line: bytearray) -> by
             raise _Failed("connection closed without an answer")
         line += chunk
     return bytes(line[: end + 1])
+
+
+async def _read_load_report(
+    reader: asyncio.StreamReader, received: bytes, load: str, *, body: bool
+) -> LoadReport | None:
+    """The report of an answer whose status line is read: `received` is what came after
+    it. The header section up to MAX_HEADER_BYTES, then (for GET) the body's first line up
+    to MAX_REPORT_BYTES, through one chunk when the body is chunked."""
+    data = bytearray(received)
+    while (end := _header_end(data)) < 0:
+        if len(data) >= MAX_HEADER_BYTES:
+            return LoadReport(error=f"header section longer than {MAX_HEADER_BYTES} bytes")
+        chunk = await reader.read(MAX_HEADER_BYTES - len(data))
+        if not chunk:
+            return LoadReport(error="connection closed mid header section")
+        data += chunk
+    headers = _headers(bytes(data[:end]))
+    rest = bytes(data[end:])
+    orca = headers.get(ORCA_HEADER.encode())
+    if (load == "utilization" and orca is not None) or not body:
+        return read_report(load, orca, None)
+    if headers.get(b"transfer-encoding", b"").lower().endswith(b"chunked"):
+        first = await _first_chunk(reader, bytearray(rest))
+    else:
+        length = headers.get(b"content-length")
+        limit = MAX_REPORT_BYTES + 1
+        if length is not None and length.strip().isdigit():
+            limit = min(limit, int(length))
+        first = await _read_up_to(reader, bytearray(rest), limit)
+    line, newline, _ = first.partition(b"\n")
+    if not newline and len(line) > MAX_REPORT_BYTES:
+        return LoadReport(error=f"first body line longer than {MAX_REPORT_BYTES} bytes")
+    return read_report(load, orca, line.rstrip(b"\r"))
+
+
+def _header_end(data: bytearray) -> int:
+    """Where the body starts (after the blank line), or -1 while the headers go on."""
+    if data[:2] == b"\r\n":
+        return 2
+    if data[:1] == b"\n":
+        return 1
+    for blank in (b"\r\n\r\n", b"\n\n"):
+        found = data.find(blank)
+        if found >= 0:
+            return found + len(blank)
+    return -1
+
+
+def _headers(section: bytes) -> dict[bytes, bytes]:
+    """Header names (lower case) and values; the first of a name repeated counts."""
+    headers: dict[bytes, bytes] = {}
+    for raw in section.split(b"\n"):
+        name, colon, value = raw.partition(b":")
+        if colon and name and name == name.strip():
+            headers.setdefault(name.lower(), value.strip(b" \t\r"))
+    return headers
+
+
+async def _read_up_to(reader: asyncio.StreamReader, data: bytearray, limit: int) -> bytes:
+    """Until a line end, the end of the answer or `limit` bytes, whichever comes first."""
+    while b"\n" not in data and len(data) < limit:
+        chunk = await reader.read(limit - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return bytes(data[:limit])
+
+
+async def _first_chunk(reader: asyncio.StreamReader, data: bytearray) -> bytes:
+    """The data of a chunked body's first chunk (MAX_REPORT_BYTES + 1 of it at most)."""
+    size_line = await _read_up_to(reader, data, 64)
+    match = _CHUNK_SIZE.match(size_line)
+    if match is None:
+        return b""
+    limit = min(int(match[1], 16), MAX_REPORT_BYTES + 1)
+    return await _read_up_to(reader, bytearray(data[match.end() :]), limit)
 
 
 def _late(stage: str, timeout: float, received: int) -> str:

@@ -10,9 +10,9 @@ from app.application.documents import config_fields
 from app.application.errors import ConfigNotLoaded, VersionConflict
 from app.application.offload import off_loop
 from app.application.ports import StoredVersion
+from app.domain.cdn_health import HealthSettings
 from app.domain.config import BalancerConfig, ConfigVersion
 from app.domain.errors import InvalidConfig
-from app.domain.health import HealthSettings
 from app.domain.pacing import paced
 from app.domain.pool import CdnPool
 from app.domain.ratelimit import RateLimit

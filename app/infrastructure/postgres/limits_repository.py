@@ -2,14 +2,8 @@ import socket
 
 import asyncpg
 
-from app.application.limits import (
-    MAX_LIMITS,
-    EnforcedPage,
-    LimitChange,
-    LimitExists,
-    LimitsRevision,
-    TooManyLimits,
-)
+from app.application.limits import MAX_LIMITS, LimitExists, TooManyLimits
+from app.application.ports import EnforcedPage, LimitChange, LimitsRevision
 from app.domain.ratelimit import ClientLimit, IPNetwork, RateLimit, client_id_text
 from app.infrastructure.postgres.errors import storage_errors
 from app.infrastructure.postgres.pool import read_sql

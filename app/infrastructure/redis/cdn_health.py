@@ -11,8 +11,10 @@ from typing import Any
 import structlog
 from redis.asyncio import Redis
 
-from app.application.cdn_health import BoardView, CdnHealthView, HealthBoardUnavailable
-from app.domain.health import HostState
+from app.application.cdn_health import CdnHealthView, HealthBoardUnavailable
+from app.application.ports import BoardView
+from app.domain.cdn_health import HostState
+from app.domain.load import LoadReport
 from app.infrastructure.backend_errors import backend_errors
 from app.infrastructure.redis.sequence import UNREACHABLE
 
@@ -122,9 +124,23 @@ def _decode(value: bytes) -> HostState | None:
             last_error=fields.get("last_error"),
             consecutive_failures=int(fields.get("consecutive_failures", 0)),
             consecutive_successes=int(fields.get("consecutive_successes", 0)),
+            reported=_report(fields.get("reported")),
+            load_error=fields.get("load_error"),
+            weight_percent=int(fields.get("weight_percent", 100)),
+            back_since=fields.get("back_since"),
         )
     except (ValueError, TypeError, KeyError):
         return None
+
+
+def _report(fields: dict[str, Any] | None) -> LoadReport | None:
+    if fields is None:
+        return None
+    return LoadReport(
+        state=fields.get("state"),
+        weight_percent=fields.get("weight_percent"),
+        utilization=fields.get("utilization"),
+    )
 
 
 class CdnHealthMonitor:

@@ -10,7 +10,8 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
-from app.application.metrics import MAX_SERVERS, ServerCounts, StatsCounts, StatsUnavailable
+from app.application.metrics import MAX_SERVERS, ServerCounts, StatsUnavailable
+from app.application.ports import StatsCounts
 from app.infrastructure.backend_errors import backend_errors
 from app.infrastructure.redis.sequence import UNREACHABLE
 

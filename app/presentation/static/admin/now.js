@@ -6,7 +6,7 @@
 import { ApiError, call } from "./api.js";
 import { LiveChart } from "./chart.js";
 import { $, ago, h, percent, replace, text, when } from "./dom.js";
-import { assess, fallbackWords, summaryWords } from "./pools.js";
+import { assess, fallbackWords, reportedWords, summaryWords } from "./pools.js";
 import { store } from "./store.js";
 
 const POLL_MS = 2000;
@@ -284,13 +284,14 @@ function poolSection(pool, config, known, health) {
     else status = badge(host.up, host.up ? "up" : "down");
     return h("tr", {},
       h("th", { scope: "row" }, host.host),
-      cell("Weight", String(host.weight)),
+      cell("Weight", weightWords(host, known)),
       cell("Share now", known ? percent(host.share) : "—"),
       cell("State", status),
       cell("Since", state?.since ? [when(state.since), h("br"), h("span", { class: "muted" }, ago(state.since))] : "—"),
       cell("Last check", state?.last_check ? ago(state.last_check) : "—"),
       cell("Last error", state?.last_error || "—"),
       cell("Failures in a row", state ? text(state.consecutive_failures) : "—"),
+      cell("Reported", reportedCell(state)),
     );
   });
   const title = `pool-title-${pool.id}`;
@@ -300,8 +301,21 @@ function poolSection(pool, config, known, health) {
     level === "bad" && known ? h("p", { class: "alert" }, `No healthy host: ${fallbackWords(pool, config)}.`) : null,
     h("div", { class: "table-wrap" }, h("table", { class: "pool-table", id: pool.id === "global" ? "pool-table" : null },
       h("caption", { class: "visually-hidden" }, `${pool.title}: CDN hosts and their health`),
-      h("thead", {}, h("tr", {}, ["Host", "Weight", "Share now", "State", "Since", "Last check", "Last error", "Failures in a row"].map((name) => h("th", { scope: "col" }, name)))),
+      h("thead", {}, h("tr", {}, ["Host", "Weight", "Share now", "State", "Since", "Last check", "Last error", "Failures in a row", "Reported"].map((name) => h("th", { scope: "col" }, name)))),
       h("tbody", {}, rows))));
+}
+
+// The configured weight, and what load reports and slow start leave of it when that differs.
+function weightWords(host, known) {
+  const effective = Math.round(host.effective * 1000) / 1000;
+  if (!known || effective === host.weight) return String(host.weight);
+  return [String(effective), h("span", { class: "muted" }, ` of ${host.weight}`)];
+}
+
+function reportedCell(state) {
+  const { words, error } = reportedWords(state);
+  if (!words && !error) return "—";
+  return [words || "—", error ? [h("br"), h("span", { class: "muted" }, `ignored: ${error}`)] : null];
 }
 
 function badge(good, label) {

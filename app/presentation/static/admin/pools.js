@@ -57,7 +57,8 @@ export function poolsOf(config) {
 }
 
 // Each pool's hosts with their state and share of the pool's CDN redirects now (0 when down,
-// else the weight over the healthy hosts' weights), and the summary across distinct hosts.
+// else the effective weight over the healthy hosts' effective weights), and the summary
+// across distinct hosts.
 export function assess(config, entries) {
   const enabled = config.cdn_health?.enabled !== false;
   const byHost = new Map((entries || []).map((entry) => [baseUrl(entry.host), entry]));
@@ -66,10 +67,19 @@ export function assess(config, entries) {
       const state = byHost.get(baseUrl(entry.host)) || null;
       // As the server routes: checks off, or a host not probed yet, counts as up.
       const up = !enabled || !state || state.healthy !== false;
-      return { host: entry.host, weight: entry.weight ?? 1, state, up };
+      const weight = entry.weight ?? 1;
+      // The share of its configured weight load reports and slow start leave it (GET
+      // /cdn/health gives both weights as of the first pool listing the host).
+      const scale = enabled && state && state.configured_weight > 0 && typeof state.effective_weight === "number"
+        ? state.effective_weight / state.configured_weight : 1;
+      return { host: entry.host, weight, effective: weight * scale, state, up };
     });
-    const healthyWeight = hosts.filter((host) => host.up).reduce((sum, host) => sum + host.weight, 0);
-    for (const host of hosts) host.share = host.up && healthyWeight ? host.weight / healthyWeight : 0;
+    // As the server routes: drained hosts (effective 0) take viewers only when no other does.
+    const upHosts = hosts.filter((host) => host.up);
+    const drainedOnly = upHosts.every((host) => host.effective === 0);
+    const routed = (host) => (drainedOnly ? host.weight : host.effective);
+    const healthyWeight = upHosts.reduce((sum, host) => sum + routed(host), 0);
+    for (const host of hosts) host.share = host.up && healthyWeight ? routed(host) / healthyWeight : 0;
     const up = hosts.filter((host) => host.up).length;
     return { ...pool, hosts, up, down: hosts.length - up };
   });
@@ -102,4 +112,15 @@ export function fallbackWords(pool, config) {
     return `its viewers get the pool they would have without regions (${refused ? "503" : "the origin"} if that one is down too)`;
   }
   return refused ? "its CDN-bound requests are answered 503" : "its CDN-bound requests go to the origin";
+}
+
+// A host's last load report in words: `drain`, `up 80%`, `utilization 0.72`; and why the
+// last one was ignored, if it was.
+export function reportedWords(state) {
+  const reported = state?.reported;
+  const words = [];
+  if (reported?.state) words.push(reported.state);
+  if (typeof reported?.weight_percent === "number") words.push(`${reported.weight_percent}%`);
+  if (typeof reported?.utilization === "number") words.push(`utilization ${reported.utilization}`);
+  return { words: words.join(" "), error: state?.load_error || "" };
 }
