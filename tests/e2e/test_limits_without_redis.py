@@ -19,10 +19,10 @@ import httpx
 import pytest
 
 from loadtest.support import ServerProcess
-from tests.conftest import ADMIN_TOKEN
-from tests.e2e.redirects import VIDEO
-from tests.e2e.servers import fresh_prefix, reset_config, running_server
-from tests.private_services import PrivateRedis
+from tests.support.app import ADMIN_TOKEN
+from tests.support.private_services import PrivateRedis
+from tests.support.redirects import VIDEO
+from tests.support.servers import fresh_prefix, reset_config, running_server
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 WORKERS = 2

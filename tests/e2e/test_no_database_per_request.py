@@ -19,9 +19,9 @@ import asyncpg
 import pytest
 
 from loadtest.support import ServerProcess, scratch_database
-from tests.conftest import Servers
-from tests.e2e.redirects import VIDEO
-from tests.e2e.servers import WorkerLines, reset_config, running_server
+from tests.support.app import Servers
+from tests.support.redirects import VIDEO
+from tests.support.servers import WorkerLines, reset_config, running_server
 
 REDIRECTS = 10_000
 CONNECTIONS = 4

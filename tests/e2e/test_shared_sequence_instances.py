@@ -20,9 +20,9 @@ import pytest
 from redis import Redis
 
 from loadtest.support import ServerProcess
-from tests.conftest import ADMIN_TOKEN
-from tests.e2e.redirects import VIDEO
-from tests.e2e.servers import key_prefix, reset_config, running_server
+from tests.support.app import ADMIN_TOKEN
+from tests.support.redirects import VIDEO
+from tests.support.servers import key_prefix, reset_config, running_server
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 PERIOD = 1000  # the split PERIOD-1:1: the number PERIOD-1 is the first to go to the origin

@@ -15,8 +15,9 @@ from datetime import UTC, datetime
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from app.domain.config import BalancerConfig, ConfigVersion, Redirect, Router
+from app.domain.config import BalancerConfig, ConfigVersion
 from app.domain.errors import InvalidVideoUrl
+from app.domain.router import Redirect, Router
 from app.domain.split import Split
 from app.domain.video import MAX_VIDEO_URL_LENGTH, VideoUrl, _parse_in_full, common_parts
 

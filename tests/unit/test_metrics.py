@@ -28,6 +28,7 @@ from app.domain.router import Redirect
 from app.domain.split import Split
 from app.infrastructure.metrics import FileFigures, clear_metrics_directory
 from app.presentation.api.metrics import figure_families
+from app.presentation.edge import redirect as redirect_module
 from app.presentation.edge.redirect import RedirectFront
 from tests.support.fakes import CountingSequence, redirect_for, version
 
@@ -488,7 +489,7 @@ def test_the_front_counts_nothing_while_counting_is_off(monkeypatch: pytest.Monk
     def no_clock() -> float:
         raise AssertionError("the front read the clock while counting is off")
 
-    monkeypatch.setattr("app.presentation.http.redirect.perf_counter", no_clock)
+    monkeypatch.setattr(redirect_module, "perf_counter", no_clock)
     front = front_with(None)
     sent: list[MutableMapping[str, Any]] = []
 
