@@ -18,11 +18,43 @@ from app.main.embedded import EmbeddedServices
 from loadtest.support import forget_keys, scratch_database
 from tests.support.app import Servers
 
-E2E_DIR = Path(__file__).with_name("e2e")
+TESTS_DIR = Path(__file__).parent
+E2E_DIR = TESTS_DIR / "e2e"
+# Tests that hold a server to a gap, a latency, a rate or a ratio measured while it runs, or
+# load the machine themselves (the soak, the faults under load), by module or by
+# `module::test`: `make test` runs them on their own after the rest, which runs in parallel
+# (`-m "not serial" -n 2`), so that neither disturbs the other's clock.
+SERIAL = frozenset(
+    {
+        "e2e/test_admin_stalls.py",
+        "e2e/test_limits_stalls.py",
+        "e2e/test_stall_gauge.py",
+        "e2e/test_soak.py",
+        "e2e/test_failures.py",
+        "e2e/test_cdn_health.py",
+        "e2e/test_dashboard.py",
+        "e2e/test_bench_harness.py",
+        "e2e/test_ratelimit.py::test_a_client_over_both_workers_is_held_to_its_limit_within_15_percent",
+        "e2e/test_limits.py::test_stalled_clients_hold_no_worker_and_are_closed_in_bounded_time",
+        "e2e/test_limits.py::test_idle_keep_alive_connection_is_closed_after_keep_alive_seconds",
+        "e2e/test_server.py::test_config_change_reaches_every_worker_within_a_second",
+        "integration/test_cdn_pool.py::test_a_stopped_host_leaves_the_rotation_in_time_and_comes_back",
+        "integration/test_cdn_pool.py::test_one_prober_holds_the_lease_and_another_takes_over_when_it_dies",
+        "integration/test_cdn_probe.py::test_hosts_that_hang_delay_no_other_verdict_beyond_the_timeout",
+        "integration/test_cdn_probe.py::test_a_round_that_fails_unexpectedly_is_logged_once_counted_and_the_next_runs_on_time",
+        "integration/test_config_watcher.py::test_reconnection_waits_start_near_100_ms_and_stay_under_half_a_second",
+        "integration/test_cdn_probe.py::test_a_probe_reads_only_an_ascii_http_1_status_line_and_names_what_else_it_got",
+        "integration/test_metrics_api.py::test_a_real_server_shows_after_5000_junk_servers_and_a_reset_starts_afresh",
+        "e2e/test_stack.py::test_patch_through_nginx_reaches_both_instances_within_a_second",
+        "e2e/test_demo.py::test_a_stand_in_stopped_and_started_from_the_banner_goes_down_and_comes_back",
+        "unit/test_offload.py::test_the_work_waits_while_the_event_loop_has_its_turn",
+    }
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Everything under tests/e2e starts real servers: `-m "not e2e"` leaves it out.
+    """Everything under tests/e2e starts real servers: `-m "not e2e"` leaves it out; the
+    SERIAL tests are marked `serial`.
 
     (A `pytestmark` in a conftest.py marks nothing; tests elsewhere that start processes
     carry the mark themselves.)
@@ -30,6 +62,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if item.path.is_relative_to(E2E_DIR):
             item.add_marker(pytest.mark.e2e)
+        if not item.path.is_relative_to(TESTS_DIR):
+            continue
+        module = item.path.relative_to(TESTS_DIR).as_posix()
+        name = getattr(item, "originalname", item.name)
+        if module in SERIAL or f"{module}::{name}" in SERIAL:
+            item.add_marker(pytest.mark.serial)
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

@@ -1,6 +1,7 @@
 import asyncio
 import os
 from collections import Counter
+from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from app.domain.router import Redirect
 from app.domain.split import Split
 from app.infrastructure.metrics import FileFigures, clear_metrics_directory
 from app.presentation.api.metrics import figure_families
+from app.presentation.edge import redirect as redirect_module
 from app.presentation.edge.redirect import RedirectFront
 from tests.support.fakes import CountingSequence, redirect_for, version
 
@@ -480,10 +482,28 @@ def test_the_front_counts_origin_fallbacks_by_region_when_no_cdn_host_is_up() ->
     assert snapshot.fallbacks.origin_by_region == {"default": 3}
 
 
-def test_the_front_counts_nothing_while_counting_is_off() -> None:
+def test_the_front_counts_nothing_while_counting_is_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No tally, so nothing is counted; and nothing is timed either (the clock is read only
+    for a tally's sample). Redirects and refusals are answered as usual."""
+
+    def no_clock() -> float:
+        raise AssertionError("the front read the clock while counting is off")
+
+    monkeypatch.setattr(redirect_module, "perf_counter", no_clock)
     front = front_with(None)
+    sent: list[MutableMapping[str, Any]] = []
+
+    async def keep(message: MutableMapping[str, Any]) -> None:
+        sent.append(message)
 
     async def drive() -> None:
-        await front(request(f"video={VIDEO}"), _nothing, _drop)
+        for _ in range(10):
+            await front(request(f"video={VIDEO}"), _nothing, keep)
+        await front(request("video=http://elsewhere.example/v.m3u8"), _nothing, keep)
+        await front(request(f"video={VIDEO}", "POST"), _nothing, keep)
 
-    asyncio.run(drive())  # nothing to look at: no tally, and no error either
+    asyncio.run(drive())
+
+    statuses = [message["status"] for message in sent if message["type"] == "http.response.start"]
+    assert statuses == [301] * 10 + [400, 405]
+    assert isinstance(front.answer("GET", f"video={VIDEO}".encode(), ""), Redirect)
