@@ -48,6 +48,10 @@ SERIAL = frozenset(
         "e2e/test_stack.py::test_patch_through_nginx_reaches_both_instances_within_a_second",
         "e2e/test_demo.py::test_a_stand_in_stopped_and_started_from_the_banner_goes_down_and_comes_back",
         "unit/test_offload.py::test_the_work_waits_while_the_event_loop_has_its_turn",
+        "unit/test_largest_config.py",
+        "integration/test_sequence.py::test_thousands_of_names_are_prepared_in_a_few_round_trips",
+        "e2e/test_load_weights.py",
+        "e2e/test_shared_sequence_instances.py",
     }
 )
 
