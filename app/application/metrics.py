@@ -124,6 +124,7 @@ class Tally:
         "_redirects",
         "_servers",
         "buckets",
+        "clients_gone",
         "duration_count",
         "duration_sum",
         "pending",
@@ -140,6 +141,7 @@ class Tally:
         self.duration_sum = 0.0
         self.duration_count = 0
         self.sample = True
+        self.clients_gone = 0  # connections closed by their client with requests unanswered
 
     @property
     def redirects(self) -> dict[RedirectKey, int]:
@@ -196,6 +198,7 @@ class Figures:
     duration_sum: float = 0.0
     backend_errors: dict[tuple[str, str], int] = field(default_factory=dict)
     probe_round_failures: int = 0  # CDN prober rounds that failed unexpectedly
+    clients_gone: int = 0  # connections their client closed with requests unanswered
     # Gauges: only live workers count.
     config_version: int = 0
     sequence_degraded: bool = False
@@ -228,6 +231,7 @@ def merge(figures: Iterable[Figures]) -> Figures:
         merged.buckets = [a + b for a, b in zip(merged.buckets, one.buckets, strict=True)]
         merged.duration_sum += one.duration_sum
         merged.probe_round_failures += one.probe_round_failures
+        merged.clients_gone += one.clients_gone
         if not one.live:
             continue
         live_seen = True

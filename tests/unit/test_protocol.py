@@ -1,13 +1,18 @@
 import asyncio
+import logging
 import re
 from typing import Any
 
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 from starlette.types import Receive, Scope, Send
 from uvicorn.config import Config
 from uvicorn.server import ServerState
 
+from app.application.metrics import Tally
 from app.domain.config import BalancerConfig, Redirect
+from app.domain.errors import NoHealthyTarget
 from app.domain.ratelimit import ClientLimiter, RateLimit
 from app.domain.split import Split
 from app.presentation.http.protocol import BoundedHttpToolsProtocol
@@ -150,39 +155,6 @@ def get(query: str, method: str = "GET", version: str = "1.1", headers: str = ""
     return f"{method} /?{query} HTTP/{version}\r\nHost: a\r\n{headers}\r\n".encode()
 
 
-@pytest.mark.parametrize(
-    ("head", "defaults"),
-    [
-        (get(f"video={VIDEO}"), [DATE]),
-        (get(f"video={VIDEO}", "HEAD"), [DATE]),
-        (get(f"video={VIDEO}", version="1.0"), [DATE]),
-        (get(f"video={VIDEO}", headers="Connection: close\r\n"), [DATE]),
-        (get(f"video={VIDEO}"), [DATE, (b"connection", b"close")]),  # draining
-        (get("video=http://elsewhere.example/v.m3u8"), [DATE]),  # a 400 problem
-        (get("video=http://elsewhere.example/v.m3u8", "HEAD"), [DATE]),
-        (get(f"video={VIDEO}&video=%ZZ"), [DATE]),
-    ],
-    ids=["get", "head", "http-1.0", "close", "draining", "refused", "refused-head", "extra"],
-)
-async def test_the_parser_answers_a_redirect_with_the_bytes_the_asgi_path_sends(
-    head: bytes, defaults: list[tuple[bytes, bytes]]
-) -> None:
-    answers = []
-    for app in (bound_front(), through_asgi(bound_front())):
-        state = ServerState()
-        state.default_headers = defaults
-        protocol, transport = serve(app, state)
-        for _ in range(2):  # the second request: the split's other target
-            if not transport.closed:  # (a closed connection reads nothing more)
-                protocol.data_received(head)
-                await asyncio.sleep(0.001)
-        answers.append((transport.written, transport.closed, state.total_requests))
-        if protocol.timeout_keep_alive_task is not None:
-            protocol.timeout_keep_alive_task.cancel()
-    assert answers[0] == answers[1]
-    assert answers[0][0].startswith(b"HTTP/1.1 ")
-
-
 async def test_a_redirect_takes_no_task_and_is_written_before_the_read_returns() -> None:
     protocol, transport = serve(bound_front())
     protocol.data_received(get(f"video={VIDEO}") * 3)  # three pipelined in one read
@@ -276,3 +248,181 @@ async def test_a_request_without_forwarded_for_is_its_peer_not_the_last_forwarde
     assert answered == [301, 301, 429]
     assert protocol.timeout_keep_alive_task is not None
     protocol.timeout_keep_alive_task.cancel()
+
+
+# --- both paths, every request: the same bytes ------------------------------------------
+
+
+class StrictTransport(Transport):
+    """A transport that refuses writes once closed, as uvloop's does ("handler is closed")."""
+
+    def __init__(self, peer: str = "127.0.0.1") -> None:
+        super().__init__(peer)
+        self.late_writes = 0
+
+    def write(self, data: Any) -> None:
+        if self.closed:
+            self.late_writes += 1
+            raise RuntimeError(
+                "unable to perform operation on <TCPTransport>; the handler is closed"
+            )
+        super().write(data)
+
+
+async def _quick_app(scope: Scope, receive: Receive, send: Send) -> None:
+    """What the front passes on: reads the body, answers 200 with what it read."""
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    headers = [(b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _unavailable(video: str, client: str) -> Redirect:
+    raise NoHealthyTarget("no-healthy-cdn", "No CDN host is up.", 5)
+
+
+def property_front(answers: str) -> RedirectFront:
+    front = RedirectFront(_quick_app)
+    if answers == "503":
+        front.bind(_unavailable)  # type: ignore[arg-type]
+        return front
+    limiter = None
+    if answers == "429":
+        limiter = ClientLimiter(lambda: 1000.0)
+        limiter.set_default(RateLimit(1, 0.001))  # one request, then 429
+    config = BalancerConfig(cdn_host="cdn.example.com", split=Split(1, 1))
+    front.bind(redirect_for(config)[0], limiter=limiter)
+    return front
+
+
+_BODIES = {
+    "": b"",
+    "Content-Length: 0\r\n": b"",
+    "Content-Length: 5\r\n": b"hello",
+    "Content-Length: 5\r\nContent-Length: 5\r\n": b"hello",
+    "Content-Length: 5\r\nContent-Length: 4\r\n": b"hello",
+    "Content-Length: -1\r\n": b"",
+    "Transfer-Encoding: chunked\r\n": b"5\r\nhello\r\n0\r\n\r\n",
+    "Transfer-Encoding: identity\r\n": b"",
+    "Transfer-Encoding: xchunked\r\n": b"",
+    "Transfer-Encoding: gzip\r\n": b"",
+    "Transfer-Encoding: gzip, chunked\r\n": b"0\r\n\r\n",
+    "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n": b"0\r\n\r\n",
+    "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n": b"0\r\n\r\n",
+    "Transfer-Encoding: chunked\r\nContent-Length: 0\r\n": b"0\r\n\r\n",
+}
+
+
+@st.composite
+def requests(draw: st.DrawFn) -> bytes:
+    method = draw(st.sampled_from(["GET", "HEAD", "POST", "PUT", "OPTIONS", "get"]))
+    version = draw(st.sampled_from(["1.1", "1.0", "2.0", "1.x"]))
+    target = draw(
+        st.sampled_from(
+            [
+                f"/?video={VIDEO}",
+                "/?video=http://elsewhere.example/v.m3u8",
+                f"/?video={VIDEO}#fragment",
+                f"/?video={VIDEO}&video=%ZZ",
+                "/?",
+                "/other",
+            ]
+        )
+    )
+    framing = draw(st.sampled_from(sorted(_BODIES)))
+    connection = draw(st.sampled_from(["", "Connection: close\r\n", "Connection: keep-alive\r\n"]))
+    expect = draw(st.sampled_from(["", "Expect: 100-continue\r\n"]))
+    head = f"{method} {target} HTTP/{version}\r\nHost: a\r\n{connection}{expect}{framing}\r\n"
+    return head.encode() + _BODIES[framing]
+
+
+async def answer_both(reads: list[bytes], answers: str, defaults: list[Any]) -> list[Any]:
+    outcomes = []
+    for app in (property_front(answers), through_asgi(property_front(answers))):
+        state = ServerState()
+        state.default_headers = defaults
+        config = Config(app, http="httptools", lifespan="off", log_config=None)
+        config.load()
+        protocol = BoundedHttpToolsProtocol(
+            config, state, {}, asyncio.get_running_loop(), max_head_bytes=4096, read_timeout=10.0
+        )
+        protocol.access_log = False
+        transport = StrictTransport()
+        protocol.connection_made(transport)
+        for data in reads:
+            if not transport.closed:
+                protocol.data_received(data)
+            for _ in range(20):  # until the app has answered what it could
+                await asyncio.sleep(0)
+        if protocol.timeout_keep_alive_task is not None:
+            protocol.timeout_keep_alive_task.cancel()
+        outcomes.append((transport.written, transport.closed, transport.late_writes))
+    return outcomes
+
+
+@given(
+    sequence=st.lists(requests(), min_size=1, max_size=3),
+    reads=st.sampled_from(["one", "each"]),
+    answers=st.sampled_from(["redirect", "429", "503"]),
+    draining=st.booleans(),
+)
+@example(  # a valid request, then one llhttp refuses once its head is read
+    sequence=[
+        get(f"video={VIDEO}"),
+        get(f"video={VIDEO}", headers="Transfer-Encoding: identity\r\n"),
+    ],
+    reads="one",
+    answers="redirect",
+    draining=False,
+)
+def test_both_paths_answer_the_same_bytes_to_every_request_and_pipelined_sequence(
+    sequence: list[bytes], reads: str, answers: str, draining: bool
+) -> None:
+    defaults = [DATE, (b"connection", b"close")] if draining else [DATE]
+    chunks = [b"".join(sequence)] if reads == "one" else sequence
+    fast, app = asyncio.run(answer_both(chunks, answers, defaults))
+    assert fast == app
+    assert fast[2] == 0  # nothing written after the connection closed
+
+
+@pytest.mark.parametrize(
+    "framing",
+    [
+        "Transfer-Encoding: identity",
+        "Transfer-Encoding: xchunked",
+        "Transfer-Encoding: gzip",
+        "Content-Length: 1\r\nTransfer-Encoding: chunked",
+        "Content-Length: 1\r\nContent-Length: 2",
+    ],
+)
+async def test_nothing_is_answered_to_a_request_whose_framing_llhttp_refuses(framing: str) -> None:
+    protocol, transport = serve(bound_front())
+    protocol.data_received(get(f"video={VIDEO}", headers=f"{framing}\r\n"))
+    assert transport.written.startswith(b"HTTP/1.1 400 ")
+    assert transport.written.count(b"HTTP/1.1 ") == 1
+
+
+async def test_a_client_gone_with_pipelined_requests_unanswered_is_counted_not_an_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    tally = Tally()
+    front = RedirectFront(_slow_app)
+    config = BalancerConfig(cdn_host="cdn.example.com", split=Split(1, 1))
+    front.bind(redirect_for(config)[0], tally=tally)
+    protocol, transport = serve(through_asgi(front))
+    transport.__class__ = StrictTransport
+    transport.late_writes = 0  # type: ignore[attr-defined]
+    protocol.worker.front = front
+    protocol.data_received(b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\n" * 3)
+    await asyncio.sleep(0)
+    transport.closed = True
+    protocol.connection_lost(ConnectionResetError())
+    await asyncio.sleep(0.05)
+    assert transport.late_writes == 0  # type: ignore[attr-defined]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert tally.clients_gone == 1

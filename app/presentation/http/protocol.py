@@ -54,6 +54,7 @@ def _header_lines(headers: Iterable[tuple[bytes, bytes]]) -> bytes:
 _REDIRECT_TAIL = b"\r\n" + _header_lines(REDIRECT_HEADERS)
 _END, _CLOSE_END = b"\r\n", b"connection: close\r\n\r\n"
 _CLOSE = (b"connection", b"close")
+_FRAMING = (b"content-length", b"transfer-encoding")
 # Client addresses by X-Forwarded-For value, for limits and regions: emptied when full, and
 # long values not kept, so the memo stays small whatever is sent; a miss costs what uvicorn's
 # proxy-headers middleware pays on every request.
@@ -175,7 +176,12 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self.worker = _Worker.of(self.app)
         self.peer = ""  # the connection's client address
         self.forwarded_for: bytes | None = None  # this request's X-Forwarded-For values
+        self.framed = False  # this request has Content-Length or Transfer-Encoding
         self.trusted_peer = False
+        # Requests handed to the app and not answered yet (the one running and the pipelined
+        # ones behind it), and a 400 held until they are answered.
+        self.open_cycles: list[Any] = []
+        self.held_400: str | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -223,6 +229,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if name == b"x-forwarded-for":
             forwarded = self.forwarded_for
             self.forwarded_for = value if forwarded is None else forwarded + b", " + value
+        elif name in _FRAMING:
+            self.framed = True
         elif name == b"expect" and value.lower() == b"100-continue":
             self.expect_100_continue = True
         self.headers.append((name, value))
@@ -230,6 +238,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self.heads += 1
         forwarded, self.forwarded_for = self.forwarded_for, None
+        framed, self.framed = self.framed, False
         front = self.worker.front
         url = self.url
         cycle = self.cycle
@@ -238,20 +247,72 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             or not front.serving
             or url[:2] != b"/?"
             or not (cycle is None or cycle.response_complete)  # pipelined behind the app
+            # llhttp checks a body's framing (Transfer-Encoding values, both headers, two
+            # lengths) after this callback: answered here, a request it then refuses would
+            # get this answer and its 400. The app's path answers only after the check.
+            or framed
             or self.expect_100_continue
             or self.access_log
             or self.flow.write_paused
         ):
-            super().on_headers_complete()
+            self._to_app()
             return
         parser = self.parser
         method = parser.get_method()
         if method not in (b"GET", b"HEAD") or parser.should_upgrade() or b"#" in url:
-            super().on_headers_complete()
+            self._to_app()
             return
         if self.transport.is_closing():
             return  # an earlier answer in this read closed the connection (draining)
         self._answer(front, "GET" if method == b"GET" else "HEAD", url[2:], forwarded)
+
+    def _to_app(self) -> None:
+        super().on_headers_complete()
+        cycle = self.cycle
+        if cycle is not None and cycle is not _SERVED:
+            self.open_cycles = [c for c in self.open_cycles if not c.response_complete]
+            self.open_cycles.append(cycle)
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's 400 for a request llhttp refused, written once the requests before it
+        (pipelined, still with the app) are answered, as the redirect path answers them."""
+        refused = self.cycle
+        if refused is not None and refused.more_body and not refused.response_complete:
+            # its head reached the app before llhttp checked the framing (or the body broke
+            # off): the 400 is its answer, and nothing the app writes for it
+            refused.disconnected = True
+            refused.message_event.set()
+        if not self._answered_before_400():
+            self.held_400 = msg
+            self.flow.pause_reading()
+            return
+        super().send_400_response(msg)
+
+    def _answered_before_400(self) -> bool:
+        return all(cycle.response_complete or cycle.disconnected for cycle in self.open_cycles)
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        held = self.held_400
+        if held is not None and not self.transport.is_closing() and self._answered_before_400():
+            self.held_400 = None
+            super().send_400_response(held)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """A client that goes away with requests unanswered is not an error of the app:
+        uvicorn marks only the newest request disconnected, so a pipelined one still running
+        would write to the closed transport ("handler is closed", logged as an error)."""
+        gone = [c for c in self.open_cycles if not (c.response_complete or c.disconnected)]
+        for cycle in gone:
+            cycle.disconnected = True
+            cycle.message_event.set()
+        if gone:
+            log.debug("client_gone", client=self.client, unanswered=len(gone))
+            front = self.worker.front
+            if front is not None:
+                front.client_gone()
+        self.open_cycles = []
+        super().connection_lost(exc)
 
     def _answer(
         self, front: RedirectFront, method: str, query: bytes, forwarded: bytes | None
@@ -313,6 +374,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if self.cycle is None or self.cycle.response_complete:
             # (behind a pipelined request still being answered it would answer that one)
             self.transport.write(_head_too_large(self.max_head_bytes))
+        for cycle in self.open_cycles:  # nothing more to write for them
+            if not cycle.response_complete:
+                cycle.disconnected = True
+                cycle.message_event.set()
         self.transport.close()
 
     def waiting(self) -> tuple[int, str]:
