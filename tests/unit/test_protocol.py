@@ -15,7 +15,7 @@ from app.domain.config import BalancerConfig, Redirect
 from app.domain.errors import NoHealthyTarget
 from app.domain.ratelimit import ClientLimiter, RateLimit
 from app.domain.split import Split
-from app.presentation.http.protocol import BoundedHttpToolsProtocol
+from app.presentation.http.protocol import BoundedHttpToolsProtocol, EdgeProtocol
 from app.presentation.http.redirect import RedirectFront
 from tests.unit.test_redirect_video import redirect_for
 
@@ -29,6 +29,13 @@ class Transport(asyncio.Transport):
         self.peer = peer
         self.written = b""
         self.closed = False
+        self.protocol: Any = None  # the protocol it reads for
+
+    def set_protocol(self, protocol: Any) -> None:
+        self.protocol = protocol
+
+    def get_protocol(self) -> Any:
+        return self.protocol
 
     def write(self, data: Any) -> None:
         self.written += bytes(data)
@@ -55,21 +62,25 @@ async def _redirect(scope: Any, receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": b""})
 
 
-def connect() -> tuple[BoundedHttpToolsProtocol, Transport]:
+PROTOCOLS = [EdgeProtocol, BoundedHttpToolsProtocol]
+
+
+def connect(kind: Any = EdgeProtocol) -> tuple[Any, Transport]:
+    """A connection to an app without a redirect front: the edge hands every request over."""
     config = Config(_redirect, http="httptools", lifespan="off", log_config=None)
     config.load()
     loop = asyncio.get_running_loop()
-    protocol = BoundedHttpToolsProtocol(
-        config, ServerState(), {}, loop, max_head_bytes=1024, read_timeout=10.0
-    )
+    protocol = kind(config, ServerState(), {}, loop, max_head_bytes=1024, read_timeout=10.0)
     transport = Transport()
+    transport.set_protocol(protocol)
     protocol.connection_made(transport)
     return protocol, transport
 
 
-def test_a_malformed_request_is_answered_400_and_closed() -> None:
+@pytest.mark.parametrize("kind", PROTOCOLS)
+def test_a_malformed_request_is_answered_400_and_closed(kind: Any) -> None:
     async def drive() -> Transport:
-        protocol, transport = connect()
+        protocol, transport = connect(kind)
         protocol.data_received(b"NOT HTTP AT ALL\r\n\r\n")
         return transport
 
@@ -79,10 +90,11 @@ def test_a_malformed_request_is_answered_400_and_closed() -> None:
 
 
 def test_a_request_on_a_kept_alive_connection_stops_its_idle_timer() -> None:
-    async def drive() -> tuple[BoundedHttpToolsProtocol, Transport, bool]:
-        protocol, transport = connect()
-        protocol.data_received(b"GET /?video=x HTTP/1.1\r\nHost: a\r\n\r\n")
+    async def drive() -> tuple[Any, Transport, bool]:
+        _, transport = connect()
+        transport.protocol.data_received(b"GET /?video=x HTTP/1.1\r\nHost: a\r\n\r\n")
         await asyncio.sleep(0)
+        protocol = transport.protocol  # uvicorn's, handed the connection
         idle = protocol.timeout_keep_alive_task
         assert idle is not None
         protocol.data_received(b"GET /?video=y HTTP/1.1\r\nHost: a\r\n\r\n")
@@ -98,9 +110,10 @@ def test_a_request_on_a_kept_alive_connection_stops_its_idle_timer() -> None:
     assert not transport.closed
 
 
-def test_a_head_over_the_limit_is_refused_with_431() -> None:
+@pytest.mark.parametrize("kind", PROTOCOLS)
+def test_a_head_over_the_limit_is_refused_with_431(kind: Any) -> None:
     async def drive() -> Transport:
-        protocol, transport = connect()
+        protocol, transport = connect(kind)
         protocol.data_received(b"GET / HTTP/1.1\r\nX-Big: " + b"a" * 2000)
         return transport
 
@@ -128,27 +141,31 @@ def bound_front(limiter: ClientLimiter | None = None) -> RedirectFront:
 
 
 def serve(
-    app: Any, state: ServerState | None = None, peer: str = "127.0.0.1"
-) -> tuple[BoundedHttpToolsProtocol, Transport]:
+    app: Any,
+    state: ServerState | None = None,
+    peer: str = "127.0.0.1",
+    kind: Any = EdgeProtocol,
+    transport: Transport | None = None,
+) -> tuple[Any, Transport]:
     config = Config(app, http="httptools", lifespan="off", log_config=None)
     config.load()  # wraps the app in uvicorn's proxy-headers middleware (127.0.0.1 trusted)
     state = state or ServerState()
-    protocol = BoundedHttpToolsProtocol(
+    protocol = kind(
         config, state, {}, asyncio.get_running_loop(), max_head_bytes=4096, read_timeout=10.0
     )
     protocol.access_log = False  # as served (pytest's log capture would turn it on)
-    transport = Transport(peer)
+    transport = transport or Transport(peer)
+    transport.set_protocol(protocol)
     protocol.connection_made(transport)
     return protocol, transport
 
 
-def through_asgi(front: RedirectFront) -> Any:
-    """The same front as a plain ASGI app, which the protocol cannot answer for."""
-
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        await front(scope, receive, send)
-
-    return app
+def stop_timers(transport: Transport) -> None:
+    protocol = transport.protocol
+    for name in ("idle_timer", "timeout_keep_alive_task"):
+        timer = getattr(protocol, name, None)
+        if timer is not None:
+            timer.cancel()
 
 
 def get(query: str, method: str = "GET", version: str = "1.1", headers: str = "") -> bytes:
@@ -159,9 +176,9 @@ async def test_a_redirect_takes_no_task_and_is_written_before_the_read_returns()
     protocol, transport = serve(bound_front())
     protocol.data_received(get(f"video={VIDEO}") * 3)  # three pipelined in one read
     assert transport.written.count(b"HTTP/1.1 301 ") == 3
-    assert not protocol.tasks
-    assert protocol.timeout_keep_alive_task is not None  # armed once, for the last answer
-    protocol.timeout_keep_alive_task.cancel()
+    assert not protocol.server_state.tasks
+    assert protocol.idle_timer is not None  # armed once, for the last answer
+    protocol.idle_timer.cancel()
 
 
 async def test_nothing_is_answered_after_an_answer_that_closes_the_connection() -> None:
@@ -186,7 +203,7 @@ async def test_a_location_with_a_control_character_is_a_500_not_a_header() -> No
 
 async def test_the_idle_timer_runs_from_the_last_answer_only() -> None:
     protocol, transport = serve(bound_front())
-    protocol.timeout_keep_alive = 0.2  # type: ignore[assignment]  # seconds, int in uvicorn
+    protocol.keep_alive_seconds = 0.2
     protocol.data_received(get(f"video={VIDEO}") * 3)
     await asyncio.sleep(0.1)
     protocol.data_received(get(f"video={VIDEO}"))
@@ -205,8 +222,44 @@ async def test_a_redirect_pipelined_behind_a_request_of_the_app_is_answered_afte
         if transport.written.count(b"HTTP/1.1 ") == 2:
             break
     assert transport.written.index(b"HTTP/1.1 200 ") < transport.written.index(b"HTTP/1.1 301 ")
-    if protocol.timeout_keep_alive_task is not None:
-        protocol.timeout_keep_alive_task.cancel()
+    stop_timers(transport)
+
+
+async def test_redirects_before_a_request_of_the_app_are_answered_then_it_is_handed_over() -> None:
+    protocol, transport = serve(bound_front())
+    protocol.data_received(get(f"video={VIDEO}") * 2 + b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert transport.written.count(b"HTTP/1.1 301 ") == 2
+    assert isinstance(transport.protocol, BoundedHttpToolsProtocol)
+    assert protocol not in protocol.server_state.connections
+    assert transport.protocol in protocol.server_state.connections
+    transport.protocol.data_received(get(f"video={VIDEO}"))  # pipelined behind it
+    for _ in range(50):
+        await asyncio.sleep(0.005)
+        if transport.written.count(b"HTTP/1.1 ") == 4:
+            break
+    assert [int(code) for code in re.findall(rb"HTTP/1\.1 (\d{3}) ", transport.written)] == [
+        301,
+        301,
+        200,
+        301,
+    ]
+    stop_timers(transport)
+
+
+async def test_a_request_split_over_reads_is_handed_over_whole() -> None:
+    _, transport = serve(bound_front())
+    request = get(f"video={VIDEO}") + b"\r\nGET /slow HTTP/1.1\r\nHost: a\r\n\r\n"
+    for byte in range(len(request)):
+        transport.protocol.data_received(request[byte : byte + 1])
+    for _ in range(50):
+        await asyncio.sleep(0.005)
+        if transport.written.count(b"HTTP/1.1 ") == 2:
+            break
+    assert [int(code) for code in re.findall(rb"HTTP/1\.1 (\d{3}) ", transport.written)] == [
+        301,
+        200,
+    ]
+    stop_timers(transport)
 
 
 @pytest.mark.parametrize(
@@ -233,8 +286,8 @@ async def test_limits_take_the_client_from_forwarded_for_only_from_a_trusted_pee
         protocol.data_received(get(f"video={VIDEO}", headers=headers))
     answered = [int(status) for status in re.findall(rb"HTTP/1\.1 (\d{3}) ", transport.written)]
     assert answered == statuses
-    assert protocol.timeout_keep_alive_task is not None
-    protocol.timeout_keep_alive_task.cancel()
+    assert protocol.idle_timer is not None
+    protocol.idle_timer.cancel()
 
 
 async def test_a_request_without_forwarded_for_is_its_peer_not_the_last_forwarded_client() -> None:
@@ -246,8 +299,8 @@ async def test_a_request_without_forwarded_for_is_its_peer_not_the_last_forwarde
     protocol.data_received(get(f"video={VIDEO}", headers="X-Forwarded-For: 203.0.113.7\r\n"))
     answered = [int(status) for status in re.findall(rb"HTTP/1\.1 (\d{3}) ", transport.written)]
     assert answered == [301, 301, 429]
-    assert protocol.timeout_keep_alive_task is not None
-    protocol.timeout_keep_alive_task.cancel()
+    assert protocol.idle_timer is not None
+    protocol.idle_timer.cancel()
 
 
 # --- both paths, every request: the same bytes ------------------------------------------
@@ -338,29 +391,26 @@ def requests(draw: st.DrawFn) -> bytes:
     connection = draw(st.sampled_from(["", "Connection: close\r\n", "Connection: keep-alive\r\n"]))
     expect = draw(st.sampled_from(["", "Expect: 100-continue\r\n"]))
     head = f"{method} {target} HTTP/{version}\r\nHost: a\r\n{connection}{expect}{framing}\r\n"
-    return head.encode() + _BODIES[framing]
+    line_end = draw(st.sampled_from(["\r\n", "\n", "\r"]))  # llhttp wants CRLF
+    if line_end != "\r\n" and draw(st.booleans()):
+        head = head.replace("\r\n", line_end, draw(st.integers(1, 4)))
+    leading = draw(st.sampled_from(["", "\r\n", "\n\r\n"]))  # skipped before a request
+    return (leading + head).encode() + _BODIES[framing]
 
 
 async def answer_both(reads: list[bytes], answers: str, defaults: list[Any]) -> list[Any]:
     outcomes = []
-    for app in (property_front(answers), through_asgi(property_front(answers))):
+    for kind in (EdgeProtocol, BoundedHttpToolsProtocol):
         state = ServerState()
         state.default_headers = defaults
-        config = Config(app, http="httptools", lifespan="off", log_config=None)
-        config.load()
-        protocol = BoundedHttpToolsProtocol(
-            config, state, {}, asyncio.get_running_loop(), max_head_bytes=4096, read_timeout=10.0
-        )
-        protocol.access_log = False
         transport = StrictTransport()
-        protocol.connection_made(transport)
+        serve(property_front(answers), state, kind=kind, transport=transport)
         for data in reads:
             if not transport.closed:
-                protocol.data_received(data)
+                transport.protocol.data_received(data)
             for _ in range(20):  # until the app has answered what it could
                 await asyncio.sleep(0)
-        if protocol.timeout_keep_alive_task is not None:
-            protocol.timeout_keep_alive_task.cancel()
+        stop_timers(transport)
         outcomes.append((transport.written, transport.closed, transport.late_writes))
     return outcomes
 
@@ -414,15 +464,13 @@ async def test_a_client_gone_with_pipelined_requests_unanswered_is_counted_not_a
     front = RedirectFront(_slow_app)
     config = BalancerConfig(cdn_host="cdn.example.com", split=Split(1, 1))
     front.bind(redirect_for(config)[0], tally=tally)
-    protocol, transport = serve(through_asgi(front))
-    transport.__class__ = StrictTransport
-    transport.late_writes = 0  # type: ignore[attr-defined]
-    protocol.worker.front = front
+    transport = StrictTransport()
+    protocol, _ = serve(front, transport=transport)
     protocol.data_received(b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\n" * 3)
     await asyncio.sleep(0)
     transport.closed = True
-    protocol.connection_lost(ConnectionResetError())
+    transport.protocol.connection_lost(ConnectionResetError())
     await asyncio.sleep(0.05)
-    assert transport.late_writes == 0  # type: ignore[attr-defined]
+    assert transport.late_writes == 0
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert tally.clients_gone == 1
