@@ -75,6 +75,7 @@ _CLOSE = (b"connection", b"close")
 _FRAMING = (b"content-length", b"transfer-encoding")
 # Headers that send a request to the app: a body to read, an expectation to meet.
 _NOT_PLAIN = (b"content-length", b"transfer-encoding", b"expect")
+_WATCHED_LENGTHS = frozenset(len(name) for name in (*_NOT_PLAIN, b"x-forwarded-for", b"connection"))
 _INVALID = "Invalid HTTP request received."
 _BAD_REQUEST_TAIL = (
     b"content-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\nconnection: close\r\n\r\n%s"
@@ -188,6 +189,7 @@ class EdgeProtocol(asyncio.Protocol):
         self.read_timeout = read_timeout
         self.worker = _Worker.of(config)
         self.access_log = self.worker.access_log
+        self.front: RedirectFront | None = None  # the worker's, once it serves
         self.keep_alive_seconds = config.timeout_keep_alive
         self.parser = httptools.HttpRequestParser(self)
         # as uvicorn's: a request after one that closes the connection is read, not refused
@@ -195,11 +197,16 @@ class EdgeProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport = cast("asyncio.Transport", None)
         self.peer = ""  # the connection's client address
         self.trusted_peer = False
+        # The keep-alive timer: one per connection, not one per answer. It closes the
+        # connection once `keep_alive_seconds` passed since the last answer (`idle_since`)
+        # with nothing received; a read puts it off (None) until its answers are out.
         self.idle_timer: asyncio.TimerHandle | None = None
+        self.idle_since: float | None = None
         # the request being read
         self.url = b""
         self.forwarded_for: bytes | None = None  # its X-Forwarded-For values
         self.plain = True  # no header that sends it to the app
+        self.connection_header = False
         self.in_request = False
         # the connection
         self.heads = 0  # request heads parsed
@@ -235,10 +242,7 @@ class EdgeProtocol(asyncio.Protocol):
         self.transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
-        idle = self.idle_timer
-        if idle is not None:
-            idle.cancel()
-            self.idle_timer = None
+        self.idle_since = None
         size = self.head_bytes + len(data)
         # Refused before parsing: httptools would buffer it all. A read that ends the head
         # within the limit (a small request with its body, or pipelined ones) is fine.
@@ -279,8 +283,10 @@ class EdgeProtocol(asyncio.Protocol):
         self.received = b""
         self.answered = 0
         self.head_bytes = 0
-        if self.heads != heads:  # the idle timer runs from the last answer
-            self.idle_timer = self.loop.call_later(self.keep_alive_seconds, self._idle)
+        if self.heads != heads:  # the idle time runs from the last answer
+            self.idle_since = now = self.loop.time()
+            if self.idle_timer is None:
+                self.idle_timer = self.loop.call_at(now + self.keep_alive_seconds, self._idle)
 
     # httptools callbacks
 
@@ -289,39 +295,100 @@ class EdgeProtocol(asyncio.Protocol):
         self.url = b""
         self.forwarded_for = None
         self.plain = True
+        self.connection_header = False
 
     def on_url(self, url: bytes) -> None:
         self.url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if len(name) not in _WATCHED_LENGTHS:  # Host, User-Agent, Accept...: not lowered
+            return
         name = name.lower()
         if name == b"x-forwarded-for":
             forwarded = self.forwarded_for
             self.forwarded_for = value if forwarded is None else forwarded + b", " + value
         elif name in _NOT_PLAIN:
             self.plain = False
+        elif name == b"connection":
+            self.connection_header = True
 
     def on_headers_complete(self) -> None:
+        """Answer a plain `GET /?query` (or `HEAD`) or hand the connection over (see the
+        module). One method: this runs for every viewer request."""
         self.heads += 1
         if self.closing:
             raise _Stop  # an earlier answer in this read closes the connection
         url = self.url
-        front = self.worker.front
         parser = self.parser
         method = parser.get_method()
+        front = self.front or self._serving_front()
         if (
-            not self.plain
+            front is None
+            or not self.plain
             or url[:2] != b"/?"
             or method not in (b"GET", b"HEAD")
-            or front is None
-            or not front.serving
-            or self.access_log
             or b"#" in url
             or parser.should_upgrade()
         ):
             self.handing_over = True
             raise _Stop
-        self._answer(front, "GET" if method == b"GET" else "HEAD", url[2:])
+        address = ""
+        if front.wants_client:
+            address = self.peer
+            forwarded = self.forwarded_for
+            if forwarded is not None and self.trusted_peer:
+                worker = self.worker
+                address = (
+                    worker.forwarded.get(forwarded) or worker.forwarded_client(forwarded) or address
+                )
+        result = front.answer("GET" if method == b"GET" else "HEAD", url[2:], address)
+        keep_alive = parser.should_keep_alive()
+        if keep_alive and self.connection_header and parser.get_http_version() == "1.0":
+            keep_alive = False  # uvicorn's rule: HTTP/1.0 closes, `keep-alive` or not
+        worker = self.worker
+        defaults = self.server_state.default_headers
+        if defaults is not worker.defaults:
+            worker.default_head(defaults)
+        closing = worker.default_close
+        end = _END if keep_alive or closing else _CLOSE_END
+        if isinstance(result, Redirect):
+            location = result.location
+            if not location.isprintable():
+                # uvicorn refuses control characters in a header value; so do we, with a 500
+                log.error("unprintable_location", location=location)
+                self.answers.append(_INTERNAL_ERROR)
+                self.closing = True
+                return
+            self.answers.append(
+                b"".join(
+                    (
+                        STATUS_LINES[result.status],
+                        worker.default_lines,
+                        b"location: ",
+                        location.encode(),
+                        _REDIRECT_TAIL,
+                        end,
+                    )
+                )
+            )
+        else:
+            body = b"" if method == b"HEAD" else result.body
+            lines = _header_lines(result.headers)
+            self.answers.append(
+                b"".join((STATUS_LINES[result.status], worker.default_lines, lines, end, body))
+            )
+        self.server_state.total_requests += 1
+        if not keep_alive or closing:
+            self.closing = True
+
+    def _serving_front(self) -> RedirectFront | None:
+        """The worker's redirect front once it serves, unless the access log is on (uvicorn
+        writes it): kept for the connection."""
+        front = self.worker.front
+        if front is None or not front.serving or self.access_log:
+            return None
+        self.front = front
+        return front
 
     def on_message_complete(self) -> None:
         self.in_request = False
@@ -336,50 +403,6 @@ class EdgeProtocol(asyncio.Protocol):
     def waiting(self) -> tuple[int, str]:
         """What the connection waits for: always the head of request `heads + 1`."""
         return self.heads, _HEAD
-
-    def _answer(self, front: RedirectFront, method: str, query: bytes) -> None:
-        """Answer a `GET /?query` (or `HEAD`) (see the module)."""
-        address = ""
-        if front.wants_client:
-            address = self.peer
-            forwarded = self.forwarded_for
-            if forwarded is not None and self.trusted_peer:
-                worker = self.worker
-                address = (
-                    worker.forwarded.get(forwarded) or worker.forwarded_client(forwarded) or address
-                )
-        result = front.answer(method, query, address)
-        parser = self.parser
-        keep_alive = parser.should_keep_alive() and parser.get_http_version() != "1.0"
-        defaults, closing = self.worker.default_head(self.server_state.default_headers)
-        end = _END if keep_alive or closing else _CLOSE_END
-        if isinstance(result, Redirect):
-            location = result.location
-            if not location.isprintable():
-                # uvicorn refuses control characters in a header value; so do we, with a 500
-                log.error("unprintable_location", location=location)
-                self.answers.append(_INTERNAL_ERROR)
-                self.closing = True
-                return
-            self.answers.append(
-                b"".join(
-                    (
-                        STATUS_LINES[result.status],
-                        defaults,
-                        b"location: ",
-                        location.encode(),
-                        _REDIRECT_TAIL,
-                        end,
-                    )
-                )
-            )
-        else:
-            body = b"" if method == "HEAD" else result.body
-            lines = _header_lines(result.headers)
-            self.answers.append(b"".join((STATUS_LINES[result.status], defaults, lines, end, body)))
-        self.server_state.total_requests += 1
-        if not keep_alive or closing:
-            self.closing = True
 
     def _unanswered(self) -> bytes:
         """The bytes of `received` after the requests answered from it. An answered request
@@ -416,7 +439,13 @@ class EdgeProtocol(asyncio.Protocol):
 
     def _idle(self) -> None:
         self.idle_timer = None
-        if not self.transport.is_closing():
+        since = self.idle_since
+        if since is None:
+            return  # a request is being read: the read timeout bounds it, the answer re-arms
+        due = since + self.keep_alive_seconds
+        if self.loop.time() < due:
+            self.idle_timer = self.loop.call_at(due, self._idle)
+        elif not self.transport.is_closing():
             self.transport.close()
 
     def _refuse_head(self) -> None:
