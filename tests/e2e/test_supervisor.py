@@ -42,7 +42,7 @@ def test_sigttin_adds_a_worker_that_serves(server: ServerProcess) -> None:
     before = answering(server, 2)
     assert len(before) == 2
     os.kill(server.process.pid, signal.SIGTTIN)
-    after = answering(server, 3)
+    after = answering(server, 3, timeout=90)  # a new worker takes seconds to start
     assert len(after) == 3, after
     assert before < after
     response = httpx.get(f"{server.url}/", params={"video": "http://s1.origin-cluster/v.m3u8"})
