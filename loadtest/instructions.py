@@ -36,7 +36,7 @@ from app.application.snapshot import ConfigSnapshot
 from app.domain.config import BalancerConfig, ConfigVersion
 from app.domain.ratelimit import ClientLimiter, RateLimit
 from app.domain.split import Split
-from app.presentation.edge.protocol import BoundedHttpToolsProtocol
+from app.presentation.edge.protocol import EdgeProtocol
 from app.presentation.edge.redirect import RedirectFront
 from loadtest.bench.load import video_paths
 from loadtest.bench.variants import BENCH_RATE_LIMIT, forwarded_for
@@ -110,19 +110,19 @@ async def feed(mode: str, count: int) -> tuple[Tally | None, ClientLimiter]:
     front.bind(RedirectVideo(snapshot, _Sequence()), limiter, snapshot, tally)
     uvicorn = Config(front, http="httptools", lifespan="off", log_config=None, access_log=False)
     uvicorn.load()  # wraps the front in the proxy-headers middleware, 127.0.0.1 trusted
-    protocol = BoundedHttpToolsProtocol(
+    protocol = EdgeProtocol(
         uvicorn, ServerState(), {}, asyncio.get_running_loop(), max_head_bytes=8192, read_timeout=60
     )
     protocol.connection_made(_Sink())  # type: ignore[arg-type]
-    protocol.timeout_keep_alive = 3600
+    protocol.keep_alive_seconds = 3600
     heads = requests(forwarded)
     tick: Callable[[], None] = tally.tick if tally is not None else (lambda: None)
     for number in range(count):
         protocol.data_received(heads[number % len(heads)])
         if number % FOLD_EVERY == 0:
             tick()
-    if protocol.timeout_keep_alive_task is not None:
-        protocol.timeout_keep_alive_task.cancel()
+    if protocol.idle_timer is not None:
+        protocol.idle_timer.cancel()
     return tally, limiter
 
 

@@ -108,6 +108,7 @@ class Tally:
         "_redirects",
         "_servers",
         "buckets",
+        "clients_gone",
         "duration_count",
         "duration_sum",
         "pending",
@@ -124,6 +125,7 @@ class Tally:
         self.duration_sum = 0.0
         self.duration_count = 0
         self.sample = True
+        self.clients_gone = 0  # connections closed by their client with requests unanswered
 
     @property
     def redirects(self) -> dict[RedirectKey, int]:
@@ -180,6 +182,7 @@ def merge(figures: Iterable[Figures]) -> Figures:
         merged.buckets = [a + b for a, b in zip(merged.buckets, one.buckets, strict=True)]
         merged.duration_sum += one.duration_sum
         merged.probe_round_failures += one.probe_round_failures
+        merged.clients_gone += one.clients_gone
         if not one.live:
             continue
         live_seen = True

@@ -181,6 +181,7 @@ class Figures:
     duration_sum: float = 0.0
     backend_errors: dict[tuple[str, str], int] = field(default_factory=dict)
     probe_round_failures: int = 0  # CDN prober rounds that failed unexpectedly
+    clients_gone: int = 0  # connections their client closed with requests unanswered
     # Gauges: only live workers count.
     config_version: int = 0
     sequence_degraded: bool = False

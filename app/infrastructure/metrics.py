@@ -109,6 +109,7 @@ def _encode(figures: Figures) -> dict[str, Any]:
         "duration_sum": figures.duration_sum,
         "backend_errors": [[*key, count] for key, count in figures.backend_errors.items()],
         "probe_round_failures": figures.probe_round_failures,
+        "clients_gone": figures.clients_gone,
         "config_version": figures.config_version,
         "sequence_degraded": figures.sequence_degraded,
         "cdn_up": figures.cdn_up,
@@ -140,6 +141,7 @@ def _decode(data: dict[str, Any]) -> Figures:
             (backend, kind): int(count) for backend, kind, count in data["backend_errors"]
         },
         probe_round_failures=int(data["probe_round_failures"]),
+        clients_gone=int(data.get("clients_gone", 0)),
         config_version=int(data["config_version"]),
         sequence_degraded=bool(data["sequence_degraded"]),
         cdn_up={str(host): bool(up) for host, up in data["cdn_up"].items()},
@@ -227,6 +229,7 @@ class MetricsFlusher:
             duration_sum=tally.duration_sum,
             backend_errors=dict(self._errors.counts),
             probe_round_failures=self._cdn_health.round_failures,
+            clients_gone=tally.clients_gone,
             sequence_degraded=self._sequence.degraded,
             rate_limit_clients=self._limiter.tracked,
         )

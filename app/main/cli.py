@@ -22,7 +22,7 @@ from app.infrastructure.logging import configure_logging
 from app.infrastructure.metrics import clear_metrics_directory
 from app.infrastructure.postgres.migrations import migrate
 from app.main.settings import ENV_PREFIX, Settings, SettingsError, load_settings
-from app.presentation.edge.protocol import bounded_httptools
+from app.presentation.edge.protocol import edge_protocol
 from app.presentation.edge.server import BalancerServer, Supervisor
 
 log = structlog.get_logger("app")
@@ -54,8 +54,10 @@ def _serve(settings: Settings) -> int:
         port=settings.port,
         workers=settings.workers,
         loop="uvloop",
-        http=bounded_httptools(
-            max_head_bytes=settings.max_header_bytes, read_timeout=settings.read_timeout_seconds
+        http=edge_protocol(
+            max_head_bytes=settings.max_header_bytes,
+            read_timeout=settings.read_timeout_seconds,
+            fast_path=settings.fast_path,
         ),
         lifespan="on",
         access_log=settings.access_log,

@@ -119,6 +119,9 @@ class Settings:
     max_header_bytes: int = 64 * 1024
     keep_alive_seconds: int = 5
     read_timeout_seconds: float = 10.0
+    # Plain `GET /?...` redirects answered by the service's own protocol; off: every request
+    # through uvicorn's ASGI handling (the same answers, slower).
+    fast_path: bool = True
     cdn_health_key: str = "balancer:cdn-health"
     cdn_prober_lease_seconds: float = 5.0
     rate_limit_key: str = "balancer:ratelimit"
@@ -196,6 +199,7 @@ _retort = Retort(
         loader(P[Settings].redis_url, _service_url),
         loader(P[Settings].access_log, _flag),
         loader(P[Settings].metrics, _flag),
+        loader(P[Settings].fast_path, _flag),
         loader(P[Settings].metrics_token, _tokens),
         loader(P[Settings].geoip_database, _geoip_file),
     ],

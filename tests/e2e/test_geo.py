@@ -37,17 +37,21 @@ FRESH_KEY_SLACK = 2 * WORKERS - 1
 FAST = {"enabled": True, "interval_seconds": 0.5, "timeout_seconds": 0.25, "fall": 2, "rise": 2}
 
 
-def trusting(database_url: str, redis_url: str, proxy: str) -> Iterator[ServerProcess]:
+def trusting(
+    database_url: str, redis_url: str, proxy: str, fast_path: bool = True
+) -> Iterator[ServerProcess]:
     """A server that takes X-Forwarded-For from `proxy` only."""
     with running_server(
-        database_url, redis_url, workers=WORKERS, forwarded_allow_ips=proxy
+        database_url, redis_url, workers=WORKERS, forwarded_allow_ips=proxy, fast_path=fast_path
     ) as process:
         yield process
 
 
 @pytest.fixture
-def server(database_url: str, redis_url: str, initial_config: None) -> Iterator[ServerProcess]:
-    yield from trusting(database_url, redis_url, "127.0.0.1")
+def server(
+    database_url: str, redis_url: str, initial_config: None, fast_path: bool
+) -> Iterator[ServerProcess]:
+    yield from trusting(database_url, redis_url, "127.0.0.1", fast_path)
 
 
 @pytest.fixture
@@ -198,10 +202,10 @@ async def test_viewers_of_a_region_whose_pool_is_down_go_to_the_default_pool(
 
 @pytest.fixture
 def distrustful_server(
-    database_url: str, redis_url: str, initial_config: None
+    database_url: str, redis_url: str, initial_config: None, fast_path: bool
 ) -> Iterator[ServerProcess]:
     """Trusts only a proxy that is not us: our X-Forwarded-For is a spoof."""
-    yield from trusting(database_url, redis_url, "192.0.2.254")
+    yield from trusting(database_url, redis_url, "192.0.2.254", fast_path)
 
 
 async def test_a_spoofed_forwarded_for_from_an_untrusted_peer_is_ignored(

@@ -48,12 +48,13 @@ each_endpoint = pytest.mark.parametrize(
 
 
 @pytest.fixture(scope="module")
-def server(database_url: str, redis_url: str) -> Iterator[ServerProcess]:
+def server(database_url: str, redis_url: str, fast_path: bool) -> Iterator[ServerProcess]:
     """One worker, so a stalled client would stall everyone if it could hold the worker."""
     with running_server(
         database_url,
         redis_url,
         workers=1,
+        fast_path=fast_path,
         max_body_bytes=MAX_BODY,
         max_header_bytes=MAX_HEAD,
         read_timeout_seconds=READ_TIMEOUT,

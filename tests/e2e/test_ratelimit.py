@@ -20,22 +20,28 @@ ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 VIDEO = {"video": "http://s1.origin-cluster/video/1488/xcg2djHckad.m3u8"}
 
 
-def trusting(database_url: str, redis_url: str, proxy: str) -> Iterator[ServerProcess]:
+def trusting(
+    database_url: str, redis_url: str, proxy: str, fast_path: bool
+) -> Iterator[ServerProcess]:
     """A server that takes X-Forwarded-For from `proxy` only."""
-    with running_server(database_url, redis_url, workers=2, forwarded_allow_ips=proxy) as process:
+    with running_server(
+        database_url, redis_url, workers=2, forwarded_allow_ips=proxy, fast_path=fast_path
+    ) as process:
         yield process
 
 
 @pytest.fixture(scope="module")
-def server(database_url: str, redis_url: str) -> Iterator[ServerProcess]:
+def server(database_url: str, redis_url: str, fast_path: bool) -> Iterator[ServerProcess]:
     """Trusts X-Forwarded-For from 127.0.0.1, where the tests connect from (a proxy)."""
-    yield from trusting(database_url, redis_url, "127.0.0.1")
+    yield from trusting(database_url, redis_url, "127.0.0.1", fast_path)
 
 
 @pytest.fixture(scope="module")
-def distrustful_server(database_url: str, redis_url: str) -> Iterator[ServerProcess]:
+def distrustful_server(
+    database_url: str, redis_url: str, fast_path: bool
+) -> Iterator[ServerProcess]:
     """Trusts only a proxy that is not us: our X-Forwarded-For is a spoof."""
-    yield from trusting(database_url, redis_url, "192.0.2.254")
+    yield from trusting(database_url, redis_url, "192.0.2.254", fast_path)
 
 
 @pytest.fixture

@@ -1,10 +1,13 @@
 """The real server: `python -m app serve` with two worker processes."""
 
 import asyncio
+import re
+import socket
 import time
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import httpx
 import pytest
@@ -12,7 +15,7 @@ import pytest
 from loadtest.support import ServerProcess
 from tests.support.app import ADMIN_TOKEN
 from tests.support.redirects import redirect_hosts
-from tests.support.servers import WorkerLines
+from tests.support.servers import WorkerLines, reset_config, running_server
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 CLOSE = {"Connection": "close"}  # a new connection per request spreads them over the workers
@@ -20,6 +23,15 @@ VIDEO = "http://s1.origin-cluster/video/1488/xcg2djHckad.m3u8?token=abc&exp=1"
 
 
 WORKERS = 2
+
+
+@pytest.fixture(scope="module")
+def server(database_url: str, redis_url: str, fast_path: bool) -> Iterator[ServerProcess]:
+    """Two workers sharing one PostgreSQL and one Redis, with the edge's fast path on and
+    off: the redirect suite holds in both."""
+    with running_server(database_url, redis_url, workers=WORKERS, fast_path=fast_path) as process:
+        reset_config(process.url)
+        yield process
 
 
 def patch(server: ServerProcess, **values: object) -> dict[str, object]:
@@ -207,3 +219,70 @@ def test_parallel_admins_on_both_workers_leave_consecutive_versions(
     assert versions == list(range(before + 1, before + 21))
     time.sleep(0.5)
     assert set(worker_versions(server).values()) == {before + 20}
+
+
+def exchange(server: ServerProcess, data: bytes, answers: int) -> bytes:
+    """Send `data` on one connection; what comes back until the server closes it, or 0.3 s
+    after `answers` status lines arrived (time for one answer too many to show)."""
+    url = urlsplit(server.url)
+    assert url.hostname is not None
+    with socket.create_connection((url.hostname, url.port), timeout=5) as sock:
+        sock.sendall(data)
+        received = b""
+        while True:
+            try:
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                break
+            if not chunk:
+                break
+            received += chunk
+            if received.count(b"HTTP/1.1 ") >= answers:
+                sock.settimeout(0.3)
+    return received
+
+
+def statuses(received: bytes) -> list[int]:
+    return [int(code) for code in re.findall(rb"HTTP/1\.1 (\d{3}) ", received)]
+
+
+def request(method: str = "GET", headers: str = "") -> bytes:
+    query = urlencode({"video": VIDEO})
+    return f"{method} /?{query} HTTP/1.1\r\nHost: balancer\r\n{headers}\r\n".encode()
+
+
+def test_one_connection_keeps_alive_across_get_and_head_redirects(server: ServerProcess) -> None:
+    received = exchange(server, request() + request("HEAD") + request(), 3)
+    assert statuses(received) == [301, 301, 301]
+    assert received.count(b"location: ") == 3
+    assert b"connection: close" not in received
+
+
+def test_a_head_redirect_has_the_get_answer_without_a_body(server: ServerProcess) -> None:
+    received = exchange(server, request("HEAD", "Connection: close\r\n"), 1)
+    assert statuses(received) == [301]
+    assert received.endswith(b"connection: close\r\n\r\n")
+
+
+@pytest.mark.parametrize(
+    "framing",
+    [
+        "Transfer-Encoding: identity\r\n",
+        "Transfer-Encoding: xchunked\r\n",
+        "Transfer-Encoding: gzip\r\n",
+        "Content-Length: 1\r\nTransfer-Encoding: chunked\r\n",
+        "Content-Length: 1\r\nContent-Length: 2\r\n",
+    ],
+)
+def test_a_request_whose_framing_is_refused_gets_only_a_400(
+    server: ServerProcess, framing: str
+) -> None:
+    received = exchange(server, request(headers=framing), 2)
+    assert statuses(received) == [400]
+
+
+def test_a_valid_request_then_an_invalid_one_get_their_answers_in_order(
+    server: ServerProcess,
+) -> None:
+    data = request() + request(headers="Transfer-Encoding: identity\r\n")
+    assert statuses(exchange(server, data, 2)) == [301, 400]

@@ -139,6 +139,13 @@ def figure_families(figures: Figures) -> Iterator[Metric]:
         value=figures.probe_round_failures,
     )
 
+    yield CounterMetricFamily(
+        "balancer_clients_gone",
+        "Connections their client closed while requests on them were still unanswered "
+        "(logged at debug as client_gone: a client going away is not an error).",
+        value=figures.clients_gone,
+    )
+
     yield _gauge(
         "balancer_config_version",
         "The newest configuration version served.",

@@ -203,6 +203,11 @@ class RedirectFront:
                 tally.observe(perf_counter() - start)
         return redirect
 
+    def client_gone(self) -> None:
+        """Count a connection its client closed with requests unanswered."""
+        if self._tally is not None:
+            self._tally.clients_gone += 1
+
     def _refused(self, answer: Refusal) -> Refusal:
         if self._tally is not None:
             self._tally.reject(answer.code)

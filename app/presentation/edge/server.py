@@ -12,8 +12,10 @@ supervisor too.
 
 uvicorn 0.54's `Multiprocess` builds each worker's server as `Server(config)` inside
 `Process`, and makes its `Process`es by that module's name in four methods; `Supervisor`
-repeats those four with `Worker` in its place and changes nothing else: replacing a worker
-that died is still uvicorn's `keep_subprocess_alive`.
+repeats those four with `Worker` in its place, and gives a worker started by SIGHUP up to
+a minute to serve (uvicorn's 5 s aborted restarts on a loaded host). The copies are pinned
+by tests/unit/test_uvicorn_contract.py (digests of uvicorn's originals) and exercised by
+tests/e2e/test_supervisor.py (SIGHUP, SIGTTIN).
 """
 
 import asyncio
@@ -38,6 +40,8 @@ _CLOSE = (b"connection", b"close")
 # (uvicorn closes a connection with no request in progress at once, and a request on its
 # way would be reset).
 _ACCEPTED_GRACE_SECONDS = 0.3
+# How long a worker started by SIGHUP may take to serve before the restart is given up.
+_WORKER_START_SECONDS = 60.0
 
 
 class BalancerServer(uvicorn.Server):
@@ -145,8 +149,11 @@ class Supervisor(Multiprocess):
                 return
             new_process = Worker(self.config, self.sockets)
             new_process.start()
+            # (uvicorn waits its 5 s health-check timeout: too short for a worker to start on
+            # a loaded host, where every restart was then aborted)
             if not new_process.wait_until_ready(
-                self.config.timeout_worker_healthcheck, self.should_exit
+                max(self.config.timeout_worker_healthcheck, _WORKER_START_SECONDS),
+                self.should_exit,
             ):
                 new_process.kill()
                 new_process.join()
