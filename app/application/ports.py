@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
+from app.domain.access import Identity
 from app.domain.cdn_health import HostState
 from app.domain.config import BalancerConfig, ConfigVersion
 from app.domain.ratelimit import ClientLimit, IPNetwork, NetworkKey, RateLimit
@@ -22,6 +23,15 @@ class StoredVersion:
     created_at: datetime
     comment: str | None
     fields: Mapping[str, str]
+
+
+class TokenVerifier(Protocol):
+    """Judges a bearer JWT from an identity provider."""
+
+    async def __call__(self, token: str) -> Identity:
+        """The identity the token names (its role None when it carries none of ours);
+        InvalidToken when it is not valid, whatever the reason."""
+        ...
 
 
 class ConfigRepository(Protocol):

@@ -18,7 +18,7 @@ from app.application.offload import off_loop
 from app.application.ports import StoredVersion
 from app.domain.config import ConfigVersion
 from app.domain.syntax import LABEL
-from app.presentation.api.auth import AdminAuth
+from app.presentation.api.auth import Access
 from app.presentation.api.etag import MAX_VERSION, etag, if_match_version
 from app.presentation.api.json_pieces import (
     PiecewiseJsonRoute,
@@ -114,7 +114,7 @@ def _stored_json(stored: StoredVersion, *, first: bool) -> Iterator[bytes]:
     yield b',"comment":%s,"created_at":%s}' % (to_json(stored.comment), to_json(stored.created_at))
 
 
-def config_router(auth: AdminAuth) -> APIRouter:
+def config_router(auth: Access) -> APIRouter:
     router = APIRouter(prefix="/config", tags=["config"], route_class=PiecewiseJsonRoute)
     as_json = ConfigJson()
 
@@ -124,7 +124,7 @@ def config_router(auth: AdminAuth) -> APIRouter:
         return await as_json(await get())
 
     @router.patch(
-        "", response_model=ConfigBody, dependencies=[Depends(auth)], responses=WRITE_ERRORS
+        "", response_model=ConfigBody, dependencies=[Depends(auth.operator)], responses=WRITE_ERRORS
     )
     async def patch_config(
         body: ConfigPatch, update: FromDishka[UpdateConfig], if_match: IfMatch = None
@@ -137,7 +137,7 @@ def config_router(auth: AdminAuth) -> APIRouter:
     @router.get(
         "/history",
         response_model=ConfigHistoryPage,
-        dependencies=[Depends(auth)],
+        dependencies=[Depends(auth.reader)],
         responses=ADMIN_ERRORS,
     )
     async def config_history(
@@ -153,7 +153,7 @@ def config_router(auth: AdminAuth) -> APIRouter:
     @router.post(
         "/rollback/{version}",
         response_model=ConfigBody,
-        dependencies=[Depends(auth)],
+        dependencies=[Depends(auth.operator)],
         responses={404: PROBLEM_RESPONSE, **WRITE_ERRORS},
     )
     async def rollback_config(
@@ -188,7 +188,7 @@ def config_router(auth: AdminAuth) -> APIRouter:
     @router.put(
         "/server-rules/{server}",
         response_model=ConfigBody,
-        dependencies=[Depends(auth)],
+        dependencies=[Depends(auth.operator)],
         responses=WRITE_ERRORS,
     )
     async def put_server_rule(
@@ -208,7 +208,7 @@ def config_router(auth: AdminAuth) -> APIRouter:
     @router.delete(
         "/server-rules/{server}",
         response_model=ConfigBody,
-        dependencies=[Depends(auth)],
+        dependencies=[Depends(auth.operator)],
         responses={404: PROBLEM_RESPONSE, **WRITE_ERRORS},
     )
     async def delete_server_rule(

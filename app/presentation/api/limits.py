@@ -16,7 +16,7 @@ from app.application.limits import (
     ReplaceLimit,
 )
 from app.domain.ratelimit import ClientLimit, InvalidLimit, client_id_text, parse_client_id
-from app.presentation.api.auth import AdminAuth
+from app.presentation.api.auth import Access
 from app.presentation.api.schemas import PROBLEM_RESPONSE, RateLimitBody
 
 # What a client id looks like, for the document (and the clients it generates): an IPv4 or
@@ -113,19 +113,22 @@ class LimitPage(BaseModel):
     total: int = Field(description="Overrides stored, on every page.")
 
 
-def limits_router(auth: AdminAuth) -> APIRouter:
-    router = APIRouter(
-        prefix="/limits", tags=["limits"], route_class=DishkaRoute, dependencies=[Depends(auth)]
-    )
+def limits_router(auth: Access) -> APIRouter:
+    router = APIRouter(prefix="/limits", tags=["limits"], route_class=DishkaRoute)
 
-    @router.post("", status_code=201, responses={409: PROBLEM_RESPONSE, **ERRORS})
+    @router.post(
+        "",
+        status_code=201,
+        dependencies=[Depends(auth.operator)],
+        responses={409: PROBLEM_RESPONSE, **ERRORS},
+    )
     async def create_limit(body: LimitCreate, create: FromDishka[CreateLimit]) -> LimitBody:
         """Limit one address or a block. Every worker applies it within a second; 409 if
         the client id has a limit already."""
         limit = ClientLimit(parse_client_id(body.client_id), body.to_limit(), body.comment)
         return LimitBody.of(await create(limit))
 
-    @router.get("", responses=ERRORS)
+    @router.get("", dependencies=[Depends(auth.reader)], responses=ERRORS)
     async def list_limits(
         list_limits: FromDishka[ListLimits],
         count: FromDishka[CountLimits],
@@ -139,11 +142,11 @@ def limits_router(auth: AdminAuth) -> APIRouter:
             items=[LimitBody.of(item) for item in found], next_after=last, total=await count()
         )
 
-    @router.get("/{client_id:path}", responses=ERRORS)
+    @router.get("/{client_id:path}", dependencies=[Depends(auth.reader)], responses=ERRORS)
     async def get_limit(client_id: ClientIdPath, get: FromDishka[GetLimit]) -> LimitBody:
         return LimitBody.of(await get(client_id))
 
-    @router.put("/{client_id:path}", responses=ERRORS)
+    @router.put("/{client_id:path}", dependencies=[Depends(auth.operator)], responses=ERRORS)
     async def replace_limit(
         client_id: ClientIdPath, body: LimitPut, replace: FromDishka[ReplaceLimit]
     ) -> LimitBody:
@@ -157,7 +160,12 @@ def limits_router(auth: AdminAuth) -> APIRouter:
         limit = ClientLimit(network, body.to_limit(), body.comment)
         return LimitBody.of(await replace(limit))
 
-    @router.delete("/{client_id:path}", status_code=204, responses=ERRORS)
+    @router.delete(
+        "/{client_id:path}",
+        status_code=204,
+        dependencies=[Depends(auth.operator)],
+        responses=ERRORS,
+    )
     async def delete_limit(client_id: ClientIdPath, delete: FromDishka[DeleteLimit]) -> Response:
         await delete(client_id)
         return Response(status_code=204)
