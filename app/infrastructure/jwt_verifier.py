@@ -61,8 +61,7 @@ class JwksKeys:
             if time.monotonic() - self._loaded > self._lifespan_seconds:
                 self._refresh_in_background()
             return key
-        if not self._may_fetch():
-            return None
+        # Waits for a fetch under way (its set may hold the key), else fetches if allowed.
         async with self._lock:
             if kid not in self._keys and self._may_fetch():
                 await self._fetch()
