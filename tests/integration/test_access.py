@@ -4,7 +4,7 @@ an identity provider (a JWKS served by the test, keys made by the test)."""
 import asyncio
 import dataclasses
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import httpx
@@ -117,7 +117,7 @@ async def test_the_document_names_the_role_of_every_admin_operation(
     assert "Requires the `operator` role." in patch["description"]
 
 
-CREDENTIALS = {
+CREDENTIALS: dict[str, tuple[str | None, Callable[[], str]]] = {
     "jwt-none": (None, lambda: RSA.token({"roles": []})),
     "jwt-reader": ("reader", lambda: RSA.token({"roles": ["reader"]})),
     "jwt-operator": ("operator", lambda: EC.token({"roles": ["operator"]})),
@@ -188,7 +188,7 @@ def _now() -> int:
     return int(time.time())
 
 
-REFUSED = {
+REFUSED: dict[str, Callable[[], str]] = {
     "expired": lambda: RSA.token({"exp": _now() - 120}),
     "not-yet-valid": lambda: RSA.token({"nbf": _now() + 120}),
     "issued-in-the-future": lambda: RSA.token({"iat": _now() + 120}),

@@ -41,15 +41,22 @@ class SigningKey:
 
     @property
     def jwk(self) -> dict[str, Any]:
-        kind = {"RS256": RSAAlgorithm, "ES256": ECAlgorithm, "EdDSA": OKPAlgorithm}
-        public = kind[self.algorithm].to_jwk(self.private.public_key(), as_dict=True)
+        public: dict[str, Any]
+        key = self.private.public_key()
+        if self.algorithm == "RS256":
+            public = RSAAlgorithm.to_jwk(key, as_dict=True)
+        elif self.algorithm == "ES256":
+            public = ECAlgorithm.to_jwk(key, as_dict=True)
+        else:
+            public = OKPAlgorithm.to_jwk(key, as_dict=True)
         return {**public, "kid": self.kid, "alg": self.algorithm, "use": "sig"}
 
     @property
     def public_pem(self) -> bytes:
-        return self.private.public_key().public_bytes(
+        pem: bytes = self.private.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
+        return pem
 
     def token(self, claims: dict[str, Any] | None = None, **header: Any) -> str:
         """A token signed with this key: a valid one for `claims` over the defaults (a
