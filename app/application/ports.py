@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
-from app.domain.access import Identity
+from app.domain.access import Actor, Identity
 from app.domain.cdn_health import HostState
 from app.domain.config import BalancerConfig, ConfigVersion
 from app.domain.ratelimit import ClientLimit, IPNetwork, NetworkKey, RateLimit
@@ -23,6 +23,7 @@ class StoredVersion:
     created_at: datetime
     comment: str | None
     fields: Mapping[str, str]
+    actor: Actor | None = None  # None: written before the history recorded actors
 
 
 class TokenVerifier(Protocol):
@@ -42,9 +43,15 @@ class ConfigRepository(Protocol):
         ...
 
     async def append(
-        self, config: BalancerConfig, *, after: int, comment: str | None
+        self,
+        config: BalancerConfig,
+        *,
+        after: int,
+        comment: str | None,
+        actor: Actor | None = None,
     ) -> ConfigVersion:
-        """Store `config` as version `after + 1`. Raises VersionConflict if that exists."""
+        """Store `config` as version `after + 1`, made by `actor`. Raises VersionConflict
+        if that exists."""
         ...
 
     async def get(self, version: int) -> ConfigVersion | None: ...

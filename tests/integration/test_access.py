@@ -354,3 +354,51 @@ async def test_a_jwks_file_works_offline(
     async with app_client(settings) as client:
         response = await client.get("/whoami", headers=bearer(ED.token({"roles": "reader"})))
     assert response.status_code == 200, response.text
+
+
+async def test_the_history_records_who_made_each_change_and_from_where(
+    client: httpx.AsyncClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    operator_jwt = bearer(RSA.token({"sub": "bob", "roles": ["operator"]}))
+    deploy_bot = bearer(OPERATOR_TOKEN.rsplit(":", 1)[1])
+    rule = {"cdn_weight": 1, "origin_weight": 1}
+    writes = [
+        await client.patch("/config", json={"cdn_weight": 7}, headers=operator_jwt),
+        await client.put("/config/server-rules/s3", json=rule, headers=deploy_bot),
+        await client.delete("/config/server-rules/s3", headers=operator_jwt),
+        await client.post("/config/rollback/1", headers=deploy_bot),
+    ]
+    assert [write.status_code for write in writes] == [200] * 4
+    history = await client.get("/config/history", params={"limit": 4}, headers=ADMIN)
+    jwt_actor = {"name": "bob", "issuer": ISSUER, "address": "127.0.0.1"}
+    token_actor = {"name": "deploy-bot", "issuer": None, "address": "127.0.0.1"}
+    assert [item["actor"] for item in history.json()["items"]] == [
+        token_actor,  # rollback
+        jwt_actor,  # rule removed
+        token_actor,  # rule set
+        jwt_actor,  # PATCH
+    ]
+    logged = capsys.readouterr().err
+    changed = next(line for line in logged.splitlines() if "config_changed" in line)
+    assert f"actor=bob@{ISSUER}" in changed
+    rolled_back = next(line for line in logged.splitlines() if "config_rolled_back" in line)
+    assert "actor=deploy-bot" in rolled_back
+
+
+async def test_the_limits_api_shows_who_created_and_who_replaced_an_override(
+    client: httpx.AsyncClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    operator_jwt = bearer(ED.token({"sub": "carol", "roles": "operator"}))
+    deploy_bot = bearer(OPERATOR_TOKEN.rsplit(":", 1)[1])
+    created = await client.post(
+        "/limits", json={"client_id": "198.51.100.0/24", **LIMIT}, headers=operator_jwt
+    )
+    assert created.json()["actor"] == {"name": "carol", "issuer": ISSUER, "address": "127.0.0.1"}
+    replaced = await client.put("/limits/198.51.100.0/24", json=created.json(), headers=deploy_bot)
+    assert replaced.status_code == 200, replaced.text
+    listed = await client.get("/limits", headers=ADMIN)
+    (item,) = [one for one in listed.json()["items"] if one["client_id"] == "198.51.100.0/24"]
+    assert item["actor"] == {"name": "deploy-bot", "issuer": None, "address": "127.0.0.1"}
+    await client.delete("/limits/198.51.100.0/24", headers=operator_jwt)
+    deleted = next(line for line in capsys.readouterr().err.splitlines() if "limit_deleted" in line)
+    assert f"actor=carol@{ISSUER}" in deleted

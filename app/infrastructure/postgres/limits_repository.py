@@ -4,6 +4,7 @@ import asyncpg
 
 from app.application.limits import MAX_LIMITS, LimitExists, TooManyLimits
 from app.application.ports import EnforcedPage, LimitChange, LimitsRevision
+from app.domain.access import Actor
 from app.domain.ratelimit import ClientLimit, IPNetwork, RateLimit, client_id_text
 from app.infrastructure.postgres.errors import storage_errors
 from app.infrastructure.postgres.pool import read_sql
@@ -29,7 +30,15 @@ def _to_limit(row: asyncpg.Record) -> ClientLimit:
         comment=row["comment"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        actor=None
+        if row["actor"] is None
+        else Actor(row["actor"], row["actor_issuer"], row["actor_address"]),
     )
+
+
+def _actor(limit: ClientLimit) -> tuple[str | None, str | None, str | None]:
+    actor = limit.actor
+    return (None, None, None) if actor is None else (actor.name, actor.issuer, actor.address)
 
 
 class PostgresLimitRepository:
@@ -47,6 +56,7 @@ class PostgresLimitRepository:
                     limit.limit.capacity,
                     limit.limit.refill_per_second,
                     limit.comment,
+                    *_actor(limit),
                 )
             except asyncpg.CheckViolationError as error:
                 if error.constraint_name != _CAP:
@@ -78,6 +88,7 @@ class PostgresLimitRepository:
                 limit.limit.capacity,
                 limit.limit.refill_per_second,
                 limit.comment,
+                *_actor(limit),
             )
         return None if row is None else _to_limit(row)
 

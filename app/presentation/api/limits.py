@@ -15,9 +15,10 @@ from app.application.limits import (
     ListLimits,
     ReplaceLimit,
 )
+from app.domain.access import Actor
 from app.domain.ratelimit import ClientLimit, InvalidLimit, client_id_text, parse_client_id
 from app.presentation.api.auth import Access
-from app.presentation.api.schemas import PROBLEM_RESPONSE, RateLimitBody
+from app.presentation.api.schemas import PROBLEM_RESPONSE, ActorBody, RateLimitBody
 
 # What a client id looks like, for the document (and the clients it generates): an IPv4 or
 # IPv6 address, or a CIDR block. The check itself is parse_client_id's.
@@ -83,6 +84,9 @@ class LimitPut(LimitWrite):
     client_id: str | None = Field(None, description="Optional; the client id of the path.")
     created_at: ReadOnlyTimestamp = None
     updated_at: ReadOnlyTimestamp = None
+    actor: Annotated[
+        dict[str, str | None] | None, Field(strict=False, description="Read-only; ignored.")
+    ] = None
 
 
 class LimitBody(BaseModel):
@@ -92,6 +96,9 @@ class LimitBody(BaseModel):
     comment: str | None
     created_at: datetime | None
     updated_at: datetime | None
+    actor: ActorBody | None = Field(
+        description="Who created or last replaced it; null when not recorded."
+    )
 
     @classmethod
     def of(cls, stored: ClientLimit) -> "LimitBody":
@@ -102,6 +109,7 @@ class LimitBody(BaseModel):
             comment=stored.comment,
             created_at=stored.created_at,
             updated_at=stored.updated_at,
+            actor=ActorBody.of(stored.actor),
         )
 
 
@@ -122,10 +130,15 @@ def limits_router(auth: Access) -> APIRouter:
         dependencies=[Depends(auth.operator)],
         responses={409: PROBLEM_RESPONSE, **ERRORS},
     )
-    async def create_limit(body: LimitCreate, create: FromDishka[CreateLimit]) -> LimitBody:
+    async def create_limit(
+        body: LimitCreate,
+        create: FromDishka[CreateLimit],
+        actor: Annotated[Actor, Depends(auth.operator)],
+    ) -> LimitBody:
         """Limit one address or a block. Every worker applies it within a second; 409 if
         the client id has a limit already."""
-        limit = ClientLimit(parse_client_id(body.client_id), body.to_limit(), body.comment)
+        network = parse_client_id(body.client_id)
+        limit = ClientLimit(network, body.to_limit(), body.comment, actor=actor)
         return LimitBody.of(await create(limit))
 
     @router.get("", dependencies=[Depends(auth.reader)], responses=ERRORS)
@@ -148,7 +161,10 @@ def limits_router(auth: Access) -> APIRouter:
 
     @router.put("/{client_id:path}", dependencies=[Depends(auth.operator)], responses=ERRORS)
     async def replace_limit(
-        client_id: ClientIdPath, body: LimitPut, replace: FromDishka[ReplaceLimit]
+        client_id: ClientIdPath,
+        body: LimitPut,
+        replace: FromDishka[ReplaceLimit],
+        actor: Annotated[Actor, Depends(auth.operator)],
     ) -> LimitBody:
         """Replace the whole override (a missing `comment` clears it). The body `GET`
         answers, edited, is a valid one."""
@@ -157,7 +173,7 @@ def limits_router(auth: Access) -> APIRouter:
             raise InvalidLimit(
                 "client_id", f"must be {client_id_text(network)}, the client id of the path"
             )
-        limit = ClientLimit(network, body.to_limit(), body.comment)
+        limit = ClientLimit(network, body.to_limit(), body.comment, actor=actor)
         return LimitBody.of(await replace(limit))
 
     @router.delete(
