@@ -121,6 +121,20 @@ class LimitChange:
     limit: RateLimit | None
 
 
+@dataclass(frozen=True, slots=True)
+class LimitEvent:
+    """One change of an override in the history: `limit` and `comment` as it left it
+    (None for a deletion), and who made it."""
+
+    id: int
+    changed_at: datetime
+    action: str  # created, replaced or deleted
+    client_id: IPNetwork
+    limit: RateLimit | None
+    comment: str | None
+    actor: Actor | None
+
+
 class LimitRepository(Protocol):
     """Stored overrides; every change is announced to every worker."""
 
@@ -138,7 +152,11 @@ class LimitRepository(Protocol):
         """None when there is no such client id."""
         ...
 
-    async def delete(self, client_id: IPNetwork) -> bool: ...
+    async def delete(self, client_id: IPNetwork, actor: Actor | None = None) -> bool: ...
+
+    async def history(self, *, limit: int, before: int | None) -> list[LimitEvent]:
+        """Changes of the overrides, newest first, those before the id `before` if given."""
+        ...
 
     async def revision(self) -> LimitsRevision: ...
 

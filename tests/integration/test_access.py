@@ -38,6 +38,7 @@ OPERATIONS: dict[tuple[str, str], str] = {
     ("GET", "/cdn/health"): "reader",
     ("GET", "/limits"): "reader",
     ("GET", "/limits/{client_id}"): "reader",
+    ("GET", "/limits/history"): "reader",
     ("GET", "/whoami"): "reader",
     ("PATCH", "/config"): "operator",
     ("POST", "/config/rollback/{version}"): "operator",
@@ -385,7 +386,7 @@ async def test_the_history_records_who_made_each_change_and_from_where(
     assert "actor=deploy-bot" in rolled_back
 
 
-async def test_the_limits_api_shows_who_created_and_who_replaced_an_override(
+async def test_the_limits_api_shows_who_created_replaced_and_deleted_an_override(
     client: httpx.AsyncClient, capsys: pytest.CaptureFixture[str]
 ) -> None:
     operator_jwt = bearer(ED.token({"sub": "carol", "roles": "operator"}))
@@ -402,3 +403,13 @@ async def test_the_limits_api_shows_who_created_and_who_replaced_an_override(
     await client.delete("/limits/198.51.100.0/24", headers=operator_jwt)
     deleted = next(line for line in capsys.readouterr().err.splitlines() if "limit_deleted" in line)
     assert f"actor=carol@{ISSUER}" in deleted
+    history = await client.get("/limits/history", params={"limit": 3}, headers=ADMIN)
+    assert [
+        (event["action"], event["client_id"], event["capacity"], event["actor"]["name"])
+        for event in history.json()["items"]
+    ] == [
+        ("deleted", "198.51.100.0/24", None, "carol"),
+        ("replaced", "198.51.100.0/24", 10, "deploy-bot"),
+        ("created", "198.51.100.0/24", 10, "carol"),
+    ]
+    assert history.json()["items"][0]["actor"]["issuer"] == ISSUER

@@ -1,5 +1,5 @@
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from dishka.integrations.fastapi import DishkaRoute, FromDishka
 from fastapi import APIRouter, Depends, Path, Query, Response
@@ -12,9 +12,11 @@ from app.application.limits import (
     CreateLimit,
     DeleteLimit,
     GetLimit,
+    ListLimitHistory,
     ListLimits,
     ReplaceLimit,
 )
+from app.application.ports import LimitEvent
 from app.domain.access import Actor
 from app.domain.ratelimit import ClientLimit, InvalidLimit, client_id_text, parse_client_id
 from app.presentation.api.auth import Access
@@ -121,6 +123,37 @@ class LimitPage(BaseModel):
     total: int = Field(description="Overrides stored, on every page.")
 
 
+class LimitEventBody(BaseModel):
+    id: int = Field(description="Pass as `before` for older changes.")
+    changed_at: datetime
+    action: Literal["created", "replaced", "deleted"]
+    client_id: str
+    capacity: int | None = Field(description="As the change left it; null for a deletion.")
+    refill_per_second: float | None
+    comment: str | None
+    actor: ActorBody | None = Field(description="Who made the change; null when not recorded.")
+
+    @classmethod
+    def of(cls, event: LimitEvent) -> "LimitEventBody":
+        return cls(
+            id=event.id,
+            changed_at=event.changed_at,
+            action=event.action,  # type: ignore[arg-type]
+            client_id=client_id_text(event.client_id),
+            capacity=None if event.limit is None else event.limit.capacity,
+            refill_per_second=None if event.limit is None else event.limit.refill_per_second,
+            comment=event.comment,
+            actor=ActorBody.of(event.actor),
+        )
+
+
+class LimitHistoryPage(BaseModel):
+    items: list[LimitEventBody]
+    next_before: int | None = Field(
+        description="Pass as `before` for the next page; null on the last page."
+    )
+
+
 def limits_router(auth: Access) -> APIRouter:
     router = APIRouter(prefix="/limits", tags=["limits"], route_class=DishkaRoute)
 
@@ -155,6 +188,17 @@ def limits_router(auth: Access) -> APIRouter:
             items=[LimitBody.of(item) for item in found], next_after=last, total=await count()
         )
 
+    @router.get("/history", dependencies=[Depends(auth.reader)], responses=ERRORS)
+    async def limit_history(
+        history: FromDishka[ListLimitHistory],
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
+        before: Annotated[int | None, Query(ge=1, description="Changes below this id.")] = None,
+    ) -> LimitHistoryPage:
+        """Who created, replaced or deleted which override, and from where, newest first."""
+        events = await history(limit=limit, before=before)
+        last = events[-1].id if len(events) == limit else None
+        return LimitHistoryPage(items=[LimitEventBody.of(e) for e in events], next_before=last)
+
     @router.get("/{client_id:path}", dependencies=[Depends(auth.reader)], responses=ERRORS)
     async def get_limit(client_id: ClientIdPath, get: FromDishka[GetLimit]) -> LimitBody:
         return LimitBody.of(await get(client_id))
@@ -182,8 +226,12 @@ def limits_router(auth: Access) -> APIRouter:
         dependencies=[Depends(auth.operator)],
         responses=ERRORS,
     )
-    async def delete_limit(client_id: ClientIdPath, delete: FromDishka[DeleteLimit]) -> Response:
-        await delete(client_id)
+    async def delete_limit(
+        client_id: ClientIdPath,
+        delete: FromDishka[DeleteLimit],
+        actor: Annotated[Actor, Depends(auth.operator)],
+    ) -> Response:
+        await delete(client_id, actor)
         return Response(status_code=204)
 
     return router
