@@ -83,13 +83,14 @@ class JwksKeys:
         self._attempted = time.monotonic()
         try:
             document = await asyncio.to_thread(self._read)
-            found = jwt.PyJWKSet.from_dict(document)
+            # An empty set is an answer (every key revoked); PyJWKSet refuses it.
+            found = [] if document == {"keys": []} else jwt.PyJWKSet.from_dict(document).keys
         except (jwt.PyJWTError, OSError, ValueError, TypeError, AttributeError) as error:
             log.warning("jwks_unavailable", source=self._source, error=str(error))
             return
-        keys: dict[str | None, jwt.PyJWK] = {key.key_id: key for key in found.keys}
-        if len(found.keys) == 1:
-            keys[None] = found.keys[0]
+        keys: dict[str | None, jwt.PyJWK] = {key.key_id: key for key in found}
+        if len(found) == 1:
+            keys[None] = found[0]
         if set(keys) != set(self._keys):
             log.info("jwks_loaded", source=self._source, kids=sorted(map(str, keys)))
         self._keys = keys
