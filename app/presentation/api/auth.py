@@ -42,8 +42,9 @@ METRICS_TOKEN = HTTPBearer(
     description="One of `BALANCER_METRICS_TOKEN` (an admin token is not one).",
     auto_error=False,
 )
-# Where AdminGate leaves the actor it judged, for the route's dependency (request.state).
-_STATE_KEY = "admin_actor"
+# Where AdminGate leaves the actor it judged, for the route's dependency: a key of the
+# request's own scope (`state` may be shared by a server that does not copy it).
+_SCOPE_KEY = "balancer.admin_actor"
 
 
 def _unauthorized(detail: str, code: str) -> HTTPException:
@@ -112,7 +113,7 @@ class RoleAuth:
         request: Request,
         _: Annotated[HTTPAuthorizationCredentials | None, Security(ADMIN_TOKEN)] = None,
     ) -> Actor:
-        judged = request.scope.get("state", {}).get(_STATE_KEY)
+        judged = request.scope.get(_SCOPE_KEY)
         if not isinstance(judged, Actor):
             outcome = await self.judge(request.scope, request.headers.get("authorization"))
             if isinstance(outcome, HTTPException):
@@ -172,7 +173,7 @@ class AdminGate:
     """Pure ASGI middleware: a request for an operation that depends on a RoleAuth is
     judged from its headers alone, so a missing or wrong token, or one without the role,
     answers 401 or 403 before RequestLimits or FastAPI read a byte of the body (and the
-    connection closes, unread). The actor judged is left in the request's state for the
+    connection closes, unread). The actor judged is left in the request's scope for the
     route's dependency, so a JWT is verified once.
 
     `routes` are the routes as included (no include prefix); the dependency still runs in
@@ -203,7 +204,7 @@ class AdminGate:
                     await send_problem(send, judged.detail, judged.headers)
                     return
                 if judged is not None:
-                    scope.setdefault("state", {})[_STATE_KEY] = judged
+                    scope[_SCOPE_KEY] = judged
         await self.app(scope, receive, send)
 
     def _auth_for(self, scope: Scope) -> "RoleAuth | MetricsAuth | None":
