@@ -15,6 +15,7 @@ from app.application.errors import (
 from app.application.offload import off_loop
 from app.application.ports import ConfigRepository, StoredVersion
 from app.application.snapshot import ConfigSnapshot
+from app.domain.access import Actor
 from app.domain.cdn_health import HealthSettings
 from app.domain.config import BalancerConfig, ConfigVersion
 from app.domain.errors import InvalidConfig
@@ -172,6 +173,7 @@ class _VersionWriter:
         *,
         if_match: int | None,
         comment: str | None,
+        actor: Actor | None,
     ) -> ConfigVersion:
         for _ in range(MAX_WRITE_ATTEMPTS):
             active = await self._repository.get_active()
@@ -181,7 +183,9 @@ class _VersionWriter:
                 )
             config = await off_loop(build, active)
             try:
-                saved = await self._repository.append(config, after=active.version, comment=comment)
+                saved = await self._repository.append(
+                    config, after=active.version, comment=comment, actor=actor
+                )
             except VersionConflict:
                 if if_match is not None:
                     raise PreconditionFailed(
@@ -197,7 +201,9 @@ class _VersionWriter:
 class UpdateConfig(_VersionWriter):
     """Validate a partial change against the active version and store it as the next version."""
 
-    async def __call__(self, change: ConfigChange, *, if_match: int | None) -> ConfigVersion:
+    async def __call__(
+        self, change: ConfigChange, *, if_match: int | None, actor: Actor | None = None
+    ) -> ConfigVersion:
         served, checked = None, None
         if self._snapshot.loaded:  # refuse bad input with 422 even while storage is down
             served = self._snapshot.version
@@ -209,7 +215,7 @@ class UpdateConfig(_VersionWriter):
                 return checked
             return change.apply(active.config)
 
-        saved = await self._write(build, if_match=if_match, comment=change.comment)
+        saved = await self._write(build, if_match=if_match, comment=change.comment, actor=actor)
         log.info("config_changed", version=saved.version, fields=change.named_fields())
         return saved
 
@@ -218,7 +224,12 @@ class RollbackConfig(_VersionWriter):
     """Make an earlier version's values active again, as a new version."""
 
     async def __call__(
-        self, version: int, *, if_match: int | None, comment: str | None
+        self,
+        version: int,
+        *,
+        if_match: int | None,
+        comment: str | None,
+        actor: Actor | None = None,
     ) -> ConfigVersion:
         source = await self._repository.get(version)
         if source is None:
@@ -227,6 +238,7 @@ class RollbackConfig(_VersionWriter):
             lambda _: source.config,
             if_match=if_match,
             comment=comment if comment is not None else f"rollback to version {version}",
+            actor=actor,
         )
         log.info("config_rolled_back", version=saved.version, source=version)
         return saved
@@ -251,7 +263,13 @@ class SetServerRule(_VersionWriter):
     """
 
     async def __call__(
-        self, server: str, rule: ServerRule, *, if_match: int | None, comment: str | None
+        self,
+        server: str,
+        rule: ServerRule,
+        *,
+        if_match: int | None,
+        comment: str | None,
+        actor: Actor | None = None,
     ) -> ConfigVersion:
         _check_rule_write(server, comment)
 
@@ -268,7 +286,10 @@ class SetServerRule(_VersionWriter):
         if self._snapshot.loaded:  # refuse bad input with 422 even while storage is down
             await off_loop(build, self._snapshot.version)
         saved = await self._write(
-            build, if_match=if_match, comment=comment or f"set the rule of server {server}"
+            build,
+            if_match=if_match,
+            comment=comment or f"set the rule of server {server}",
+            actor=actor,
         )
         log.info("server_rule_set", version=saved.version, server=server)
         return saved
@@ -278,7 +299,12 @@ class RemoveServerRule(_VersionWriter):
     """Remove one server's rule (it follows the global split again) and nothing else."""
 
     async def __call__(
-        self, server: str, *, if_match: int | None, comment: str | None
+        self,
+        server: str,
+        *,
+        if_match: int | None,
+        comment: str | None,
+        actor: Actor | None = None,
     ) -> ConfigVersion:
         _check_rule_write(server, comment)
 
@@ -292,7 +318,10 @@ class RemoveServerRule(_VersionWriter):
             return replace(active.config, server_rules=rules, server_pools=pools)
 
         saved = await self._write(
-            build, if_match=if_match, comment=comment or f"remove the rule of server {server}"
+            build,
+            if_match=if_match,
+            comment=comment or f"remove the rule of server {server}",
+            actor=actor,
         )
         log.info("server_rule_removed", version=saved.version, server=server)
         return saved

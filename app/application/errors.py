@@ -55,3 +55,9 @@ class StorageFailed(BalancerError):
     """PostgreSQL failed in a way no client can fix; the cause is logged, not answered."""
 
     code = "storage-failed"
+
+
+class InvalidToken(BalancerError):
+    """A bearer JWT that does not prove who sent it: its reason is for the log only."""
+
+    code = "invalid-token"

@@ -5,7 +5,8 @@ from collections.abc import Iterator
 
 import structlog
 
-from app.application.ports import LimitRepository
+from app.application.ports import LimitEvent, LimitRepository
+from app.domain.access import Actor
 from app.domain.errors import BalancerError
 from app.domain.ratelimit import (
     ClientLimit,
@@ -108,11 +109,23 @@ class DeleteLimit:
     def __init__(self, repository: LimitRepository) -> None:
         self._repository = repository
 
-    async def __call__(self, client_id: str) -> None:
+    async def __call__(self, client_id: str, actor: Actor | None = None) -> None:
         network = parse_client_id(client_id)
-        if not await self._repository.delete(network):
+        if not await self._repository.delete(network, actor):
             raise LimitNotFound(f"There is no limit for {client_id}.")
         log.info("limit_deleted", client_id=client_id_text(network))
+
+
+class ListLimitHistory:
+    """Who created, replaced or deleted which override, newest first, a page at a time."""
+
+    def __init__(self, repository: LimitRepository) -> None:
+        self._repository = repository
+
+    async def __call__(self, *, limit: int, before: int | None) -> list[LimitEvent]:
+        if not 1 <= limit <= MAX_PAGE:
+            raise InvalidLimit("limit", f"must be from 1 to {MAX_PAGE}")
+        return await self._repository.history(limit=limit, before=before)
 
 
 class ReloadLimits:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import NamedTuple, Protocol
 
+from app.domain.access import Actor, Identity
 from app.domain.cdn_health import HostState
 from app.domain.config import BalancerConfig, ConfigVersion
 from app.domain.load import LoadReport
@@ -23,6 +24,16 @@ class StoredVersion:
     created_at: datetime
     comment: str | None
     fields: Mapping[str, str]
+    actor: Actor | None = None  # None: written before the history recorded actors
+
+
+class TokenVerifier(Protocol):
+    """Judges a bearer JWT from an identity provider."""
+
+    async def __call__(self, token: str) -> Identity:
+        """The identity the token names (its role None when it carries none of ours);
+        InvalidToken when it is not valid, whatever the reason."""
+        ...
 
 
 class ConfigRepository(Protocol):
@@ -33,9 +44,15 @@ class ConfigRepository(Protocol):
         ...
 
     async def append(
-        self, config: BalancerConfig, *, after: int, comment: str | None
+        self,
+        config: BalancerConfig,
+        *,
+        after: int,
+        comment: str | None,
+        actor: Actor | None = None,
     ) -> ConfigVersion:
-        """Store `config` as version `after + 1`. Raises VersionConflict if that exists."""
+        """Store `config` as version `after + 1`, made by `actor`. Raises VersionConflict
+        if that exists."""
         ...
 
     async def get(self, version: int) -> ConfigVersion | None: ...
@@ -105,6 +122,20 @@ class LimitChange:
     limit: RateLimit | None
 
 
+@dataclass(frozen=True, slots=True)
+class LimitEvent:
+    """One change of an override in the history: `limit` and `comment` as it left it
+    (None for a deletion), and who made it."""
+
+    id: int
+    changed_at: datetime
+    action: str  # created, replaced or deleted
+    client_id: IPNetwork
+    limit: RateLimit | None
+    comment: str | None
+    actor: Actor | None
+
+
 class LimitRepository(Protocol):
     """Stored overrides; every change is announced to every worker."""
 
@@ -122,7 +153,11 @@ class LimitRepository(Protocol):
         """None when there is no such client id."""
         ...
 
-    async def delete(self, client_id: IPNetwork) -> bool: ...
+    async def delete(self, client_id: IPNetwork, actor: Actor | None = None) -> bool: ...
+
+    async def history(self, *, limit: int, before: int | None) -> list[LimitEvent]:
+        """Changes of the overrides, newest first, those before the id `before` if given."""
+        ...
 
     async def revision(self) -> LimitsRevision: ...
 

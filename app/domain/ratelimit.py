@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
+from app.domain.access import Actor
 from app.domain.errors import InvalidConfig
 
 MAX_CAPACITY = 1_000_000
@@ -116,6 +117,7 @@ class ClientLimit:
     comment: str | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
+    actor: Actor | None = None  # who created or last replaced it
 
 
 def network_key(network: IPNetwork) -> NetworkKey:

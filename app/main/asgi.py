@@ -8,12 +8,13 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
 from app.application.lifecycle import Lifecycle
+from app.infrastructure.jwt_verifier import JwksKeys, JwtVerifier
 from app.infrastructure.logging import configure_logging
 from app.main.ioc import providers
 from app.main.settings import Settings, load_settings
 from app.main.startup import Startup
 from app.presentation.api import balance, cdn, config_routes, limits, metrics, probes, route
-from app.presentation.api.auth import AdminAuth, AdminGate, MetricsAuth
+from app.presentation.api.auth import Access, AdminGate, MetricsAuth, declare_roles, whoami_router
 from app.presentation.api.console import mount_console
 from app.presentation.api.context import RequestContext
 from app.presentation.api.docs import mount_docs
@@ -56,7 +57,7 @@ def create_app(settings: Settings | None = None) -> RedirectFront:
         # Starlette's slash redirect builds its Location from the Host header: `/config/` is 404.
         redirect_slashes=False,
     )
-    auth = AdminAuth(settings.admin_token)
+    auth = Access(settings.static_tokens, _jwt_verifier(settings))
     metrics_token = MetricsAuth(settings.metrics_token) if settings.metrics_token else None
     routers = (
         probes.router,
@@ -67,8 +68,10 @@ def create_app(settings: Settings | None = None) -> RedirectFront:
         limits.limits_router(auth),
         metrics.metrics_router(metrics_token),
         metrics.stats_router(auth),
+        whoami_router(auth),
     )
     for router in routers:
+        declare_roles(router.routes)
         api.include_router(router)
     install_error_handlers(api)
     document_redirect(api)
@@ -81,3 +84,15 @@ def create_app(settings: Settings | None = None) -> RedirectFront:
     api.add_middleware(RequestContext)  # added last, so outermost: refusals carry the id too
     front = RedirectFront(api, lifecycle)
     return front
+
+
+def _jwt_verifier(settings: Settings) -> JwtVerifier | None:
+    if not settings.jwt_jwks:
+        return None
+    keys = JwksKeys(settings.jwt_jwks, refetch_seconds=settings.jwt_jwks_refetch_seconds)
+    return JwtVerifier(
+        keys,
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        roles_claim=settings.jwt_roles_claim,
+    )

@@ -1,14 +1,17 @@
+import hashlib
 import math
 import os
 import re
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from adaptix import P, Retort, loader
 from adaptix.load_error import AggregateLoadError, LoadError
 from adaptix.struct_trail import get_trail
+
+from app.domain.access import Role, StaticToken
 
 ENV_PREFIX = "BALANCER_"
 MIN_TOKEN_LENGTH = 16
@@ -69,10 +72,35 @@ def token_weakness(token: str) -> str | None:
     )
 
 
-def _tokens(raw: str) -> tuple[str, ...]:
+_NAMED = re.compile(r"([A-Za-z0-9._@-]{1,64}):([a-z]+):(.+)")
+
+
+def static_token(entry: str) -> StaticToken:
+    """`name:role:token`, or a plain token (today's form), which is an admin's named after
+    its fingerprint. SettingsError for an unknown role."""
+    named = _NAMED.fullmatch(entry)
+    if named is None:
+        digest = hashlib.sha256(entry.encode()).hexdigest()[:12]
+        return StaticToken(f"token-{digest}", Role.ADMIN, entry)
+    name, role, secret = named.groups()
+    if role not in Role.__members__.values():
+        roles = ", ".join(Role)
+        raise SettingsError(f"token {name!r} has the role {role!r}; the roles are {roles}")
+    return StaticToken(name, Role(role), secret)
+
+
+def _admin_tokens(raw: str) -> tuple[str, ...]:
+    return _tokens(raw, secret=lambda entry: static_token(entry).secret)
+
+
+def _metrics_tokens(raw: str) -> tuple[str, ...]:
+    return _tokens(raw, secret=lambda entry: entry)
+
+
+def _tokens(raw: str, secret: Callable[[str], str]) -> tuple[str, ...]:
     tokens = tuple(token.strip() for token in raw.split(",") if token.strip())
     for number, token in enumerate(tokens, start=1):
-        weakness = token_weakness(token)
+        weakness = token_weakness(secret(token))
         if weakness is not None:
             which = f"token {number} of {len(tokens)}" if len(tokens) > 1 else "the token"
             raise SettingsError(f"{which} {weakness}; generate one with: {GENERATE_COMMAND}")
@@ -102,7 +130,17 @@ class Settings:
 
     database_url: str
     redis_url: str
+    # Entries `name:role:token` or plain tokens (admins); both variables are read, merged.
     admin_token: tuple[str, ...] = ()
+    admin_tokens: tuple[str, ...] = ()
+    # Bearer JWTs from an identity provider: its JWKS (an http(s) URL or a file), the `iss`
+    # and `aud` it must carry and the claim (a dotted path) that holds the roles.
+    jwt_jwks: str = ""
+    jwt_issuer: str = ""
+    jwt_audience: str = ""
+    jwt_roles_claim: str = "roles"
+    # An unknown `kid` fetches the JWKS again, at most once in this many seconds.
+    jwt_jwks_refetch_seconds: float = 10.0
     host: str = "0.0.0.0"  # noqa: S104 - a server in a container listens on every interface
     port: int = 8000
     workers: int = os.cpu_count() or 1
@@ -166,6 +204,7 @@ class Settings:
             raise SettingsError("BALANCER_CDN_PROBER_LEASE_SECONDS must be from 0.3 to 600")
         self._check_rate_limits()
         self._check_lifecycle()
+        self._check_jwt()
 
     def _check_rate_limits(self) -> None:
         if not 2 <= self.rate_limit_max_clients <= 100_000_000:
@@ -174,6 +213,29 @@ class Settings:
             raise SettingsError("BALANCER_RATE_LIMIT_IDLE_SECONDS must be positive")
         if not 48 <= self.rate_limit_ipv6_prefix <= 128:
             raise SettingsError("BALANCER_RATE_LIMIT_IPV6_PREFIX must be from 48 to 128")
+
+    def _check_jwt(self) -> None:
+        if not self.jwt_jwks:
+            return
+        if not self.jwt_issuer or not self.jwt_audience:
+            raise SettingsError(
+                "BALANCER_JWT_JWKS needs BALANCER_JWT_ISSUER and BALANCER_JWT_AUDIENCE: a token "
+                "is accepted only from its issuer and for this service"
+            )
+        scheme = urlsplit(self.jwt_jwks).scheme
+        if scheme not in ("http", "https") and not os.path.isfile(self.jwt_jwks):
+            raise SettingsError(
+                f"BALANCER_JWT_JWKS: {self.jwt_jwks} is neither an http(s) URL nor a file"
+            )
+        if not self.jwt_roles_claim.strip(". "):
+            raise SettingsError("BALANCER_JWT_ROLES_CLAIM must name a claim")
+        if self.jwt_jwks_refetch_seconds < 0:
+            raise SettingsError("BALANCER_JWT_JWKS_REFETCH_SECONDS must be 0 or more")
+
+    @property
+    def static_tokens(self) -> tuple[StaticToken, ...]:
+        """Every admin token of both variables, with its name and role."""
+        return tuple(static_token(entry) for entry in (*self.admin_token, *self.admin_tokens))
 
     def _check_lifecycle(self) -> None:
         if self.startup_timeout_seconds < 0:
@@ -194,13 +256,14 @@ def _geoip_file(raw: str) -> str:
 _retort = Retort(
     strict_coercion=False,
     recipe=[
-        loader(P[Settings].admin_token, _tokens),
+        loader(P[Settings].admin_token, _admin_tokens),
+        loader(P[Settings].admin_tokens, _admin_tokens),
         loader(P[Settings].database_url, _service_url),
         loader(P[Settings].redis_url, _service_url),
         loader(P[Settings].access_log, _flag),
         loader(P[Settings].metrics, _flag),
         loader(P[Settings].fast_path, _flag),
-        loader(P[Settings].metrics_token, _tokens),
+        loader(P[Settings].metrics_token, _metrics_tokens),
         loader(P[Settings].geoip_database, _geoip_file),
     ],
 )

@@ -24,7 +24,7 @@ from loadtest.fake_cdn import FakeCdn
 from loadtest.support import ServerProcess
 from tests.support.app import ADMIN_TOKEN
 from tests.support.browser import GuardedPage, chromium, guarded_page
-from tests.support.servers import reset_config
+from tests.support.servers import reset_config, running_server
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 CLOSE = {"Connection": "close"}
@@ -795,3 +795,52 @@ def test_region_health_check_and_rate_limit_are_edited_with_forms_and_saved(
         assert (after["regions"], after["rate_limit"]) == ([], None)
     finally:
         patch(server, regions=[], rate_limit=None, cdn_health={"interval_seconds": 2.0})
+
+
+READER_SECRET = "Hq3vNb7XkT2mWc9RpL5sYd8Fg4JzE6aQ"
+
+
+@pytest.fixture(scope="module")
+def roles_server(database_url: str, redis_url: str) -> Iterator[ServerProcess]:
+    """One worker that also knows a reader's named token."""
+    with running_server(
+        database_url, redis_url, workers=1, admin_tokens=f"oncall:reader:{READER_SECRET}"
+    ) as process:
+        reset_config(process.url)
+        yield process
+
+
+def test_a_reader_sees_who_is_signed_in_and_no_change_controls(
+    roles_server: ServerProcess, browser: Browser
+) -> None:
+    server = roles_server
+    changed = patch(server, cdn_weight=7, comment="by the admin")
+    limit = {"client_id": "198.51.100.0/24", "capacity": 5, "refill_per_second": 1}
+    httpx.post(f"{server.url}/limits", json=limit, headers=ADMIN)
+    with guarded_page(browser, server.url) as console:
+        page = console.page
+        sign_in(page, server, token=READER_SECRET)
+        expect(page.locator("#who")).to_contain_text("Signed in as oncall")
+        expect(page.locator("#who-role")).to_have_text("reader")
+
+        open_panel(page, "Change")
+        expect(page.get_by_text("Your role may read only")).to_be_visible()
+        expect(page.get_by_role("button", name="Save as a new version")).to_be_hidden()
+        expect(page.get_by_role("button", name="Check")).to_be_visible()  # a read
+
+        open_panel(page, "History")
+        entry = page.locator(f"#version-{changed['version']}")
+        expect(entry).to_contain_text("by the admin")
+        expect(entry).to_contain_text("from 127.0.0.1")
+        expect(page.locator("#history-list li.version").first).to_be_visible()
+        expect(page.get_by_role("button", name=re.compile("Roll back"))).to_have_count(0)
+
+        open_panel(page, "Limits")
+        expect(page.locator('tr[data-client="198.51.100.0/24"]')).to_be_visible()
+        expect(
+            page.get_by_role("button", name=re.compile("^(Edit|Delete) the limit"))
+        ).to_have_count(0)
+        expect(page.get_by_role("button", name="Add limit")).to_be_hidden()
+        assert console.blocked == []
+        assert console.errors == []
+    httpx.delete(f"{server.url}/limits/198.51.100.0/24", headers=ADMIN)

@@ -454,14 +454,15 @@ async def test_every_admin_response_carries_a_request_id(client: httpx.AsyncClie
     assert len(made.headers["x-request-id"]) == 32
 
 
-async def test_config_change_is_logged_with_the_admin_fingerprint_never_the_token(
+async def test_config_change_is_logged_with_the_actor_never_the_token(
     client: httpx.AsyncClient, capsys: pytest.CaptureFixture[str]
 ) -> None:
     await client.patch("/config", json={"cdn_weight": 4}, headers=ADMIN)
     await client.patch("/config", json={"cdn_weight": 4}, headers={"Authorization": "Bearer nope"})
     logged = capsys.readouterr().err
     change = next(line for line in logged.splitlines() if "config_changed" in line)
-    assert f"admin={fingerprint(ADMIN_TOKEN.encode())}" in change
+    # A plain token is an admin named after its fingerprint.
+    assert f"actor=token-{fingerprint(ADMIN_TOKEN.encode())}" in change
     assert "cdn_weight" in change
     assert "admin_token_rejected" in logged
     assert ADMIN_TOKEN not in logged

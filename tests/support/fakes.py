@@ -7,6 +7,7 @@ from app.application.errors import VersionConflict
 from app.application.ports import StoredVersion
 from app.application.redirect import RedirectVideo
 from app.application.snapshot import ConfigSnapshot
+from app.domain.access import Actor
 from app.domain.config import BalancerConfig, ConfigVersion
 from app.domain.split import Split
 
@@ -36,7 +37,12 @@ class FakeConfigRepository:
             yield StoredVersion(version.version, version.created_at, version.comment, {})
 
     async def append(
-        self, config: BalancerConfig, *, after: int, comment: str | None
+        self,
+        config: BalancerConfig,
+        *,
+        after: int,
+        comment: str | None,
+        actor: Actor | None = None,
     ) -> ConfigVersion:
         if self.rivals:
             self._store(self.rivals.pop(0), None)

@@ -12,9 +12,9 @@ from uvicorn.server import ServerState
 
 from app.application.metrics import Tally
 from app.domain.config import BalancerConfig
-from app.domain.router import Redirect
 from app.domain.errors import NoHealthyTarget
 from app.domain.ratelimit import ClientLimiter, RateLimit
+from app.domain.router import Redirect
 from app.domain.split import Split
 from app.presentation.edge.protocol import BoundedHttpToolsProtocol, EdgeProtocol
 from app.presentation.edge.redirect import RedirectFront

@@ -215,3 +215,42 @@ def test_a_run_of_the_tests_or_the_harness_has_every_redis_key_under_its_own_pre
     assert all(key.startswith("run-1") for key in keys.values())
     assert len(set(keys.values())) == len(keys)
     assert not set(keys.values()) & set(redis_keys("run-2").values())
+
+
+def test_named_tokens_of_both_variables_are_merged_with_their_roles() -> None:
+    settings = load_settings(
+        {
+            **REQUIRED,
+            "BALANCER_ADMIN_TOKEN": f"{STRONG},ops.alice:operator:{ROTATED}",
+            "BALANCER_ADMIN_TOKENS": f"oncall:reader:{STRONG[::-1]}",
+        }
+    )
+    named = [(token.name, str(token.role), token.secret) for token in settings.static_tokens]
+    assert named[1:] == [("ops.alice", "operator", ROTATED), ("oncall", "reader", STRONG[::-1])]
+    # A plain entry, today's form, stays an admin's, named after its fingerprint.
+    assert named[0][1:] == ("admin", STRONG)
+    assert named[0][0].startswith("token-")
+
+
+def test_a_named_token_with_an_unknown_role_is_refused() -> None:
+    with pytest.raises(SettingsError, match=r"'root'.*reader, operator, admin"):
+        load_settings({**REQUIRED, "BALANCER_ADMIN_TOKENS": f"bob:root:{STRONG}"})
+
+
+def test_a_named_token_with_a_weak_secret_is_refused() -> None:
+    with pytest.raises(SettingsError, match="BALANCER_ADMIN_TOKENS"):
+        load_settings({**REQUIRED, "BALANCER_ADMIN_TOKENS": "bob:reader:change-me-please"})
+
+
+def test_a_jwks_needs_an_issuer_and_an_audience() -> None:
+    with pytest.raises(SettingsError, match="BALANCER_JWT_ISSUER and BALANCER_JWT_AUDIENCE"):
+        load_settings({**REQUIRED, "BALANCER_JWT_JWKS": "https://idp.example/jwks"})
+    settings = load_settings(
+        {
+            **REQUIRED,
+            "BALANCER_JWT_JWKS": "https://idp.example/jwks",
+            "BALANCER_JWT_ISSUER": "https://idp.example/",
+            "BALANCER_JWT_AUDIENCE": "balancer",
+        }
+    )
+    assert settings.jwt_roles_claim == "roles"

@@ -10,6 +10,7 @@ from app.application.documents import config_fields
 from app.application.errors import ConfigNotLoaded, VersionConflict
 from app.application.offload import off_loop
 from app.application.ports import StoredVersion
+from app.domain.access import Actor
 from app.domain.cdn_health import HealthSettings
 from app.domain.config import BalancerConfig, ConfigVersion
 from app.domain.errors import InvalidConfig
@@ -207,7 +208,12 @@ class PostgresConfigRepository:
                 health, stored = asdict(HealthSettings()), json.loads(fields["cdn_health"])
                 health.update((name, stored[name]) for name in health if name in stored)
                 fields["cdn_health"] = json.dumps(health)
-                yield StoredVersion(row["version"], row["created_at"], row["comment"], fields)
+                actor = None
+                if row["actor"] is not None:
+                    actor = Actor(row["actor"], row["actor_issuer"], row["actor_address"])
+                yield StoredVersion(
+                    row["version"], row["created_at"], row["comment"], fields, actor
+                )
             if len(rows) < min(limit, _HISTORY_PAGE):
                 return
             limit, before = limit - len(rows), rows[-1]["version"]
@@ -251,7 +257,12 @@ class PostgresConfigRepository:
             before = rows[-1]["version"]
 
     async def append(
-        self, config: BalancerConfig, *, after: int, comment: str | None
+        self,
+        config: BalancerConfig,
+        *,
+        after: int,
+        comment: str | None,
+        actor: Actor | None = None,
     ) -> ConfigVersion:
         rules, hosts, health, rate_limit, regions = await off_loop(_documents, config)
         async with storage_errors():
@@ -272,6 +283,9 @@ class PostgresConfigRepository:
                     comment,
                     rate_limit,
                     regions,
+                    actor and actor.name,
+                    actor and actor.issuer,
+                    actor and actor.address,
                 )
             except asyncpg.UniqueViolationError as error:
                 raise VersionConflict(f"Version {after + 1} already exists.") from error

@@ -3,7 +3,8 @@ import socket
 import asyncpg
 
 from app.application.limits import MAX_LIMITS, LimitExists, TooManyLimits
-from app.application.ports import EnforcedPage, LimitChange, LimitsRevision
+from app.application.ports import EnforcedPage, LimitChange, LimitEvent, LimitsRevision
+from app.domain.access import Actor
 from app.domain.ratelimit import ClientLimit, IPNetwork, RateLimit, client_id_text
 from app.infrastructure.postgres.errors import storage_errors
 from app.infrastructure.postgres.pool import read_sql
@@ -13,6 +14,7 @@ _GET = read_sql("get_limit")
 _LIST = read_sql("list_limits")
 _REPLACE = read_sql("replace_limit")
 _DELETE = read_sql("delete_limit")
+_HISTORY = read_sql("limit_history")
 _REVISION = read_sql("limits_revision")
 _CHANGES = read_sql("limits_changes")
 _ALL = read_sql("all_limits")
@@ -29,7 +31,19 @@ def _to_limit(row: asyncpg.Record) -> ClientLimit:
         comment=row["comment"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        actor=_stored_actor(row),
     )
+
+
+def _stored_actor(row: asyncpg.Record) -> Actor | None:
+    if row["actor"] is None:
+        return None
+    return Actor(row["actor"], row["actor_issuer"], row["actor_address"])
+
+
+def _actor(limit: ClientLimit) -> tuple[str | None, str | None, str | None]:
+    actor = limit.actor
+    return (None, None, None) if actor is None else (actor.name, actor.issuer, actor.address)
 
 
 class PostgresLimitRepository:
@@ -47,6 +61,7 @@ class PostgresLimitRepository:
                     limit.limit.capacity,
                     limit.limit.refill_per_second,
                     limit.comment,
+                    *_actor(limit),
                 )
             except asyncpg.CheckViolationError as error:
                 if error.constraint_name != _CAP:
@@ -78,13 +93,33 @@ class PostgresLimitRepository:
                 limit.limit.capacity,
                 limit.limit.refill_per_second,
                 limit.comment,
+                *_actor(limit),
             )
         return None if row is None else _to_limit(row)
 
-    async def delete(self, client_id: IPNetwork) -> bool:
+    async def delete(self, client_id: IPNetwork, actor: Actor | None = None) -> bool:
+        who = (None, None, None) if actor is None else (actor.name, actor.issuer, actor.address)
         async with storage_errors():
-            deleted = await self._pool.fetchval(_DELETE, client_id)
+            deleted = await self._pool.fetchval(_DELETE, client_id, *who)
         return deleted is not None
+
+    async def history(self, *, limit: int, before: int | None) -> list[LimitEvent]:
+        async with storage_errors():
+            rows = await self._pool.fetch(_HISTORY, limit, before)
+        return [
+            LimitEvent(
+                id=row["id"],
+                changed_at=row["changed_at"],
+                action=row["action"],
+                client_id=row["client_id"],
+                limit=None
+                if row["capacity"] is None
+                else RateLimit(row["capacity"], row["refill_per_second"]),
+                comment=row["comment"],
+                actor=_stored_actor(row),
+            )
+            for row in rows
+        ]
 
     async def revision(self) -> LimitsRevision:
         async with storage_errors():

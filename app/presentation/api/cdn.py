@@ -5,7 +5,7 @@ from fastapi import APIRouter, Depends
 
 from app.application.cdn_health import GetCdnHealth, HostLoad
 from app.domain.cdn_health import HostState
-from app.presentation.api.auth import AdminAuth
+from app.presentation.api.auth import Access
 from app.presentation.api.schemas import PROBLEM_RESPONSE, CdnHostHealth
 
 
@@ -29,12 +29,12 @@ def host_health(url: str, state: HostState, load: HostLoad | None = None) -> Cdn
     )
 
 
-def cdn_router(auth: AdminAuth) -> APIRouter:
+def cdn_router(auth: Access) -> APIRouter:
     router = APIRouter(prefix="/cdn", tags=["cdn"], route_class=DishkaRoute)
 
     @router.get(
         "/health",
-        dependencies=[Depends(auth)],
+        dependencies=[Depends(auth.reader)],
         responses=dict.fromkeys((401, 403, 503), PROBLEM_RESPONSE),
     )
     async def cdn_health(get: FromDishka[GetCdnHealth]) -> list[CdnHostHealth]:

@@ -16,9 +16,10 @@ from app.application.config_versions import (
 from app.application.errors import ServerRuleNotFound
 from app.application.offload import off_loop
 from app.application.ports import StoredVersion
+from app.domain.access import Actor
 from app.domain.config import ConfigVersion
 from app.domain.syntax import LABEL
-from app.presentation.api.auth import AdminAuth
+from app.presentation.api.auth import Access
 from app.presentation.api.etag import MAX_VERSION, etag, if_match_version
 from app.presentation.api.json_pieces import (
     PiecewiseJsonRoute,
@@ -27,6 +28,7 @@ from app.presentation.api.json_pieces import (
 )
 from app.presentation.api.schemas import (
     PROBLEM_RESPONSE,
+    ActorBody,
     ConfigBody,
     ConfigHistoryPage,
     ConfigPatch,
@@ -111,10 +113,14 @@ def _stored_json(stored: StoredVersion, *, first: bool) -> Iterator[bytes]:
     for name in _STORED_FIELDS:
         yield b',"%s":' % name.encode()
         yield fields[name].encode()
-    yield b',"comment":%s,"created_at":%s}' % (to_json(stored.comment), to_json(stored.created_at))
+    yield b',"comment":%s,"created_at":%s,"actor":%s}' % (
+        to_json(stored.comment),
+        to_json(stored.created_at),
+        to_json(ActorBody.of(stored.actor)),
+    )
 
 
-def config_router(auth: AdminAuth) -> APIRouter:
+def config_router(auth: Access) -> APIRouter:
     router = APIRouter(prefix="/config", tags=["config"], route_class=PiecewiseJsonRoute)
     as_json = ConfigJson()
 
@@ -124,20 +130,23 @@ def config_router(auth: AdminAuth) -> APIRouter:
         return await as_json(await get())
 
     @router.patch(
-        "", response_model=ConfigBody, dependencies=[Depends(auth)], responses=WRITE_ERRORS
+        "", response_model=ConfigBody, dependencies=[Depends(auth.operator)], responses=WRITE_ERRORS
     )
     async def patch_config(
-        body: ConfigPatch, update: FromDishka[UpdateConfig], if_match: IfMatch = None
+        body: ConfigPatch,
+        update: FromDishka[UpdateConfig],
+        actor: Annotated[Actor, Depends(auth.operator)],
+        if_match: IfMatch = None,
     ) -> Response:
         """Change some settings. The result is stored as a new version and reaches every
         worker within a second. `origin_every: N` is shorthand for `N-1:1`."""
         change = await off_loop(body.to_change)  # validates every region and pool
-        return await as_json(await update(change, if_match=if_match_version(if_match)))
+        return await as_json(await update(change, if_match=if_match_version(if_match), actor=actor))
 
     @router.get(
         "/history",
         response_model=ConfigHistoryPage,
-        dependencies=[Depends(auth)],
+        dependencies=[Depends(auth.reader)],
         responses=ADMIN_ERRORS,
     )
     async def config_history(
@@ -153,12 +162,13 @@ def config_router(auth: AdminAuth) -> APIRouter:
     @router.post(
         "/rollback/{version}",
         response_model=ConfigBody,
-        dependencies=[Depends(auth)],
+        dependencies=[Depends(auth.operator)],
         responses={404: PROBLEM_RESPONSE, **WRITE_ERRORS},
     )
     async def rollback_config(
         version: Annotated[int, Path(ge=1, le=MAX_VERSION)],
         rollback: FromDishka[RollbackConfig],
+        actor: Annotated[Actor, Depends(auth.operator)],
         if_match: IfMatch = None,
         body: RollbackBody | None = None,
     ) -> Response:
@@ -168,6 +178,7 @@ def config_router(auth: AdminAuth) -> APIRouter:
             version,
             if_match=if_match_version(if_match),
             comment=body.comment if body is not None else None,
+            actor=actor,
         )
         return await as_json(saved)
 
@@ -188,35 +199,43 @@ def config_router(auth: AdminAuth) -> APIRouter:
     @router.put(
         "/server-rules/{server}",
         response_model=ConfigBody,
-        dependencies=[Depends(auth)],
+        dependencies=[Depends(auth.operator)],
         responses=WRITE_ERRORS,
     )
     async def put_server_rule(
         server: Server,
         body: ServerRulePut,
         set_rule: FromDishka[SetServerRule],
+        actor: Annotated[Actor, Depends(auth.operator)],
         if_match: IfMatch = None,
     ) -> Response:
         """Add or replace one server's rule, leaving every other setting and rule as the
         active version has them: admins writing rules of different servers at once all keep
         theirs. Answers the new version, which reaches every worker within a second."""
         saved = await set_rule(
-            server, body.to_rule(), if_match=if_match_version(if_match), comment=body.comment
+            server,
+            body.to_rule(),
+            if_match=if_match_version(if_match),
+            comment=body.comment,
+            actor=actor,
         )
         return await as_json(saved)
 
     @router.delete(
         "/server-rules/{server}",
         response_model=ConfigBody,
-        dependencies=[Depends(auth)],
+        dependencies=[Depends(auth.operator)],
         responses={404: PROBLEM_RESPONSE, **WRITE_ERRORS},
     )
     async def delete_server_rule(
-        server: Server, remove: FromDishka[RemoveServerRule], if_match: IfMatch = None
+        server: Server,
+        remove: FromDishka[RemoveServerRule],
+        actor: Annotated[Actor, Depends(auth.operator)],
+        if_match: IfMatch = None,
     ) -> Response:
         """Remove one server's rule: the server follows the global split again. 404 when it
         has no rule. Answers the new version."""
-        saved = await remove(server, if_match=if_match_version(if_match), comment=None)
+        saved = await remove(server, if_match=if_match_version(if_match), comment=None, actor=actor)
         return await as_json(saved)
 
     return router

@@ -1,5 +1,5 @@
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from dishka.integrations.fastapi import DishkaRoute, FromDishka
 from fastapi import APIRouter, Depends, Path, Query, Response
@@ -12,12 +12,15 @@ from app.application.limits import (
     CreateLimit,
     DeleteLimit,
     GetLimit,
+    ListLimitHistory,
     ListLimits,
     ReplaceLimit,
 )
+from app.application.ports import LimitEvent
+from app.domain.access import Actor
 from app.domain.ratelimit import ClientLimit, InvalidLimit, client_id_text, parse_client_id
-from app.presentation.api.auth import AdminAuth
-from app.presentation.api.schemas import PROBLEM_RESPONSE, RateLimitBody
+from app.presentation.api.auth import Access
+from app.presentation.api.schemas import PROBLEM_RESPONSE, ActorBody, RateLimitBody
 
 # What a client id looks like, for the document (and the clients it generates): an IPv4 or
 # IPv6 address, or a CIDR block. The check itself is parse_client_id's.
@@ -83,6 +86,9 @@ class LimitPut(LimitWrite):
     client_id: str | None = Field(None, description="Optional; the client id of the path.")
     created_at: ReadOnlyTimestamp = None
     updated_at: ReadOnlyTimestamp = None
+    actor: Annotated[
+        dict[str, str | None] | None, Field(strict=False, description="Read-only; ignored.")
+    ] = None
 
 
 class LimitBody(BaseModel):
@@ -92,6 +98,9 @@ class LimitBody(BaseModel):
     comment: str | None
     created_at: datetime | None
     updated_at: datetime | None
+    actor: ActorBody | None = Field(
+        description="Who created or last replaced it; null when not recorded."
+    )
 
     @classmethod
     def of(cls, stored: ClientLimit) -> "LimitBody":
@@ -102,6 +111,7 @@ class LimitBody(BaseModel):
             comment=stored.comment,
             created_at=stored.created_at,
             updated_at=stored.updated_at,
+            actor=ActorBody.of(stored.actor),
         )
 
 
@@ -113,19 +123,58 @@ class LimitPage(BaseModel):
     total: int = Field(description="Overrides stored, on every page.")
 
 
-def limits_router(auth: AdminAuth) -> APIRouter:
-    router = APIRouter(
-        prefix="/limits", tags=["limits"], route_class=DishkaRoute, dependencies=[Depends(auth)]
+class LimitEventBody(BaseModel):
+    id: int = Field(description="Pass as `before` for older changes.")
+    changed_at: datetime
+    action: Literal["created", "replaced", "deleted"]
+    client_id: str
+    capacity: int | None = Field(description="As the change left it; null for a deletion.")
+    refill_per_second: float | None
+    comment: str | None
+    actor: ActorBody | None = Field(description="Who made the change; null when not recorded.")
+
+    @classmethod
+    def of(cls, event: LimitEvent) -> "LimitEventBody":
+        return cls(
+            id=event.id,
+            changed_at=event.changed_at,
+            action=event.action,  # type: ignore[arg-type]
+            client_id=client_id_text(event.client_id),
+            capacity=None if event.limit is None else event.limit.capacity,
+            refill_per_second=None if event.limit is None else event.limit.refill_per_second,
+            comment=event.comment,
+            actor=ActorBody.of(event.actor),
+        )
+
+
+class LimitHistoryPage(BaseModel):
+    items: list[LimitEventBody]
+    next_before: int | None = Field(
+        description="Pass as `before` for the next page; null on the last page."
     )
 
-    @router.post("", status_code=201, responses={409: PROBLEM_RESPONSE, **ERRORS})
-    async def create_limit(body: LimitCreate, create: FromDishka[CreateLimit]) -> LimitBody:
+
+def limits_router(auth: Access) -> APIRouter:
+    router = APIRouter(prefix="/limits", tags=["limits"], route_class=DishkaRoute)
+
+    @router.post(
+        "",
+        status_code=201,
+        dependencies=[Depends(auth.operator)],
+        responses={409: PROBLEM_RESPONSE, **ERRORS},
+    )
+    async def create_limit(
+        body: LimitCreate,
+        create: FromDishka[CreateLimit],
+        actor: Annotated[Actor, Depends(auth.operator)],
+    ) -> LimitBody:
         """Limit one address or a block. Every worker applies it within a second; 409 if
         the client id has a limit already."""
-        limit = ClientLimit(parse_client_id(body.client_id), body.to_limit(), body.comment)
+        network = parse_client_id(body.client_id)
+        limit = ClientLimit(network, body.to_limit(), body.comment, actor=actor)
         return LimitBody.of(await create(limit))
 
-    @router.get("", responses=ERRORS)
+    @router.get("", dependencies=[Depends(auth.reader)], responses=ERRORS)
     async def list_limits(
         list_limits: FromDishka[ListLimits],
         count: FromDishka[CountLimits],
@@ -139,13 +188,27 @@ def limits_router(auth: AdminAuth) -> APIRouter:
             items=[LimitBody.of(item) for item in found], next_after=last, total=await count()
         )
 
-    @router.get("/{client_id:path}", responses=ERRORS)
+    @router.get("/history", dependencies=[Depends(auth.reader)], responses=ERRORS)
+    async def limit_history(
+        history: FromDishka[ListLimitHistory],
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
+        before: Annotated[int | None, Query(ge=1, description="Changes below this id.")] = None,
+    ) -> LimitHistoryPage:
+        """Who created, replaced or deleted which override, and from where, newest first."""
+        events = await history(limit=limit, before=before)
+        last = events[-1].id if len(events) == limit else None
+        return LimitHistoryPage(items=[LimitEventBody.of(e) for e in events], next_before=last)
+
+    @router.get("/{client_id:path}", dependencies=[Depends(auth.reader)], responses=ERRORS)
     async def get_limit(client_id: ClientIdPath, get: FromDishka[GetLimit]) -> LimitBody:
         return LimitBody.of(await get(client_id))
 
-    @router.put("/{client_id:path}", responses=ERRORS)
+    @router.put("/{client_id:path}", dependencies=[Depends(auth.operator)], responses=ERRORS)
     async def replace_limit(
-        client_id: ClientIdPath, body: LimitPut, replace: FromDishka[ReplaceLimit]
+        client_id: ClientIdPath,
+        body: LimitPut,
+        replace: FromDishka[ReplaceLimit],
+        actor: Annotated[Actor, Depends(auth.operator)],
     ) -> LimitBody:
         """Replace the whole override (a missing `comment` clears it). The body `GET`
         answers, edited, is a valid one."""
@@ -154,12 +217,21 @@ def limits_router(auth: AdminAuth) -> APIRouter:
             raise InvalidLimit(
                 "client_id", f"must be {client_id_text(network)}, the client id of the path"
             )
-        limit = ClientLimit(network, body.to_limit(), body.comment)
+        limit = ClientLimit(network, body.to_limit(), body.comment, actor=actor)
         return LimitBody.of(await replace(limit))
 
-    @router.delete("/{client_id:path}", status_code=204, responses=ERRORS)
-    async def delete_limit(client_id: ClientIdPath, delete: FromDishka[DeleteLimit]) -> Response:
-        await delete(client_id)
+    @router.delete(
+        "/{client_id:path}",
+        status_code=204,
+        dependencies=[Depends(auth.operator)],
+        responses=ERRORS,
+    )
+    async def delete_limit(
+        client_id: ClientIdPath,
+        delete: FromDishka[DeleteLimit],
+        actor: Annotated[Actor, Depends(auth.operator)],
+    ) -> Response:
+        await delete(client_id, actor)
         return Response(status_code=204)
 
     return router

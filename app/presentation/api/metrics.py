@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field
 from app.application.metrics import MAX_SERVERS, GetStats, ReadInstanceFigures, ResetStats, cdn_host
 from app.application.ports import DURATION_BUCKETS, Figures
 from app.domain.regions import DEFAULT_REGION
-from app.presentation.api.auth import AdminAuth
+from app.presentation.api.auth import Access, MetricsAuth
 from app.presentation.api.schemas import PROBLEM_RESPONSE
 
 
@@ -219,7 +219,7 @@ def process_families(pids: Iterable[int]) -> Iterator[Metric]:
     yield from families.values()
 
 
-def metrics_router(token: AdminAuth | None) -> APIRouter:
+def metrics_router(token: MetricsAuth | None) -> APIRouter:
     router = APIRouter(tags=["metrics"], route_class=DishkaRoute)
     dependencies = [Depends(token)] if token is not None else []
 
@@ -244,14 +244,14 @@ def metrics_router(token: AdminAuth | None) -> APIRouter:
     return router
 
 
-def stats_router(auth: AdminAuth) -> APIRouter:
+def stats_router(auth: Access) -> APIRouter:
     router = APIRouter(prefix="/stats", tags=["metrics"], route_class=DishkaRoute)
     errors: dict[int | str, dict[str, Any]] = dict.fromkeys((401, 403, 404, 503), PROBLEM_RESPONSE)
 
     @router.get(
         "",
         summary="Counts since the last reset, whole cluster",
-        dependencies=[Depends(auth)],
+        dependencies=[Depends(auth.reader)],
         responses=errors,
     )
     async def stats(get: FromDishka[GetStats]) -> StatsBody:
@@ -279,7 +279,7 @@ def stats_router(auth: AdminAuth) -> APIRouter:
     @router.post(
         "/reset",
         summary="Start the counts again from zero",
-        dependencies=[Depends(auth)],
+        dependencies=[Depends(auth.operator)],
         status_code=204,
         responses=errors,
     )

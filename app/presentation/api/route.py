@@ -6,17 +6,17 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 
 from app.application.redirect import ExplainRoute
 from app.application.snapshot import ConfigSnapshot
-from app.presentation.api.auth import AdminAuth
+from app.presentation.api.auth import Access
 from app.presentation.api.schemas import PROBLEM_RESPONSE, RouteBody
 from app.presentation.problem import problem
 
 
-def route_router(auth: AdminAuth) -> APIRouter:
+def route_router(auth: Access) -> APIRouter:
     router = APIRouter(prefix="/config", tags=["config"], route_class=DishkaRoute)
 
     @router.get(
         "/route",
-        dependencies=[Depends(auth)],
+        dependencies=[Depends(auth.reader)],
         responses={
             **dict.fromkeys((400, 401, 403, 422, 503), PROBLEM_RESPONSE),
             431: {

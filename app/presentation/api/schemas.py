@@ -15,6 +15,7 @@ from pydantic import (
 
 from app.application.config_versions import ConfigChange, RateLimitChange, ServerRule
 from app.application.documents import config_fields
+from app.domain.access import Actor
 from app.domain.config import ConfigVersion
 from app.domain.errors import InvalidConfig
 from app.domain.pacing import paced
@@ -376,8 +377,29 @@ class CdnHostHealth(BaseModel):
     load_error: str | None = Field(description="Why the last load report was ignored.")
 
 
+class ActorBody(BaseModel):
+    """Who made a change: a static token's name, or a JWT's `sub` with its `iss`."""
+
+    name: str = Field(description="The token's name, or the JWT's `sub`.")
+    issuer: str | None = Field(description="The JWT's `iss`; null for a static token.")
+    address: str | None = Field(description="The client address the change came from.")
+
+    @classmethod
+    def of(cls, actor: Actor | None) -> "ActorBody | None":
+        if actor is None:
+            return None
+        return cls(name=actor.name, issuer=actor.issuer, address=actor.address)
+
+
+class ConfigHistoryItem(ConfigBody):
+    actor: ActorBody | None = Field(
+        description="Who stored this version; null for versions stored before actors were "
+        "recorded, or written outside the API."
+    )
+
+
 class ConfigHistoryPage(BaseModel):
-    items: list[ConfigBody]
+    items: list[ConfigHistoryItem]
     next_before: int | None = Field(
         description="Pass as `before` for the next page; null on the last page."
     )

@@ -47,8 +47,8 @@ from uvicorn.server import ServerState
 
 from app.domain.router import Redirect
 from app.presentation.edge.forwarded import TrustedProxies
-from app.presentation.problem import PROBLEM_JSON, encode, problem
 from app.presentation.edge.redirect import REDIRECT_HEADERS, RedirectFront
+from app.presentation.problem import PROBLEM_JSON, encode, problem
 
 log = structlog.get_logger(__name__)
 

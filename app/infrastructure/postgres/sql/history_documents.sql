@@ -1,7 +1,7 @@
 -- Versions as stored, for the history: every field of the configuration as JSON text, in
 -- the shapes the API uses, so that a page of 100 large versions is passed on, not decoded.
 -- A row older than pools has a pool of one, its cdn_host; older than regions, none.
-SELECT version, comment, created_at,
+SELECT version, comment, created_at, actor, actor_issuer, actor_address,
        to_jsonb(cdn_host)::text AS cdn_host,
        cdn_weight::text AS cdn_weight,
        origin_weight::text AS origin_weight,

@@ -1,7 +1,7 @@
 // The admin console: sign in, then four panels over the admin API of this instance.
 
 import { ApiError, call, token } from "./api.js";
-import { $, show } from "./dom.js";
+import { $, h, show } from "./dom.js";
 import { ChangePanel } from "./change.js";
 import { HistoryPanel } from "./history.js";
 import { LimitsPanel } from "./limits.js";
@@ -12,8 +12,21 @@ const PANELS = ["now", "change", "history", "limits"];
 
 function describeRefusal(error) {
   if (error.status === 401) return `401 Unauthorized: ${error.problem.detail || "send an admin token."}`;
+  if (error.status === 403 && error.code === "forbidden-role") return `403 Forbidden: ${error.problem.detail}`;
   if (error.status === 403) return "403 Forbidden: the server does not accept this admin token.";
   return error.message;
+}
+
+// Who is signed in, from GET /whoami: the page shows it, and hides (CSS, by the body's
+// data-role) the controls of operations the role may not use. The API refuses them anyway.
+function showIdentity(identity) {
+  document.body.dataset.role = identity.role;
+  const who = $("#who");
+  who.replaceChildren(
+    "Signed in as ", h("strong", {}, identity.name),
+    identity.issuer ? h("span", { class: "muted" }, ` (${identity.issuer})`) : "",
+    " · role ", h("span", { class: "badge", id: "who-role" }, identity.role));
+  who.hidden = false;
 }
 
 function signOut(reason = "") {
@@ -22,6 +35,8 @@ function signOut(reason = "") {
   store.reset();
   $("#console").hidden = true;
   $("#sign-out").hidden = true;
+  $("#who").hidden = true;
+  delete document.body.dataset.role;
   $("#sign-in").hidden = false;
   show($("#sign-in-error"), reason);
   $("#token").value = "";
@@ -50,7 +65,17 @@ function selectPanel(name) {
   if (panel === "limits") limits.load();
 }
 
-async function enter() {
+async function enter(identity = null) {
+  if (!identity) {
+    try {
+      identity = (await call("/whoami")).data;
+    } catch (error) {
+      if (!(error instanceof ApiError)) throw error;
+      signOut(`Signed out: ${describeRefusal(error)}`);
+      return;
+    }
+  }
+  showIdentity(identity);
   $("#sign-in").hidden = true;
   $("#console").hidden = false;
   $("#sign-out").hidden = false;
@@ -65,13 +90,14 @@ async function signIn(event) {
   const error = $("#sign-in-error");
   show(error);
   if (!candidate) {
-    show(error, "Enter the admin token.");
+    show(error, "Enter an admin token or a JWT.");
     input.focus();
     return;
   }
+  let identity;
   try {
-    // Any admin read proves the token; nothing is stored before the server accepts it.
-    await call("/config/history", { query: { limit: 1 }, as: candidate });
+    // The server names the token's holder and role; nothing is stored before it accepts it.
+    identity = (await call("/whoami", { as: candidate })).data;
   } catch (refused) {
     if (!(refused instanceof ApiError)) throw refused;
     show(error, describeRefusal(refused));
@@ -80,7 +106,7 @@ async function signIn(event) {
   }
   input.value = "";
   token.set(candidate);
-  await enter();
+  await enter(identity);
 }
 
 function init() {

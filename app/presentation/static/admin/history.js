@@ -7,7 +7,14 @@ import { confirmDialog } from "./dialog.js";
 import { store } from "./store.js";
 
 const PAGE = 20;
-const META = new Set(["version", "comment", "created_at"]);
+const META = new Set(["version", "comment", "created_at", "actor"]);
+
+function byline(actor) {
+  if (!actor) return h("p", { class: "muted actor" }, "by: not recorded");
+  const who = actor.issuer ? `${actor.name} (${actor.issuer})` : actor.name;
+  return h("p", { class: "actor" }, "by ", h("strong", {}, who),
+    actor.address ? h("span", { class: "muted" }, ` from ${actor.address}`) : "");
+}
 
 export function diff(newer, older) {
   if (!older) return [];
@@ -81,10 +88,11 @@ export class HistoryPanel {
         h("h3", {}, `Version ${item.version}`),
         active ? h("span", { class: "badge good" }, "active") : null,
         h("span", { class: "muted" }, when(item.created_at))),
+      byline(item.actor),
       h("p", { class: "comment" }, item.comment ? item.comment : h("span", { class: "muted" }, "no comment")),
       summary,
       active ? null : h("button", {
-        type: "button", class: "secondary", onclick: () => this.rollback(item),
+        type: "button", class: "secondary needs-operator", onclick: () => this.rollback(item),
         "aria-label": `Roll back to version ${item.version}`,
       }, "Roll back to this version"));
   }

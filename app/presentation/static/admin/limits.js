@@ -53,8 +53,9 @@ export class LimitsPanel {
       h("th", { scope: "row" }, item.client_id),
       h("td", {}, text(item.capacity)),
       h("td", {}, text(item.refill_per_second)),
-      h("td", {}, item.comment || ""),
-      h("td", { class: "actions" },
+      h("td", {}, item.comment || "",
+        item.actor ? h("span", { class: "muted actor" }, ` (by ${item.actor.name})`) : ""),
+      h("td", { class: "actions needs-operator" },
         h("button", { type: "button", class: "secondary small", "aria-label": `Edit the limit of ${item.client_id}`, onclick: () => this.edit(item) }, "Edit"),
         h("button", { type: "button", class: "danger small", "aria-label": `Delete the limit of ${item.client_id}`, onclick: () => this.remove(item) }, "Delete")));
   }
