@@ -40,7 +40,9 @@ _CLOSE = (b"connection", b"close")
 # (uvicorn closes a connection with no request in progress at once, and a request on its
 # way would be reset).
 _ACCEPTED_GRACE_SECONDS = 0.3
-# How long a worker started by SIGHUP may take to serve before the restart is given up.
+# How long a new worker may take to answer the supervisor (started with the server, after
+# one died, or by SIGTTIN), and a worker started by SIGHUP to serve before the restart is
+# given up.
 _WORKER_START_SECONDS = 60.0
 
 
@@ -106,7 +108,20 @@ class BalancerServer(uvicorn.Server):
 
 
 class Worker(Process):
-    """uvicorn's worker process, running a BalancerServer."""
+    """uvicorn's worker process, running a BalancerServer. It answers the supervisor's pings
+    only once its process has imported the service (a thread of `target`): until it first
+    answers, it is starting, for up to `_WORKER_START_SECONDS`."""
+
+    started_at = 0.0
+    answered = False
+
+    def start(self) -> None:
+        self.started_at = time.monotonic()
+        super().start()
+
+    def starting(self) -> bool:
+        """Not answered yet, and started less than `_WORKER_START_SECONDS` ago."""
+        return not self.answered and time.monotonic() - self.started_at < _WORKER_START_SECONDS
 
     @property
     def server(self) -> uvicorn.Server:
@@ -129,6 +144,13 @@ class Supervisor(Multiprocess):
             return
         for idx, process in enumerate(self.processes):
             if process.is_alive(timeout=self.config.timeout_worker_healthcheck):
+                if isinstance(process, Worker):
+                    process.answered = True
+                continue
+            # (uvicorn kills a worker that has not answered within its 5 s health-check
+            # timeout, still importing on a loaded host included: it was killed and started
+            # again until the server gave up waiting for it)
+            if isinstance(process, Worker) and process.process.is_alive() and process.starting():
                 continue
             process.kill()
             process.join()
