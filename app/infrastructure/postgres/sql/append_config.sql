@@ -1,8 +1,9 @@
 -- The documents come as JSON text, written off the event loop.
 INSERT INTO config_versions (
     version, cdn_host, cdn_weight, origin_weight, redirect_status, origin_domains,
-    server_rules, cdn_hosts, cdn_health, origin_fallback, down_servers, comment, rate_limit, regions
+    server_rules, cdn_hosts, cdn_health, origin_fallback, down_servers, comment, rate_limit, regions,
+    content_steering
 )
 VALUES ($1 + 1, $2, $3, $4, $5, $6, $7::text::jsonb, $8::text::jsonb, $9::text::jsonb, $10, $11,
-        $12, $13::text::jsonb, $14::text::jsonb)
+        $12, $13::text::jsonb, $14::text::jsonb, $15::text::jsonb)
 RETURNING version, comment, created_at
