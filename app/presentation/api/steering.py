@@ -199,7 +199,12 @@ class SteeringTagBody(BaseModel):
 
 @router.get(
     "/tag",
-    responses={400: PROBLEM_RESPONSE, 404: PROBLEM_RESPONSE, 429: RATE_LIMITED},
+    responses={
+        400: PROBLEM_RESPONSE,
+        404: PROBLEM_RESPONSE,
+        429: RATE_LIMITED,
+        503: PROBLEM_RESPONSE,
+    },
 )
 async def steering_tag(
     describe: FromDishka[DescribeSteering],
