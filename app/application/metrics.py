@@ -168,12 +168,12 @@ class Tally:
     def reject(self, code: str) -> None:
         self.rejected[code] = self.rejected.get(code, 0) + 1
 
-    def steered(self, pathway: str, throughput: float | None) -> None:
-        """One steering manifest for a player on `pathway` ("": unknown) that reported
-        `throughput` bits per second (None: no usable figure)."""
+    def steered(self, pathway: str) -> None:
+        """One steering manifest for a player on `pathway` ("": unknown)."""
         self.steering_requests[pathway] = self.steering_requests.get(pathway, 0) + 1
-        if throughput is None or not pathway:
-            return
+
+    def throughput(self, pathway: str, throughput: float) -> None:
+        """A player measured `throughput` bits per second on `pathway`."""
         buckets = self.steering_throughput.get(pathway)
         if buckets is None:
             buckets = self.steering_throughput[pathway] = [0] * (len(THROUGHPUT_BUCKETS) + 1)

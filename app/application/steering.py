@@ -12,6 +12,7 @@ from app.domain.syntax import parse_number
 
 # Reported throughputs above this (bits per second) are not believed: 1 Tbit/s.
 MAX_THROUGHPUT = 10**12
+_MAX_REPORTED = 64  # pathways a report may list (a pool has at most 64)
 
 
 class SteeringDisabled(BalancerError):
@@ -35,7 +36,7 @@ class SteerPlayer:
     """Order the pathways of a viewer's pool for its player: the pool its redirects come
     from (region, server rule, global), healthy pathways first, the viewer's head kept while
     it stays healthy. What the player reports (its pathway, its throughput) is counted
-    when it names a pathway of the pool, and ignored otherwise.
+    when it names a pathway of the pool, and ignored otherwise (see `_count`).
 
     Synchronous like RedirectVideo: no I/O, ever; it is as cheap as a redirect.
     """
@@ -74,9 +75,28 @@ class SteerPlayer:
             sticky, session_id = session.pathway, session.session
         plan = pool.plan(sticky)
         if self._tally is not None:
-            known = pathway if pathway in pool.pathways else ""
-            self._tally.steered(known, _throughput(throughput))
+            self._count(pool.pathways, pathway, throughput)
         return SteeringAnswer(plan, self._tokens.issue(Session(session_id, pool.name, plan.head)))
+
+    def _count(self, known: frozenset[str], pathways: str, throughputs: str) -> None:
+        """HLS sends one pathway and its throughput (`cdn-a`, `5000000`); dash.js sends every
+        service location of the MPD, quoted, and a throughput for each it has measured
+        (`"cdn-a,cdn-b"`, `4800000,`). The request counts for the first known pathway with
+        a throughput (the one in use), else the first known one, else ""."""
+        assert self._tally is not None
+        names = pathways.removeprefix('"').removesuffix('"').split(",")[:_MAX_REPORTED]
+        figures = throughputs.split(",")[:_MAX_REPORTED]
+        measured = []
+        for index, name in enumerate(names):
+            if name not in known:
+                continue
+            value = _throughput(figures[index]) if index < len(figures) else None
+            if value is not None:
+                measured.append((name, value))
+        first = next((name for name in names if name in known), "")
+        self._tally.steered(measured[0][0] if measured else first)
+        for name, value in measured:
+            self._tally.throughput(name, value)
 
 
 class SteeringTag(NamedTuple):

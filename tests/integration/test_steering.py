@@ -93,9 +93,16 @@ async def test_hls_and_dash_manifests_have_the_specified_shape(
     assert sorted(hls["PATHWAY-PRIORITY"]) == ["cdn-a", "cdn-b"]
     assert hls["RELOAD-URI"].startswith("hls?session=")
     dash = await manifest(client, "dash")
-    assert set(dash) == {"VERSION", "TTL", "RELOAD-URI", "SERVICE-LOCATION-PRIORITY"}
+    assert set(dash) == {
+        "VERSION",
+        "TTL",
+        "RELOAD-URI",
+        "SERVICE-LOCATION-PRIORITY",
+        "PATHWAY-PRIORITY",  # what ETSI TS 103 998 and dash.js 5 read
+    }
     assert dash["RELOAD-URI"].startswith("dash?session=")
     assert sorted(dash["SERVICE-LOCATION-PRIORITY"]) == ["cdn-a", "cdn-b"]
+    assert dash["PATHWAY-PRIORITY"] == dash["SERVICE-LOCATION-PRIORITY"]
     response = await client.get("/steering/hls")
     assert response.headers["access-control-allow-origin"] == "*"
 
@@ -285,7 +292,8 @@ async def test_reported_pathways_and_throughput_reach_metrics(
     await patch(client, cdn_hosts=pool(cdns, 1, 1), content_steering=ON)
     for _ in range(3):
         await manifest(client, _HLS_pathway="cdn-a", _HLS_throughput="3000000")
-    await manifest(client, "dash", _DASH_pathway="cdn-b", _DASH_throughput="600000")
+    # dash.js: every service location, quoted, and a throughput for those it measured
+    await manifest(client, "dash", _DASH_pathway='"cdn-a,cdn-b"', _DASH_throughput=",600000")
     await manifest(client, _HLS_pathway="evil-label", _HLS_throughput="3000000")
     deadline = time.monotonic() + 5
     while True:

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 from app.application.snapshot import ConfigSnapshot
 from app.application.steering import DescribeSteering, SteeringAnswer, SteerPlayer
-from app.domain.syntax import PATHWAY, is_server_label
+from app.domain.syntax import is_server_label
 from app.domain.video import parse_video_url
 from app.presentation.api.openapi import RATE_LIMITED
 from app.presentation.api.schemas import PROBLEM_RESPONSE
@@ -51,6 +51,7 @@ _DASH_EXAMPLE = {
     "TTL": 10,
     "RELOAD-URI": "dash?session=czE...&server=s1",
     "SERVICE-LOCATION-PRIORITY": ["cdn-a", "cdn-b"],
+    "PATHWAY-PRIORITY": ["cdn-a", "cdn-b"],
 }
 
 Session = Annotated[
@@ -66,24 +67,26 @@ ServerLabel = Annotated[
 ]
 
 
-def _clean(value: str | None, *, pathway: bool = False) -> str:
+def _clean(value: str | None) -> str:
     if value is None or len(value) > _MAX_PARAMETER:
-        return ""
-    if pathway and not PATHWAY.fullmatch(value):
         return ""
     return value
 
 
-def _answer(answer: SteeringAnswer, *, kind: str, server: str, priority: str) -> Response:
+def _answer(
+    answer: SteeringAnswer, *, kind: str, server: str, priority: str, also: str = ""
+) -> Response:
     reload = f"{kind}?session={answer.token}"
     if server:
         reload += f"&server={server}"
-    body = {
+    body: dict[str, object] = {
         "VERSION": 1,
         "TTL": answer.ttl,
         "RELOAD-URI": reload,
         priority: list(answer.plan.pathways),
     }
+    if also:
+        body[also] = body[priority]
     return Response(encode(body), media_type="application/json", headers=_HEADERS)
 
 
@@ -102,7 +105,7 @@ def _steer(
         server=label,
         client=client_address(request.scope),
         token=_clean(session),
-        pathway=_clean(pathway, pathway=True),
+        pathway=_clean(pathway),
         throughput=_clean(throughput),
     )
     return answer, label
@@ -164,7 +167,10 @@ async def dash_manifest(
     ] = None,
 ) -> Response:
     """The DASH-IF Content Steering manifest for this viewer: as `/steering/hls`, with
-    `SERVICE-LOCATION-PRIORITY` (the pathway ids are the MPD's `serviceLocation`s)."""
+    `SERVICE-LOCATION-PRIORITY` (the pathway ids are the MPD's `serviceLocation`s), and the
+    same list as `PATHWAY-PRIORITY`, the key ETSI TS 103 998 and dash.js 5 read.
+    `_DASH_pathway` lists the MPD's service locations (`"cdn-a,cdn-b"`) and
+    `_DASH_throughput` a throughput for each that the player measured."""
     answer, label = _steer(
         steer,
         request,
@@ -173,7 +179,13 @@ async def dash_manifest(
         pathway=dash_pathway,
         throughput=dash_throughput,
     )
-    return _answer(answer, kind="dash", server=label, priority="SERVICE-LOCATION-PRIORITY")
+    return _answer(
+        answer,
+        kind="dash",
+        server=label,
+        priority="SERVICE-LOCATION-PRIORITY",
+        also="PATHWAY-PRIORITY",
+    )
 
 
 class SteeringTagBody(BaseModel):
