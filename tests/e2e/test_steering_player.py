@@ -27,7 +27,15 @@ from playwright.sync_api import Page
 from loadtest.support import ServerProcess
 from tests.support.app import ADMIN
 from tests.support.browser import chromium
-from tests.support.player import FileServer, hls_js, make_hls_stream, multivariant, page_server
+from tests.support.player import (
+    FileServer,
+    make_dash_stream,
+    make_hls_stream,
+    multivariant,
+    page_server,
+    player_js,
+    steered_mpd,
+)
 from tests.support.servers import running_server
 
 pytestmark = pytest.mark.e2e
@@ -39,9 +47,16 @@ PLAY_AFTER_SWITCH = 6.0  # seconds of playback that must follow the switch
 LIMIT = 40.0
 
 
+PLAYERS = {"hls": "hls.js 1.7.4", "dash": "dash.js 5.2.1"}
+
+
 @pytest.fixture(scope="module")
 def stream(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_hls_stream(tmp_path_factory.mktemp("hls")).parent
+    """One directory with both streams, as the CDNs publish them."""
+    directory = tmp_path_factory.mktemp("media")
+    make_hls_stream(directory)
+    make_dash_stream(directory)
+    return directory
 
 
 @pytest.fixture
@@ -121,47 +136,73 @@ def _timeline_file(name: str, timeline: dict[str, Any], tmp_path: Path) -> None:
     print(text)
 
 
-def _site(balancer: ServerProcess, cdns: dict[str, FileServer], tmp_path: Path) -> FileServer:
-    """The origin's page and multivariant playlist, its steering line from /steering/tag."""
-    hls_js()  # skips here, fails in CI, without `npm ci`
-    tag = httpx.get(
-        f"{balancer.url}/steering/tag",
-        params={"video": "http://s1.origin-cluster/live/master.m3u8"},
-    ).json()
+def _tag(balancer: ServerProcess) -> dict[str, Any]:
+    """/steering/tag once every worker serves the configuration (each one within a second);
+    a new connection each time, so both workers answer."""
+    deadline = time.time() + 10
+    while True:
+        response = httpx.get(
+            f"{balancer.url}/steering/tag",
+            params={"video": "http://s1.origin-cluster/live/master.m3u8"},
+            headers={"Connection": "close"},
+        )
+        if response.status_code == 200 and time.time() > deadline - 8:
+            tag: dict[str, Any] = response.json()
+            return tag
+        assert time.time() < deadline, response.text
+        time.sleep(0.1)
+
+
+def _site(
+    balancer: ServerProcess, cdns: dict[str, FileServer], tmp_path: Path, kind: str
+) -> FileServer:
+    """The origin's page and its multivariant playlist or MPD, whose steering line or
+    element comes from /steering/tag."""
+    player_js(kind)  # skips here, fails in CI, without `npm ci`
+    tag = _tag(balancer)
     assert tag["pathway"] == "cdn-a"
-    master = multivariant(tag["hls"], {pathway: cdn.url for pathway, cdn in cdns.items()})
-    return page_server(tmp_path, master).start()
+    urls = {pathway: cdn.url for pathway, cdn in cdns.items()}
+    if kind == "hls":
+        document = multivariant(tag["hls"], urls)
+    else:
+        document = steered_mpd(cdns["cdn-a"].directory / "stream.mpd", tag["dash"], urls)
+    return page_server(tmp_path, kind, document).start()
 
 
+@pytest.mark.parametrize("kind", ["hls", "dash"])
 def test_playback_goes_on_from_b_when_cdn_a_stops(
-    balancer: ServerProcess, cdns: dict[str, FileServer], tmp_path: Path
+    balancer: ServerProcess, cdns: dict[str, FileServer], tmp_path: Path, kind: str
 ) -> None:
-    site = _site(balancer, cdns, tmp_path)
+    site = _site(balancer, cdns, tmp_path, kind)
     try:
-        timeline = _play(balancer, cdns, site, how="stop")
+        timeline = _play(balancer, cdns, site, kind=kind, how="stop")
     finally:
         site.stop()
-    _timeline_file("cdn-a-stopped", timeline, tmp_path)
+    _timeline_file(f"{kind}-cdn-a-stopped", timeline, tmp_path)
 
 
+@pytest.mark.parametrize("kind", ["hls", "dash"])
 def test_the_steering_manifest_alone_moves_the_player_off_a_failing_cdn(
-    balancer: ServerProcess, cdns: dict[str, FileServer], tmp_path: Path
+    balancer: ServerProcess, cdns: dict[str, FileServer], tmp_path: Path, kind: str
 ) -> None:
-    site = _site(balancer, cdns, tmp_path)
+    site = _site(balancer, cdns, tmp_path, kind)
     try:
-        timeline = _play(balancer, cdns, site, how="fail-health")
+        timeline = _play(balancer, cdns, site, kind=kind, how="fail-health")
     finally:
         site.stop()
     assert timeline["player_errors_after_a_went_away"] == []
     # Nothing came from A once the player had the manifest (but the fragment in flight).
     assert timeline["segments_from_a_after_b_first_manifest"] <= 1
-    _timeline_file("cdn-a-fails-health-checks", timeline, tmp_path)
+    assert not timeline["player_moved_before_the_manifest"]
+    _timeline_file(f"{kind}-cdn-a-fails-health-checks", timeline, tmp_path)
 
 
 def _play(
     balancer: ServerProcess,
     cdns: dict[str, FileServer],
     site: FileServer,
+    *,
+    kind: str,
     how: Literal["stop", "fail-health"],
 ) -> dict[str, Any]:
     a, b = cdns["cdn-a"], cdns["cdn-b"]
@@ -216,27 +257,28 @@ def _play(
         and event["priority"] == ["cdn-b", "cdn-a"]
     ]
     assert steered, "no steering manifest put B first after A went away"
-    assert steered[0]["url"].startswith(f"{balancer.url}/steering/hls?session=")
+    assert steered[0]["url"].startswith(f"{balancer.url}/steering/{kind}?session=")
     b_first = steered[0]["t"] / 1000
     from_b = [
         event for event in events if event["kind"] == "fragment" and event["url"].startswith(b.url)
     ]
     assert from_b, "hls.js fetched no fragment from B"
-    b_served = min(at for at, path in b.log if path.endswith(".ts"))
+    b_served = min(at for at, path in b.log if path in b.segments())
     b_segments = b.segments(stopped)
     assert len(b_segments) >= PLAY_AFTER_SWITCH / 1.5
     reported = httpx.get(f"{balancer.url}/metrics").text
     assert 'balancer_steering_requests_total{pathway="cdn-a"}' in reported
     first_steering = min(event["t"] for event in events if event["kind"] == "steering") / 1000
     return {
-        "player": "hls.js 1.7.4 in Chromium (headless, Playwright)",
+        "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stopped)),
+        "player": f"{PLAYERS[kind]} in Chromium (headless, Playwright)",
         "cdn_a": "stopped (connections refused)"
         if how == "stop"
         else "fails health checks (503), still serves segments",
         "steering_ttl_seconds": TTL,
         "health_checks": {"interval_seconds": INTERVAL, "timeout_seconds": TIMEOUT, "fall": FALL},
         "segment_seconds": 1,
-        "hls_js_max_buffer_seconds": 3,
+        "player_buffer_seconds": 3,
         "first_steering_manifest_after_page_open_seconds": round(first_steering - opened, 3),
         "a_went_away_at_seconds": 0.0,
         "balancer_saw_a_down_after_seconds": round((seen or stopped) - stopped, 3),

@@ -1,6 +1,7 @@
-"""A real player for the content steering test: an HLS stream made once by ffmpeg, stand-in
-CDN servers that publish it and log which segments they served, and a page server for
-hls.js (from npm, tests/player/) and the origin's multivariant playlist."""
+"""Real players for the content steering test: an HLS stream and a DASH stream made once by
+ffmpeg, stand-in CDN servers that publish them and log which segments they served, and a
+page server for hls.js or dash.js (from npm, tests/player/) and the origin's multivariant
+playlist or MPD."""
 
 import shutil
 import subprocess
@@ -17,16 +18,66 @@ from tests.support.tools import require, require_tool
 
 PLAYERS = Path(__file__).parents[1] / "player"
 HLS_JS = PLAYERS / "node_modules" / "hls.js" / "dist" / "hls.min.js"
+DASH_JS = PLAYERS / "node_modules" / "dashjs" / "dist" / "modern" / "umd" / "dash.all.min.js"
 SEGMENT_SECONDS = 1
 # H.264 Constrained Baseline and AAC-LC: Debian's Chromium plays them through MSE
 # (MediaSource.isTypeSupported says so; checked by the test before it starts).
 CODECS = "avc1.42c01e,mp4a.40.2"
 
 
-def hls_js() -> Path:
-    """hls.js as `npm ci` installed it (the Makefile's test prerequisite)."""
-    require(HLS_JS.is_file(), "hls.js", "npm ci --prefix tests/player (make test does it)")
-    return HLS_JS
+def player_js(kind: str) -> Path:
+    """hls.js or dash.js as `npm ci` installed it (the Makefile's test prerequisite)."""
+    path = HLS_JS if kind == "hls" else DASH_JS
+    require(path.is_file(), path.name, "npm ci --prefix tests/player (make test does it)")
+    return path
+
+
+def _ffmpeg_source(seconds: int) -> list[str]:
+    return [
+        *("-hide_banner", "-loglevel", "error", "-y"),
+        *("-f", "lavfi", "-i", "testsrc2=size=320x180:rate=25"),
+        *("-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"),
+        *("-t", str(seconds)),
+        *("-c:v", "libx264", "-profile:v", "baseline", "-preset", "veryfast"),
+        *("-pix_fmt", "yuv420p", "-g", "25", "-keyint_min", "25", "-sc_threshold", "0"),
+        *("-c:a", "aac", "-b:a", "64k"),
+    ]
+
+
+def make_dash_stream(directory: Path, seconds: int = 40) -> Path:
+    """`stream.mpd` (static, 1 s fMP4 segments by number template) in `directory`."""
+    mpd = directory / "stream.mpd"
+    if mpd.is_file():
+        return mpd
+    ffmpeg = require_tool("ffmpeg", install="apt-get install ffmpeg")
+    directory.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        [
+            ffmpeg,
+            *_ffmpeg_source(seconds),
+            *("-f", "dash", "-seg_duration", str(SEGMENT_SECONDS), "-use_template", "1"),
+            *("-use_timeline", "0", "-adaptation_sets", "id=0,streams=v id=1,streams=a"),
+            *("-init_seg_name", "init-$RepresentationID$.m4s"),
+            *("-media_seg_name", "chunk-$RepresentationID$-$Number%05d$.m4s"),
+            str(mpd),
+        ],
+        check=True,
+        timeout=120,
+    )
+    return mpd
+
+
+def steered_mpd(mpd: Path, element: str, cdns: dict[str, str]) -> bytes:
+    """ffmpeg's MPD with a BaseURL per pathway (`serviceLocation`) and `element`, the
+    `<ContentSteering>` of /steering/tag, as an origin would publish it."""
+    text = mpd.read_text()
+    start = text.index("<MPD")
+    end = text.index(">", start) + 1
+    bases = "".join(
+        f'\n\t<BaseURL serviceLocation="{pathway}">{url}/</BaseURL>'
+        for pathway, url in cdns.items()
+    )
+    return (text[:end] + bases + "\n\t" + element + text[end:]).encode()
 
 
 def make_hls_stream(directory: Path, seconds: int = 40) -> Path:
@@ -40,13 +91,7 @@ def make_hls_stream(directory: Path, seconds: int = 40) -> Path:
     subprocess.run(
         [
             ffmpeg,
-            *("-hide_banner", "-loglevel", "error", "-y"),
-            *("-f", "lavfi", "-i", "testsrc2=size=320x180:rate=25"),
-            *("-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"),
-            *("-t", str(seconds)),
-            *("-c:v", "libx264", "-profile:v", "baseline", "-preset", "veryfast"),
-            *("-pix_fmt", "yuv420p", "-g", "25", "-keyint_min", "25", "-sc_threshold", "0"),
-            *("-c:a", "aac", "-b:a", "64k"),
+            *_ffmpeg_source(seconds),
             *("-f", "hls", "-hls_time", str(SEGMENT_SECONDS), "-hls_playlist_type", "vod"),
             *("-hls_segment_filename", str(directory / "seg%03d.ts")),
             str(playlist),
@@ -79,8 +124,8 @@ class _Quiet(SimpleHTTPRequestHandler):
             return
         body = self.extra.get(path)
         if body is not None:
-            kind = "application/vnd.apple.mpegurl" if path.endswith(".m3u8") else "text/html"
-            self._send(body, kind)
+            kind = {".m3u8": "application/vnd.apple.mpegurl", ".mpd": "application/dash+xml"}
+            self._send(body, kind.get(Path(path).suffix, "text/html"))
             return
         super().do_GET()
         self.served(path)
@@ -143,10 +188,15 @@ class FileServer:
             server.server_close()
 
     def segments(self, after: float = 0.0) -> list[str]:
-        return [path for at, path in list(self.log) if at > after and path.endswith(".ts")]
+        """Media segments served after `after` (HLS .ts, DASH chunk-*.m4s; no init)."""
+        return [path for at, path in list(self.log) if at > after and _is_media(path)]
 
     def _served(self, path: str) -> None:
         self.log.append((time.time(), path))
+
+
+def _is_media(path: str) -> bool:
+    return path.endswith(".ts") or path.startswith("/chunk-")
 
 
 def multivariant(tag: str, cdns: dict[str, str]) -> bytes:
@@ -162,17 +212,21 @@ def multivariant(tag: str, cdns: dict[str, str]) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
-PAGE = b"""<!doctype html>
+_PAGE_HEAD = """<!doctype html>
 <meta charset="utf-8">
 <title>steering</title>
 <video id="video" muted playsinline></video>
-<script src="/hls.min.js"></script>
+<script src="/player.js"></script>
 <script>
 const log = (window.__player = { events: [], samples: [], supported: false });
 const video = document.getElementById("video");
 log.supported = MediaSource.isTypeSupported('video/mp4; codecs="avc1.42c01e,mp4a.40.2"');
-const hls = new Hls({ maxBufferLength: 3, maxMaxBufferLength: 4, backBufferLength: 4 });
 const note = (kind, data) => log.events.push({ t: Date.now(), kind, ...data });
+setInterval(() => log.samples.push([Date.now(), video.currentTime]), 50);
+"""
+HLS_PAGE = (
+    _PAGE_HEAD
+    + """const hls = new Hls({ maxBufferLength: 3, maxMaxBufferLength: 4, backBufferLength: 4 });
 hls.on(Hls.Events.STEERING_MANIFEST_LOADED, (_, data) =>
   note("steering", { url: data.url, priority: data.steeringManifest["PATHWAY-PRIORITY"] }));
 hls.on(Hls.Events.FRAG_LOADED, (_, data) =>
@@ -182,12 +236,37 @@ hls.on(Hls.Events.ERROR, (_, data) =>
 hls.on(Hls.Events.MANIFEST_PARSED, () => video.play());
 hls.loadSource("/master.m3u8");
 hls.attachMedia(video);
-setInterval(() => log.samples.push([Date.now(), video.currentTime]), 50);
 </script>
 """
+).encode()
+DASH_PAGE = (
+    _PAGE_HEAD
+    + """const events = dashjs.MediaPlayer.events;
+const player = dashjs.MediaPlayer().create();
+player.updateSettings({ streaming: { buffer: {
+  bufferTimeAtTopQuality: 3, bufferTimeAtTopQualityLongForm: 3, stableBufferTime: 3,
+  bufferToKeep: 4 } } });
+player.on(events.CONTENT_STEERING_REQUEST_COMPLETED, (event) =>
+  note("steering", { url: event.url,
+                     priority: event.currentSteeringResponseData.pathwayPriority }));
+player.on(events.FRAGMENT_LOADING_COMPLETED, (event) =>
+  note("fragment", { url: event.request.url }));
+// dash.js reports a failed download as an ERROR and goes on (another BaseURL, a retry);
+// playback itself failing is a PLAYBACK_ERROR or an error of the video element.
+player.on(events.ERROR, (event) =>
+  note("error", { fatal: false, details: `error ${event.error.code}` }));
+player.on(events.PLAYBACK_ERROR, () => note("error", { fatal: true, details: "playbackError" }));
+video.addEventListener("error", () => note("error", { fatal: true, details: "video error" }));
+player.initialize(video, "/master.mpd", true);
+</script>
+"""
+).encode()
 
 
-def page_server(directory: Path, master: bytes) -> FileServer:
-    """The test's own page server: the page, hls.js and the multivariant playlist."""
-    shutil.copy(hls_js(), directory / "hls.min.js")
-    return FileServer(directory, {"/": PAGE, "/index.html": PAGE, "/master.m3u8": master})
+def page_server(directory: Path, kind: str, document: bytes) -> FileServer:
+    """The test's own page server: the page, the player and the origin's multivariant
+    playlist (`kind` "hls") or MPD ("dash")."""
+    shutil.copy(player_js(kind), directory / "player.js")
+    page = HLS_PAGE if kind == "hls" else DASH_PAGE
+    name = "/master.m3u8" if kind == "hls" else "/master.mpd"
+    return FileServer(directory, {"/": page, name: document})
