@@ -39,8 +39,6 @@ def _base_url(host: object, field: str, index: int | None = None) -> str:
 
 
 def _pathway(value: object, field: str, taken: set[str]) -> str:
-    if value is None:
-        return ""
     if not isinstance(value, str) or not PATHWAY.fullmatch(value):
         raise InvalidConfig(field, "must be 1 to 64 letters, digits, '.', '-' or '_'")
     if value in taken:
@@ -62,7 +60,8 @@ class CdnPool:
         hosts: list[CdnHost] = []
         seen: set[str] = set()
         pathways: set[str] = set()
-        for index, (host, weight, *more) in enumerate(paced(entries)):
+        for index, entry in enumerate(paced(entries)):
+            host, weight = entry[0], entry[1]
             if index >= MAX_POOL_HOSTS:
                 raise InvalidConfig(field, f"at most {MAX_POOL_HOSTS} hosts")
             base_url = _base_url(host, field, index)
@@ -73,8 +72,12 @@ class CdnPool:
             if base_url in seen:
                 raise InvalidConfig(f"{field}[{index}].host", f"{host!r} is already in the pool")
             seen.add(base_url)
-            pathway = _pathway(more[0] if more else None, f"{field}[{index}].pathway", pathways)
-            hosts.append(CdnHost(str(host), weight, base_url, pathway))
+            pathway = entry[2] if len(entry) > 2 else None
+            if pathway is None:
+                hosts.append(CdnHost(str(host), weight, base_url))
+            else:
+                pathway = _pathway(pathway, f"{field}[{index}].pathway", pathways)
+                hosts.append(CdnHost(str(host), weight, base_url, pathway))
         if not hosts:
             raise InvalidConfig(field, f"must list from 1 to {MAX_POOL_HOSTS} hosts")
         return cls(tuple(hosts))

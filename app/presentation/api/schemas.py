@@ -341,12 +341,11 @@ def _rule_values(values: dict[str, Any]) -> None:
         for server, rule in paced(rules.items())
         if rule.cdn_hosts is not None
     }
-    steering: dict[str, SteeringSettings] = {}
-    for server, rule in paced(rules.items()):
-        settings = rule.to_steering(f"server_rules.{server}.content_steering")
-        if settings is not None:
-            steering[server] = settings
-    values["server_steering"] = steering
+    values["server_steering"] = {
+        server: rule.content_steering.to_settings(f"server_rules.{server}.content_steering")
+        for server, rule in paced(rules.items())
+        if rule.content_steering is not None
+    }
 
 
 _OBJECT: TypeAdapter[dict[str, Any]] = TypeAdapter(dict[str, Any])
