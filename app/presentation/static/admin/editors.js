@@ -249,7 +249,8 @@ function partEditor(name, property, root, context) {
   json.control.id = id;
   return {
     element: box(json.control, true),
-    read: () => json.read(),
+    // An optional part left empty (a region's own content steering) is left out.
+    read: () => (json.control.value.trim() === "" ? undefined : json.read()),
     write: (value) => json.write(value),
     focus: () => json.focus(),
   };
