@@ -35,6 +35,12 @@ $(VENV)/.installed: pyproject.toml uv.lock | $(UV)
 
 install: $(VENV)/.installed ## create .venv from uv.lock, dev tools included
 
+# The video players the content steering test runs in Chromium (hls.js), pinned by the lock.
+PLAYERS := tests/player/node_modules/.package-lock.json
+$(PLAYERS): tests/player/package.json tests/player/package-lock.json
+	npm ci --prefix tests/player --no-audit --no-fund
+	@touch $@
+
 runtime: $(VENV)/.runtime
 
 run: runtime ## serve on 127.0.0.1:8000 for people; embedded PostgreSQL and Redis under .data/ unless BALANCER_*_URL are set
@@ -68,7 +74,7 @@ format: install ## apply ruff's fixes and formatting
 # Measured once (2026-12-07, 2 cores shared with four other engineers' runs, load average
 # 8.6-19, median 14.9): lint 0:46, parallel part 21:13 (61 of its errors were servers whose
 # workers uvicorn killed while they started, see the report), serial part 10:40.
-test: lint ## lint, then unit, integration and end-to-end tests on real PostgreSQL and Redis (33 minutes measured on a shared 2-core host at load 13)
+test: lint $(PLAYERS) ## lint, then unit, integration and end-to-end tests on real PostgreSQL and Redis (33 minutes measured on a shared 2-core host at load 13)
 	@$(BIN)/pytest -m "not serial" -n 2 --dist loadscope; parallel=$$?; \
 	$(BIN)/pytest -m serial; serial=$$?; \
 	exit $$(( parallel || serial ))

@@ -23,6 +23,7 @@ from app.domain.pool import CdnPool
 from app.domain.ratelimit import RateLimit
 from app.domain.regions import Region
 from app.domain.split import Split
+from app.domain.steering import SteeringSettings
 from app.domain.syntax import is_server_label
 
 MAX_WRITE_ATTEMPTS = 50
@@ -44,6 +45,7 @@ class ServerRule:
 
     split: Split
     cdn_hosts: CdnPool | None = None
+    content_steering: SteeringSettings | None = None  # only with a pool of its own
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -66,6 +68,10 @@ class ConfigChange:
     server_pools: Mapping[str, CdnPool] | None = None
     rate_limit: RateLimitChange | None = None
     regions: tuple[Region, ...] | None = None
+    # Only the settings named change; the others keep their values.
+    content_steering: Mapping[str, object] | None = None
+    # Steering settings of the rules in `server_rules` that have them (given with it).
+    server_steering: Mapping[str, SteeringSettings] | None = None
     comment: str | None = None
 
     def named_fields(self) -> list[str]:
@@ -128,6 +134,20 @@ class ConfigChange:
             if unknown:
                 raise InvalidConfig(f"cdn_health.{min(unknown)}", "is not a health check setting")
             changes["cdn_health"] = HealthSettings(**{**current, **self.cdn_health})
+        if self.server_steering is not None:
+            changes["server_steering"] = self.server_steering
+        elif self.server_rules is not None:
+            pools = self.server_pools or {}
+            changes["server_steering"] = {
+                server: settings
+                for server, settings in config.server_steering.items()
+                if server in pools
+            }
+        if self.content_steering is not None:
+            current_steering = config.content_steering.document()
+            changes["content_steering"] = SteeringSettings.of(
+                {**current_steering, **self.content_steering}, "content_steering"
+            )
         return changes
 
 
@@ -277,11 +297,20 @@ class SetServerRule(_VersionWriter):
             rules = dict(active.config.server_rules)
             rules[server] = rule.split
             pools = dict(active.config.server_pools)
+            steering = dict(active.config.server_steering)
+            steering.pop(server, None)
             if rule.cdn_hosts is None:  # the whole rule: without a pool, the global one
                 pools.pop(server, None)
             else:
                 pools[server] = rule.cdn_hosts
-            return replace(active.config, server_rules=rules, server_pools=pools)
+            if rule.content_steering is not None:
+                steering[server] = rule.content_steering
+            return replace(
+                active.config,
+                server_rules=rules,
+                server_pools=pools,
+                server_steering=steering,
+            )
 
         if self._snapshot.loaded:  # refuse bad input with 422 even while storage is down
             await off_loop(build, self._snapshot.version)
@@ -315,7 +344,11 @@ class RemoveServerRule(_VersionWriter):
             del rules[server]
             pools = dict(active.config.server_pools)
             pools.pop(server, None)
-            return replace(active.config, server_rules=rules, server_pools=pools)
+            steering = dict(active.config.server_steering)
+            steering.pop(server, None)
+            return replace(
+                active.config, server_rules=rules, server_pools=pools, server_steering=steering
+            )
 
         saved = await self._write(
             build,

@@ -23,6 +23,9 @@ def config_fields(config: BalancerConfig) -> dict[str, Any]:
         pool = pools.get(server)
         if pool is not None:
             rule["cdn_hosts"] = pool_document(pool)
+        steering = config.server_steering.get(server)
+        if steering is not None:
+            rule["content_steering"] = steering.document()
         rules[server] = rule
     limit = config.rate_limit
     return {
@@ -40,11 +43,17 @@ def config_fields(config: BalancerConfig) -> dict[str, Any]:
         if limit is None
         else {"capacity": limit.capacity, "refill_per_second": limit.refill_per_second},
         "regions": [region_document(region) for region in paced(config.regions)],
+        "content_steering": config.content_steering.document(),
     }
 
 
 def pool_document(pool: CdnPool) -> list[dict[str, Any]]:
-    return [{"host": host.host, "weight": host.weight} for host in pool.hosts]
+    return [
+        {"host": host.host, "weight": host.weight, "pathway": host.pathway}
+        if host.pathway
+        else {"host": host.host, "weight": host.weight}
+        for host in pool.hosts
+    ]
 
 
 def region_document(region: Region) -> dict[str, Any]:
@@ -57,4 +66,6 @@ def region_document(region: Region) -> dict[str, Any]:
     if region.split is not None:
         document["cdn_weight"] = region.split.cdn_weight
         document["origin_weight"] = region.split.origin_weight
+    if region.steering is not None:
+        document["content_steering"] = region.steering.document()
     return document

@@ -9,7 +9,14 @@ from dataclasses import dataclass
 from operator import itemgetter
 from typing import TypeVar
 
-from app.application.ports import DURATION_BUCKETS, Figures, RedirectKey, StatsStore, WorkerFigures
+from app.application.ports import (
+    DURATION_BUCKETS,
+    THROUGHPUT_BUCKETS,
+    Figures,
+    RedirectKey,
+    StatsStore,
+    WorkerFigures,
+)
 from app.application.snapshot import ConfigSnapshot
 from app.domain.errors import BalancerError
 from app.domain.router import Redirect
@@ -114,6 +121,9 @@ class Tally:
         "pending",
         "rejected",
         "sample",
+        "steering_requests",
+        "steering_throughput",
+        "steering_throughput_sum",
     )
 
     def __init__(self) -> None:
@@ -126,6 +136,9 @@ class Tally:
         self.duration_count = 0
         self.sample = True
         self.clients_gone = 0  # connections closed by their client with requests unanswered
+        self.steering_requests: dict[str, int] = {}
+        self.steering_throughput: dict[str, list[int]] = {}
+        self.steering_throughput_sum: dict[str, float] = {}
 
     @property
     def redirects(self) -> dict[RedirectKey, int]:
@@ -157,6 +170,19 @@ class Tally:
     def reject(self, code: str) -> None:
         self.rejected[code] = self.rejected.get(code, 0) + 1
 
+    def steered(self, pathway: str) -> None:
+        """One steering manifest for a player on `pathway` ("": unknown)."""
+        self.steering_requests[pathway] = self.steering_requests.get(pathway, 0) + 1
+
+    def throughput(self, pathway: str, throughput: float) -> None:
+        """A player measured `throughput` bits per second on `pathway`."""
+        buckets = self.steering_throughput.get(pathway)
+        if buckets is None:
+            buckets = self.steering_throughput[pathway] = [0] * (len(THROUGHPUT_BUCKETS) + 1)
+        buckets[bisect_left(THROUGHPUT_BUCKETS, throughput)] += 1
+        sums = self.steering_throughput_sum
+        sums[pathway] = sums.get(pathway, 0.0) + throughput
+
     def observe(self, seconds: float) -> None:
         self.buckets[bisect_left(DURATION_BUCKETS, seconds)] += 1
         self.duration_sum += seconds
@@ -183,6 +209,13 @@ def merge(figures: Iterable[Figures]) -> Figures:
         merged.duration_sum += one.duration_sum
         merged.probe_round_failures += one.probe_round_failures
         merged.clients_gone += one.clients_gone
+        _add(merged.steering_requests, one.steering_requests)
+        for pathway, counts in one.steering_throughput.items():
+            into = merged.steering_throughput.setdefault(pathway, [0] * len(counts))
+            merged.steering_throughput[pathway] = [a + b for a, b in zip(into, counts, strict=True)]
+        for pathway, total in one.steering_throughput_sum.items():
+            sums = merged.steering_throughput_sum
+            sums[pathway] = sums.get(pathway, 0.0) + total
         if not one.live:
             continue
         live_seen = True

@@ -176,6 +176,22 @@ class LimitRepository(Protocol):
         ...
 
 
+# The upper bounds of Figures.steering_throughput, the throughput (bits per second) players
+# report on a steering manifest reload (`_HLS_throughput`, `_DASH_throughput`).
+THROUGHPUT_BUCKETS = (
+    250e3,
+    500e3,
+    1e6,
+    2e6,
+    4e6,
+    8e6,
+    16e6,
+    32e6,
+    64e6,
+    128e6,
+    256e6,
+    1e9,
+)
 # The upper bounds of Figures.buckets, the redirect's time inside the service: tens of
 # microseconds; the buckets reach a slow event loop.
 DURATION_BUCKETS = (
@@ -217,6 +233,11 @@ class Figures:
     backend_errors: dict[tuple[str, str], int] = field(default_factory=dict)
     probe_round_failures: int = 0  # CDN prober rounds that failed unexpectedly
     clients_gone: int = 0  # connections their client closed with requests unanswered
+    # Steering manifests by the pathway the player said it was on ("": none or unknown).
+    steering_requests: dict[str, int] = field(default_factory=dict)
+    # pathway -> reported throughput counts by THROUGHPUT_BUCKETS (+Inf last), and their sum
+    steering_throughput: dict[str, list[int]] = field(default_factory=dict)
+    steering_throughput_sum: dict[str, float] = field(default_factory=dict)
     # Gauges: only live workers count.
     config_version: int = 0
     sequence_degraded: bool = False

@@ -10,6 +10,7 @@ from app.domain.pool import MAX_HOSTS_IN_ALL, CdnPool
 from app.domain.ratelimit import RateLimit
 from app.domain.regions import Region, check_regions
 from app.domain.split import Split
+from app.domain.steering import SteeringSettings
 from app.domain.syntax import domain_problem, is_server_label
 
 REDIRECT_STATUSES = (301, 302, 307, 308)
@@ -50,6 +51,11 @@ class BalancerConfig:
     rate_limit: RateLimit | None = None  # every client's limit unless overridden; None: off
     # Pools by viewer network or country, in order; empty: every viewer gets the default pool.
     regions: tuple[Region, ...] = ()
+    content_steering: SteeringSettings = field(default_factory=SteeringSettings)
+    # Steering settings of the servers whose rule has a pool of its own (else the global).
+    server_steering: Mapping[str, SteeringSettings] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
 
     def __post_init__(self) -> None:
         if self.cdn_hosts is None:
@@ -94,6 +100,7 @@ class BalancerConfig:
             if not isinstance(pool, CdnPool):
                 raise InvalidConfig(f"server_rules.{server}.cdn_hosts", "must be a pool")
         object.__setattr__(self, "server_pools", MappingProxyType(dict(self.server_pools)))
+        self._check_steering()
         object.__setattr__(self, "regions", check_regions(self.regions))
         hosts = sum(len(pool.hosts) for pool in self._pools())
         if hosts > MAX_HOSTS_IN_ALL:
@@ -102,6 +109,17 @@ class BalancerConfig:
                 f"at most {MAX_HOSTS_IN_ALL} hosts over all pools (cdn_hosts, regions and "
                 f"server rules together), not {hosts}",
             )
+
+    def _check_steering(self) -> None:
+        if not isinstance(self.content_steering, SteeringSettings):
+            raise InvalidConfig("content_steering", "must be content steering settings")
+        for server, settings in self.server_steering.items():
+            field = f"server_rules.{server}.content_steering"
+            if server not in self.server_pools:
+                raise InvalidConfig(field, "needs a CDN pool of the rule's own (cdn_hosts)")
+            if not isinstance(settings, SteeringSettings):
+                raise InvalidConfig(field, "must be content steering settings")
+        object.__setattr__(self, "server_steering", MappingProxyType(dict(self.server_steering)))
 
     @property
     def pool(self) -> CdnPool:

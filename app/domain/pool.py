@@ -8,7 +8,7 @@ from typing import NamedTuple
 from app.domain.errors import InvalidConfig
 from app.domain.load import effective_weights
 from app.domain.pacing import pace, paced
-from app.domain.syntax import cdn_base_url
+from app.domain.syntax import PATHWAY, cdn_base_url
 
 MAX_POOL_HOSTS = 64
 # Over all the pools of a configuration (global, regions, servers'): every entry is checked
@@ -25,11 +25,13 @@ _MAX_SCALED_SCHEDULE = 1000
 
 
 class CdnHost(NamedTuple):
-    """One member of a CDN pool: `host` as configured, `base_url` as redirects use it."""
+    """One member of a CDN pool: `host` as configured, `base_url` as redirects use it,
+    `pathway` its content steering pathway id ("": not steered)."""
 
     host: str
     weight: int
     base_url: str
+    pathway: str = ""
 
 
 def _base_url(host: object, field: str, index: int | None = None) -> str:
@@ -41,6 +43,15 @@ def _base_url(host: object, field: str, index: int | None = None) -> str:
         raise InvalidConfig(named, error.detail.partition(": ")[2] or error.detail) from None
 
 
+def _pathway(value: object, field: str, taken: set[str]) -> str:
+    if not isinstance(value, str) or not PATHWAY.fullmatch(value):
+        raise InvalidConfig(field, "must be 1 to 64 letters, digits, '.', '-' or '_'")
+    if value in taken:
+        raise InvalidConfig(field, f"{value!r} is already a pathway of the pool")
+    taken.add(value)
+    return value
+
+
 @dataclass(frozen=True, slots=True)
 class CdnPool:
     """The CDN hosts redirects are spread over, with their weights (1 to 64 distinct hosts)."""
@@ -48,11 +59,14 @@ class CdnPool:
     hosts: tuple[CdnHost, ...]
 
     @classmethod
-    def of(cls, entries: Iterable[tuple[object, object]], field: str = "cdn_hosts") -> "CdnPool":
-        """Validate `(host, weight)` pairs; errors name the entry (`cdn_hosts[1].weight`)."""
+    def of(cls, entries: Iterable[tuple[object, ...]], field: str = "cdn_hosts") -> "CdnPool":
+        """Validate `(host, weight)` or `(host, weight, pathway)` entries (pathway None or
+        absent: not steered); errors name the entry (`cdn_hosts[1].weight`)."""
         hosts: list[CdnHost] = []
         seen: set[str] = set()
-        for index, (host, weight) in enumerate(paced(entries)):
+        pathways: set[str] = set()
+        for index, entry in enumerate(paced(entries)):
+            host, weight = entry[0], entry[1]
             if index >= MAX_POOL_HOSTS:
                 raise InvalidConfig(field, f"at most {MAX_POOL_HOSTS} hosts")
             base_url = _base_url(host, field, index)
@@ -63,7 +77,12 @@ class CdnPool:
             if base_url in seen:
                 raise InvalidConfig(f"{field}[{index}].host", f"{host!r} is already in the pool")
             seen.add(base_url)
-            hosts.append(CdnHost(str(host), weight, base_url))
+            pathway = entry[2] if len(entry) > 2 else None
+            if pathway is None:
+                hosts.append(CdnHost(str(host), weight, base_url))
+            else:
+                pathway = _pathway(pathway, f"{field}[{index}].pathway", pathways)
+                hosts.append(CdnHost(str(host), weight, base_url, pathway))
         if not hosts:
             raise InvalidConfig(field, f"must list from 1 to {MAX_POOL_HOSTS} hosts")
         return cls(tuple(hosts))

@@ -16,6 +16,7 @@ from app.domain.errors import InvalidConfig
 from app.domain.pacing import paced
 from app.domain.pool import CdnPool
 from app.domain.split import Split
+from app.domain.steering import SteeringSettings
 
 MAX_REGIONS = 64
 MAX_NETWORKS = 10_000
@@ -141,6 +142,7 @@ class Region:
     countries: tuple[str, ...] = ()
     networks: tuple[str, ...] = ()
     split: Split | None = None
+    steering: SteeringSettings | None = None  # None: the global `content_steering`
 
     @classmethod
     def of(
@@ -150,9 +152,10 @@ class Region:
         name: object,
         countries: object,
         networks: object,
-        hosts: Sequence[tuple[object, object]],
+        hosts: Sequence[tuple[object, ...]],
         cdn_weight: object = None,
         origin_weight: object = None,
+        content_steering: object = None,
     ) -> "Region":
         """Validate one entry of `regions`; errors name the field (`regions[1].countries`)."""
         field = f"regions[{index}]"
@@ -171,7 +174,17 @@ class Region:
             countries=country_codes(countries, f"{field}.countries"),
             networks=_networks(networks, f"{field}.networks"),
             split=split,
+            steering=steering_settings(content_steering, f"{field}.content_steering"),
         )
+
+
+def steering_settings(values: object, field: str) -> SteeringSettings | None:
+    """A pool's own `content_steering` document (None: the pool has none)."""
+    if values is None or isinstance(values, SteeringSettings):
+        return values
+    if not isinstance(values, dict):
+        raise InvalidConfig(field, 'must be an object like {"enabled": true, "ttl_seconds": 10}')
+    return SteeringSettings.of(values, field)
 
 
 def check_regions(regions: object) -> tuple[Region, ...]:

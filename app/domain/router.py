@@ -7,6 +7,7 @@ from app.domain.pacing import paced
 from app.domain.pool import Rotation
 from app.domain.regions import DEFAULT_REGION, Region, RegionMatcher
 from app.domain.split import CDN, ORIGIN, Split, Target
+from app.domain.steering import SteeringPool
 from app.domain.video import common_parts, new_tuple, parse_video_url
 
 _MAX_SCHEDULE = 4096  # the longest split period whose targets a router lists
@@ -97,6 +98,7 @@ class Router:
         "pools",
         "probe_targets",
         "sequences",
+        "steering_pools",
         "version",
     )
 
@@ -155,6 +157,7 @@ class Router:
         self.sequences = ("", *config.server_rules, *(region.key for region in regions))
         # Asked for by every health refresh and metrics flush: 8,192 hosts at most.
         self.probe_targets = config.probe_targets()
+        self.steering_pools = _steering_pools(config, down_hosts)
 
     def reweigh(self, percents: Mapping[str, int]) -> None:
         """Apply new load percents (base URL -> percent) in place, the down hosts as they
@@ -322,6 +325,17 @@ class Router:
             server=server,
         )
 
+    def steering_pool(self, server: str, client: str = "") -> SteeringPool:
+        """The pool whose pathways a viewer of `server` at `client` is steered over: the
+        pool its redirects come from (its region's while that has a healthy host, else the
+        server rule's own, else the global one)."""
+        if self._match is not None:
+            index = self._match(client)
+            if index is not None and self._regions[index].rotation.healthy:
+                return self.steering_pools[f"regions.{self._regions[index].name}.cdn_hosts"]
+        rule = self.steering_pools.get(f"server_rules.{server}.cdn_hosts") if server else None
+        return rule or self.steering_pools["cdn_hosts"]
+
     def _target(
         self,
         server: str,
@@ -365,3 +379,17 @@ class Router:
         raise NoHealthyTarget(
             "no-healthy-cdn", "No CDN host of the pool is healthy.", self._retry_after
         )
+
+
+def _steering_pools(config: BalancerConfig, down: frozenset[str]) -> dict[str, SteeringPool]:
+    """Each pool's pathways, named as `Router.pools` names the pool, with its settings."""
+    default = config.content_steering
+    pools = {"cdn_hosts": SteeringPool("cdn_hosts", config.pool, down, default)}
+    for server, pool in paced(config.server_pools.items()):
+        name = f"server_rules.{server}.cdn_hosts"
+        settings = config.server_steering.get(server, default)
+        pools[name] = SteeringPool(name, pool, down, settings)
+    for region in paced(config.regions):
+        name = f"regions.{region.name}.cdn_hosts"
+        pools[name] = SteeringPool(name, region.pool, down, region.steering or default)
+    return pools

@@ -27,6 +27,10 @@ _HOST = re.compile(rf"(?:{LABEL.pattern}\.)*{LABEL.pattern}")
 _NUMERIC_LABEL = re.compile(r"[0-9]+|0x[0-9a-f]*")
 
 
+# A content steering pathway id: what players send back in `_HLS_pathway` and metrics label.
+PATHWAY = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
 def parse_number(text: str, maximum: int) -> int | None:
     """`text` as an integer from 0 to `maximum`: ASCII digits only, never longer than
     `maximum` written out (so `int()` never sees thousands of digits); None otherwise."""

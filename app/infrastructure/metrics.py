@@ -110,6 +110,9 @@ def _encode(figures: Figures) -> dict[str, Any]:
         "backend_errors": [[*key, count] for key, count in figures.backend_errors.items()],
         "probe_round_failures": figures.probe_round_failures,
         "clients_gone": figures.clients_gone,
+        "steering_requests": figures.steering_requests,
+        "steering_throughput": figures.steering_throughput,
+        "steering_throughput_sum": figures.steering_throughput_sum,
         "config_version": figures.config_version,
         "sequence_degraded": figures.sequence_degraded,
         "cdn_up": figures.cdn_up,
@@ -142,6 +145,17 @@ def _decode(data: dict[str, Any]) -> Figures:
         },
         probe_round_failures=int(data["probe_round_failures"]),
         clients_gone=int(data.get("clients_gone", 0)),
+        steering_requests={
+            str(pathway): int(count) for pathway, count in data.get("steering_requests", {}).items()
+        },
+        steering_throughput={
+            str(pathway): [int(count) for count in counts]
+            for pathway, counts in data.get("steering_throughput", {}).items()
+        },
+        steering_throughput_sum={
+            str(pathway): float(total)
+            for pathway, total in data.get("steering_throughput_sum", {}).items()
+        },
         config_version=int(data["config_version"]),
         sequence_degraded=bool(data["sequence_degraded"]),
         cdn_up={str(host): bool(up) for host, up in data["cdn_up"].items()},
@@ -230,6 +244,11 @@ class MetricsFlusher:
             backend_errors=dict(self._errors.counts),
             probe_round_failures=self._cdn_health.round_failures,
             clients_gone=tally.clients_gone,
+            steering_requests=dict(tally.steering_requests),
+            steering_throughput={
+                pathway: list(counts) for pathway, counts in tally.steering_throughput.items()
+            },
+            steering_throughput_sum=dict(tally.steering_throughput_sum),
             sequence_degraded=self._sequence.degraded,
             rate_limit_clients=self._limiter.tracked,
         )

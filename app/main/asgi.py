@@ -13,7 +13,16 @@ from app.infrastructure.logging import configure_logging
 from app.main.ioc import providers
 from app.main.settings import Settings, load_settings
 from app.main.startup import Startup
-from app.presentation.api import balance, cdn, config_routes, limits, metrics, probes, route
+from app.presentation.api import (
+    balance,
+    cdn,
+    config_routes,
+    limits,
+    metrics,
+    probes,
+    route,
+    steering,
+)
 from app.presentation.api.auth import Access, AdminGate, MetricsAuth, declare_roles, whoami_router
 from app.presentation.api.console import mount_console
 from app.presentation.api.context import RequestContext
@@ -62,6 +71,7 @@ def create_app(settings: Settings | None = None) -> RedirectFront:
     routers = (
         probes.router,
         balance.router,
+        steering.router,
         config_routes.config_router(auth),
         route.route_router(auth),
         cdn.cdn_router(auth),

@@ -30,6 +30,9 @@ log = structlog.get_logger("app")
 
 def serve(settings: Settings) -> int:
     """Serve until stopped; the exit status is non-zero when a worker failed to start."""
+    if not settings.steering_secret:
+        # One for every worker of this instance (they inherit the environment).
+        os.environ[f"{ENV_PREFIX}STEERING_SECRET"] = secrets.token_urlsafe(32)
     variable = f"{ENV_PREFIX}METRICS_DIR"
     if settings.metrics_dir:
         chosen = Path(settings.metrics_dir)

@@ -1,3 +1,4 @@
+import secrets
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
@@ -47,7 +48,9 @@ from app.application.ports import (
 )
 from app.application.redirect import ExplainRoute, RedirectVideo
 from app.application.snapshot import ConfigSnapshot
+from app.application.steering import DescribeSteering, SteerPlayer
 from app.domain.ratelimit import ClientLimiter
+from app.domain.steering import SessionTokens
 from app.infrastructure.backend_errors import backend_errors
 from app.infrastructure.backend_health import PostgresHealth, RedisHealth
 from app.infrastructure.geoip import BundledCountries, MaxMindCountries
@@ -243,6 +246,15 @@ class ApplicationProvider(Provider):
         return ResetStats(store, enabled=settings.metrics)
 
     @provide
+    def steer_player(
+        self, settings: Settings, snapshot: ConfigSnapshot, tally: Tally
+    ) -> SteerPlayer:
+        # Unset (an app made without `serve`): a secret of this process's own.
+        secret = settings.steering_secret or secrets.token_urlsafe(32)
+        tokens = SessionTokens(secret.encode())
+        return SteerPlayer(snapshot, tokens, tally if settings.metrics else None)
+
+    @provide
     def limiter(self, settings: Settings, snapshot: ConfigSnapshot) -> ClientLimiter:
         limiter = ClientLimiter(
             time.monotonic,
@@ -256,6 +268,7 @@ class ApplicationProvider(Provider):
     use_cases = provide_all(
         RedirectVideo,
         ExplainRoute,
+        DescribeSteering,
         ReadInstanceFigures,
         GetConfig,
         ReloadConfig,

@@ -180,6 +180,9 @@ class Settings:
     # stops sending), then the listener closes and in-flight requests get the shutdown timeout.
     drain_seconds: float = 5.0
     shutdown_timeout_seconds: int = 10
+    # Signs content steering session tokens; every instance of a cluster needs the same one
+    # for a viewer to keep its pathway across them. Empty: `serve` makes one per instance.
+    steering_secret: str = ""
 
     def __post_init__(self) -> None:
         if not 1 <= self.port <= 65535:
@@ -205,6 +208,8 @@ class Settings:
         self._check_rate_limits()
         self._check_lifecycle()
         self._check_jwt()
+        if self.steering_secret and len(self.steering_secret) < 16:
+            raise SettingsError("BALANCER_STEERING_SECRET must have at least 16 characters")
 
     def _check_rate_limits(self) -> None:
         if not 2 <= self.rate_limit_max_clients <= 100_000_000:

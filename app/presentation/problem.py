@@ -18,6 +18,7 @@ from app.application.errors import (
 )
 from app.application.limits import LimitExists, LimitNotFound, TooManyLimits
 from app.application.metrics import MetricsDisabled, StatsUnavailable
+from app.application.steering import SteeringDisabled
 from app.domain.errors import BalancerError, InvalidConfig, InvalidVideoUrl, NoHealthyTarget
 from app.domain.ratelimit import InvalidLimit
 
@@ -43,6 +44,7 @@ STATUS_BY_ERROR: tuple[tuple[type[BalancerError], int, str], ...] = (
     (ConfigNotLoaded, 503, "Configuration not loaded"),
     (NoHealthyTarget, 503, "No healthy target"),
     (MetricsDisabled, 404, "Counting is off"),
+    (SteeringDisabled, 404, "Content steering is off"),
     (StatsUnavailable, 503, "Statistics store unavailable"),
 )
 

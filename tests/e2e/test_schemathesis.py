@@ -40,6 +40,7 @@ REFUSED_DESPITE_THE_SCHEMA = {
     ("GET", "/"): ["400"],
     ("HEAD", "/"): ["400"],
     ("POST", "/balance"): ["400"],
+    ("GET", "/steering/tag"): ["400"],
     ("GET", "/config/route"): ["400", "422"],  # and `ip` must be an address
     # If-Match must name the active version; a configuration has rules across its fields
     ("PATCH", "/config"): ["412", "422"],

@@ -17,8 +17,9 @@ from app.domain.errors import InvalidConfig
 from app.domain.pacing import paced
 from app.domain.pool import CdnPool
 from app.domain.ratelimit import RateLimit
-from app.domain.regions import Region
+from app.domain.regions import Region, steering_settings
 from app.domain.split import Split
+from app.domain.steering import SteeringSettings
 from app.infrastructure.postgres.errors import storage_errors
 from app.infrastructure.postgres.pool import read_sql
 
@@ -39,6 +40,7 @@ _FIELDS = (
     "down_servers",
     "rate_limit",
     "regions",
+    "content_steering",
 )
 _PING = read_sql("ping")
 _SCAN_PAGE = 100
@@ -47,10 +49,14 @@ _HISTORY_PAGE = 10
 log = structlog.get_logger(__name__)
 
 
+def _hosts(entries: list[dict[str, Any]]) -> list[tuple[object, ...]]:
+    return [(entry["host"], entry["weight"], entry.get("pathway")) for entry in entries]
+
+
 def _pool(entries: list[dict[str, Any]] | None, field: str) -> CdnPool | None:
     if entries is None:
         return None
-    return CdnPool.of(((entry["host"], entry["weight"]) for entry in entries), field)
+    return CdnPool.of(_hosts(entries), field)
 
 
 def _region(index: int, entry: dict[str, Any]) -> Region:
@@ -59,9 +65,10 @@ def _region(index: int, entry: dict[str, Any]) -> Region:
         name=entry["name"],
         countries=entry.get("countries", []),
         networks=entry.get("networks", []),
-        hosts=[(host["host"], host["weight"]) for host in entry["cdn_hosts"]],
+        hosts=_hosts(entry["cdn_hosts"]),
         cdn_weight=entry.get("cdn_weight"),
         origin_weight=entry.get("origin_weight"),
+        content_steering=entry.get("content_steering"),
     )
 
 
@@ -82,12 +89,19 @@ def _to_version(row: asyncpg.Record) -> ConfigVersion:
     health: dict[str, Any] = _json(row["cdn_health"]) or {}
     rate_limit = _json(row["rate_limit"])
     pools = {
-        server: CdnPool.of(
-            ((entry["host"], entry["weight"]) for entry in rule["cdn_hosts"]),
-            f"server_rules.{server}.cdn_hosts",
-        )
+        server: CdnPool.of(_hosts(rule["cdn_hosts"]), f"server_rules.{server}.cdn_hosts")
         for server, rule in paced(rules.items())
         if rule.get("cdn_hosts") is not None
+    }
+    steering = {
+        server: settings
+        for server, rule in paced(rules.items())
+        if (
+            settings := steering_settings(
+                rule.get("content_steering"), f"server_rules.{server}.content_steering"
+            )
+        )
+        is not None
     }
     return ConfigVersion(
         version=row["version"],
@@ -114,6 +128,10 @@ def _to_version(row: asyncpg.Record) -> ConfigVersion:
                 _region(index, entry)
                 for index, entry in enumerate(paced(_entries(row["regions"], "regions", "a list")))
             ),
+            content_steering=SteeringSettings.of(
+                _json(row["content_steering"]) or {}, "content_steering"
+            ),
+            server_steering=steering,
         ),
         created_at=row["created_at"],
         comment=row["comment"],
@@ -131,8 +149,9 @@ def _to_versions(rows: list[asyncpg.Record]) -> list[ConfigVersion | InvalidConf
     return versions
 
 
-def _documents(config: BalancerConfig) -> tuple[str, str, str, str | None, str | None]:
-    """The JSON text of server_rules, cdn_hosts, cdn_health, rate_limit and regions, the
+def _documents(config: BalancerConfig) -> tuple[str, str, str, str | None, str | None, str]:
+    """The JSON text of server_rules, cdn_hosts, cdn_health, rate_limit, regions and
+    content_steering, the
     long ones written entry by entry, as they are read: no single call holds the loop up."""
     fields = config_fields(config)
     rules = (
@@ -147,6 +166,7 @@ def _documents(config: BalancerConfig) -> tuple[str, str, str, str | None, str |
         json.dumps(fields["cdn_health"]),
         None if limit is None else json.dumps(limit),
         "[" + ", ".join(regions) + "]" if regions else None,
+        json.dumps(fields["content_steering"]),
     )
 
 
@@ -264,7 +284,7 @@ class PostgresConfigRepository:
         comment: str | None,
         actor: Actor | None = None,
     ) -> ConfigVersion:
-        rules, hosts, health, rate_limit, regions = await off_loop(_documents, config)
+        rules, hosts, health, rate_limit, regions, steering = await off_loop(_documents, config)
         async with storage_errors():
             try:
                 row = await self._pool.fetchrow(
@@ -286,6 +306,7 @@ class PostgresConfigRepository:
                     actor and actor.name,
                     actor and actor.issuer,
                     actor and actor.address,
+                    steering,
                 )
             except asyncpg.UniqueViolationError as error:
                 raise VersionConflict(f"Version {after + 1} already exists.") from error

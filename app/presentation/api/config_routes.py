@@ -194,7 +194,9 @@ def config_router(auth: Access) -> APIRouter:
         if split is None:
             raise ServerRuleNotFound(f"Server {server} has no rule of its own.")
         response.headers["ETag"] = etag(active.version)
-        return ServerRuleBody.of(split, config.server_pools.get(server))
+        return ServerRuleBody.of(
+            split, config.server_pools.get(server), config.server_steering.get(server)
+        )
 
     @router.put(
         "/server-rules/{server}",

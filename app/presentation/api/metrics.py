@@ -19,7 +19,7 @@ from prometheus_client.registry import Collector
 from pydantic import BaseModel, Field
 
 from app.application.metrics import MAX_SERVERS, GetStats, ReadInstanceFigures, ResetStats, cdn_host
-from app.application.ports import DURATION_BUCKETS, Figures
+from app.application.ports import DURATION_BUCKETS, THROUGHPUT_BUCKETS, Figures
 from app.domain.regions import DEFAULT_REGION
 from app.presentation.api.auth import Access, MetricsAuth
 from app.presentation.api.schemas import PROBLEM_RESPONSE
@@ -123,6 +123,8 @@ def figure_families(figures: Figures) -> Iterator[Metric]:
         sum_value=figures.duration_sum,
     )
 
+    yield from steering_families(figures)
+
     errors = CounterMetricFamily(
         "balancer_backend_errors",
         "Failed PostgreSQL and Redis calls, by backend and error kind.",
@@ -192,6 +194,33 @@ def figure_families(figures: Figures) -> Iterator[Metric]:
         "Clients with a rate-limit bucket, summed over the workers.",
         figures.rate_limit_clients,
     )
+
+
+def steering_families(figures: Figures) -> Iterator[Metric]:
+    requests = CounterMetricFamily(
+        "balancer_steering_requests",
+        "Steering manifests answered, by the pathway the player said it was on "
+        "(_HLS_pathway, _DASH_pathway; empty when absent or not a pathway of its pool).",
+        labels=["pathway"],
+    )
+    for pathway, count in sorted(figures.steering_requests.items()):
+        requests.add_metric([pathway], count)
+    yield requests
+    throughput = HistogramMetricFamily(
+        "balancer_steering_throughput_bits_per_second",
+        "Throughput players reported on steering reloads (_HLS_throughput, "
+        "_DASH_throughput), by the pathway they were on.",
+        labels=["pathway"],
+    )
+    for pathway, counts in sorted(figures.steering_throughput.items()):
+        cumulative, buckets = 0, []
+        for bound, count in zip((*THROUGHPUT_BUCKETS, float("inf")), counts, strict=True):
+            cumulative += count
+            buckets.append((_bound(bound), cumulative))
+        throughput.add_metric(
+            [pathway], buckets, sum_value=figures.steering_throughput_sum.get(pathway, 0.0)
+        )
+    yield throughput
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:

@@ -23,6 +23,7 @@ from app.domain.pool import CdnPool
 from app.domain.ratelimit import MAX_CAPACITY, RateLimit
 from app.domain.regions import Region
 from app.domain.split import Split
+from app.domain.steering import SteeringSettings
 
 
 class CdnHostBody(BaseModel):
@@ -30,14 +31,49 @@ class CdnHostBody(BaseModel):
 
     host: str = Field(description="Host name, optional http(s):// and port; no path.")
     weight: int = Field(1, description="Share of the CDN redirects, 1 to 1000.")
+    pathway: str | None = Field(
+        None,
+        description="Content steering pathway id (letters, digits, `.`, `-`, `_`; unique in "
+        "the pool), as the playlist's PATHWAY-ID names it; absent: not steered.",
+        examples=["cdn-a"],
+    )
+
+    @model_serializer(mode="wrap")
+    def _without_empty_pathway(self, serialize: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        body: dict[str, Any] = serialize(self)
+        if body.get("pathway") is None:
+            body.pop("pathway", None)
+        return body
+
+
+class SteeringBody(BaseModel):
+    """Content steering: players reload the steering manifest every `ttl_seconds`."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    enabled: bool | None = Field(None, description="false: /steering/* answers 404.")
+    ttl_seconds: int | None = Field(None, description="The manifest's TTL, 1 to 3600.")
+
+    def to_settings(self, field: str) -> SteeringSettings:
+        values = self.model_dump(exclude_none=True)
+        return SteeringSettings.of(values, field)
 
 
 def _pool(hosts: list[CdnHostBody], field: str) -> CdnPool:
-    return CdnPool.of(((entry.host, entry.weight) for entry in hosts), field)
+    return CdnPool.of(((entry.host, entry.weight, entry.pathway) for entry in hosts), field)
 
 
 def _pool_body(pool: CdnPool) -> list[CdnHostBody]:
-    return [CdnHostBody(host=host.host, weight=host.weight) for host in pool.hosts]
+    return [
+        CdnHostBody(host=host.host, weight=host.weight, pathway=host.pathway or None)
+        for host in pool.hosts
+    ]
+
+
+def _steering_body(settings: SteeringSettings | None) -> "SteeringBody | None":
+    if settings is None:
+        return None
+    return SteeringBody(enabled=settings.enabled, ttl_seconds=settings.ttl_seconds)
 
 
 class ServerRuleBody(BaseModel):
@@ -51,27 +87,42 @@ class ServerRuleBody(BaseModel):
     cdn_hosts: list[CdnHostBody] | None = Field(
         None, description="A CDN pool of this server's own; without it, the global pool."
     )
+    content_steering: SteeringBody | None = Field(
+        None, description="Content steering of the rule's own pool; without it, the global one."
+    )
 
     @model_serializer(mode="wrap")
     def _without_empty_pool(self, serialize: SerializerFunctionWrapHandler) -> dict[str, Any]:
         body: dict[str, Any] = serialize(self)
-        if body.get("cdn_hosts") is None:
-            body.pop("cdn_hosts", None)
+        for name in ("cdn_hosts", "content_steering"):
+            if body.get(name) is None:
+                body.pop(name, None)
         return body
 
     def to_split(self) -> Split:
         return Split(self.cdn_weight, self.origin_weight)
 
+    def to_steering(self, field: str) -> SteeringSettings | None:
+        if self.content_steering is None:
+            return None
+        return self.content_steering.to_settings(field)
+
     def to_rule(self) -> ServerRule:
         pool = None if self.cdn_hosts is None else _pool(self.cdn_hosts, "cdn_hosts")
-        return ServerRule(self.to_split(), pool)
+        return ServerRule(self.to_split(), pool, self.to_steering("content_steering"))
 
     @classmethod
-    def of(cls, split: Split, pool: CdnPool | None = None) -> "ServerRuleBody":
+    def of(
+        cls,
+        split: Split,
+        pool: CdnPool | None = None,
+        steering: SteeringSettings | None = None,
+    ) -> "ServerRuleBody":
         return cls(
             cdn_weight=split.cdn_weight,
             origin_weight=split.origin_weight,
             cdn_hosts=None if pool is None else _pool_body(pool),
+            content_steering=_steering_body(steering),
         )
 
 
@@ -110,16 +161,23 @@ class RegionBody(BaseModel):
     cdn_hosts: list[CdnHostBody] = Field(description="The region's CDN pool.")
     cdn_weight: int | None = Field(None, description="The region's split; both or neither.")
     origin_weight: int | None = Field(None, description="Without them: the global split.")
+    content_steering: SteeringBody | None = Field(
+        None, description="Content steering of the region's pool; without it, the global one."
+    )
 
     def to_region(self, index: int) -> Region:
+        steering = self.content_steering
         return Region.of(
             index,
             name=self.name,
             countries=self.countries,
             networks=self.networks,
-            hosts=[(entry.host, entry.weight) for entry in self.cdn_hosts],
+            hosts=[(entry.host, entry.weight, entry.pathway) for entry in self.cdn_hosts],
             cdn_weight=self.cdn_weight,
             origin_weight=self.origin_weight,
+            content_steering=None
+            if steering is None
+            else steering.to_settings(f"regions[{index}].content_steering"),
         )
 
     @model_serializer(mode="wrap")
@@ -128,6 +186,8 @@ class RegionBody(BaseModel):
         if body.get("cdn_weight") is None:
             body.pop("cdn_weight", None)
             body.pop("origin_weight", None)
+        if body.get("content_steering") is None:
+            body.pop("content_steering", None)
         return body
 
 
@@ -240,6 +300,9 @@ class ConfigPatch(BaseModel):
     regions: SkipValidation[list[RegionBody]] | None = Field(
         None, description="Pools by viewer network or country, replacing the list; [] clears."
     )
+    content_steering: SteeringBody | None = Field(
+        None, description="Content steering (GET /steering/hls, /steering/dash) of the pools."
+    )
     comment: str | None = Field(None, description="Why; kept in the history.")
 
     def to_change(self) -> ConfigChange:
@@ -250,27 +313,16 @@ class ConfigPatch(BaseModel):
                 raise InvalidConfig(name, "must not be null; leave the field out to keep it")
         if not set(values) - {"comment"}:
             raise InvalidConfig("body", "name at least one field to change")
-        if "origin_domains" in values:
-            values["origin_domains"] = tuple(values["origin_domains"])
+        for name in ("origin_domains", "down_servers"):
+            if name in values:
+                values[name] = tuple(values[name])
         if "server_rules" in values:
-            rules = values["server_rules"]
-            values["server_rules"] = {
-                server: rule.to_split() for server, rule in paced(rules.items())
-            }
-            values["server_pools"] = {
-                server: _pool(rule.cdn_hosts, f"server_rules.{server}.cdn_hosts")
-                for server, rule in paced(rules.items())
-                if rule.cdn_hosts is not None
-            }
+            _rule_values(values)
         if "cdn_hosts" in values:
             values["cdn_hosts"] = _pool(values["cdn_hosts"], "cdn_hosts")
-        if "cdn_health" in values:
-            values["cdn_health"] = values["cdn_health"].model_dump(exclude_unset=True)
-            for name, value in values["cdn_health"].items():
-                if value is None:
-                    raise InvalidConfig(f"cdn_health.{name}", "must not be null")
-        if "down_servers" in values:
-            values["down_servers"] = tuple(values["down_servers"])
+        for name in ("cdn_health", "content_steering"):
+            if name in values:
+                values[name] = _settings(name, values[name])
         if "regions" in values:
             values["regions"] = tuple(
                 region.to_region(index) for index, region in enumerate(paced(values["regions"]))
@@ -279,6 +331,31 @@ class ConfigPatch(BaseModel):
             limit = values["rate_limit"]
             values["rate_limit"] = RateLimitChange(None if limit is None else limit.to_limit())
         return ConfigChange(**values)
+
+
+def _settings(field: str, body: BaseModel) -> dict[str, Any]:
+    """The settings a patch names (only those change)."""
+    settings = body.model_dump(exclude_unset=True)
+    for name, value in settings.items():
+        if value is None:
+            raise InvalidConfig(f"{field}.{name}", "must not be null")
+    return settings
+
+
+def _rule_values(values: dict[str, Any]) -> None:
+    """`server_rules` of a patch as ConfigChange takes them: splits, pools and steering."""
+    rules: dict[str, ServerRuleBody] = values["server_rules"]
+    values["server_rules"] = {server: rule.to_split() for server, rule in paced(rules.items())}
+    values["server_pools"] = {
+        server: _pool(rule.cdn_hosts, f"server_rules.{server}.cdn_hosts")
+        for server, rule in paced(rules.items())
+        if rule.cdn_hosts is not None
+    }
+    values["server_steering"] = {
+        server: rule.content_steering.to_settings(f"server_rules.{server}.content_steering")
+        for server, rule in paced(rules.items())
+        if rule.content_steering is not None
+    }
 
 
 _OBJECT: TypeAdapter[dict[str, Any]] = TypeAdapter(dict[str, Any])
@@ -340,6 +417,7 @@ class ConfigBody(BaseModel):
     down_servers: list[str]
     rate_limit: RateLimitBody | None
     regions: list[RegionBody]
+    content_steering: SteeringBody
     comment: str | None
     created_at: datetime
 

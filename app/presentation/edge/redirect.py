@@ -238,18 +238,22 @@ class RedirectFront:
             await _send_refusal(send, _STARTING)
             return
         limit = self._limit
-        if (
-            limit is not None
-            and scope["type"] == "http"
-            and scope["path"] == "/balance"
-            and scope["method"] == "POST"
-        ):
+        if limit is not None and scope["type"] == "http" and _limited(scope):
             wait = limit(client_address(scope))
             if wait:
                 refused = _RATE_LIMITED.retry_in(retry_after_seconds(wait))
                 await _send_refusal(send, self._refused(refused))
                 return
         await self.app(scope, receive, send)
+
+
+def _limited(scope: Scope) -> bool:
+    """Whether a request other than `GET /` counts against the viewer's rate limit:
+    `POST /balance` and the content steering paths, which players reach as they reach `/`."""
+    path: str = scope["path"]
+    if path.startswith("/steering/"):
+        return True
+    return path == "/balance" and scope["method"] == "POST"
 
 
 def needs_start(path: str) -> bool:

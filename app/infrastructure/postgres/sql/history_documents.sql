@@ -14,7 +14,8 @@ SELECT version, comment, created_at, actor, actor_issuer, actor_address,
        to_jsonb(origin_fallback)::text AS origin_fallback,
        to_jsonb(down_servers)::text AS down_servers,
        COALESCE(rate_limit, 'null')::text AS rate_limit,
-       COALESCE(regions, '[]')::text AS regions
+       COALESCE(regions, '[]')::text AS regions,
+       content_steering::text AS content_steering
 FROM config_versions
 WHERE $2::integer IS NULL OR version < $2
 ORDER BY version DESC

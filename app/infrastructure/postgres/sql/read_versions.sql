@@ -12,7 +12,7 @@ SELECT version, cdn_host, cdn_weight, origin_weight, redirect_status, origin_dom
            ARRAY(SELECT entry::text FROM jsonb_array_elements(regions) WITH ORDINALITY
                  AS element(entry, place) ORDER BY place)
        END AS regions,
-       comment, created_at
+       content_steering::text, comment, created_at
 FROM config_versions
 WHERE version > $1::bigint AND ($2::bigint IS NULL OR version < $2)
 ORDER BY version DESC

@@ -8,7 +8,7 @@ import { store } from "./store.js";
 
 const ORDER = [
   "cdn_host", "cdn_hosts", "split", "redirect_status", "origin_domains", "origin_fallback",
-  "down_servers", "server_rules", "regions", "cdn_health", "rate_limit",
+  "down_servers", "server_rules", "regions", "cdn_health", "content_steering", "rate_limit",
 ];
 const SPLIT = ["cdn_weight", "origin_weight", "origin_every"];
 const FALLBACK_FIELDS = {

@@ -19,6 +19,7 @@ export const LABELS = {
   down_servers: "Origin servers marked down (one per line)",
   server_rules: "Per-server rules",
   cdn_health: "CDN health checks",
+  content_steering: "Content steering (HLS and DASH players)",
   rate_limit: "Default rate limit (per client)",
   regions: "Regions",
 };
@@ -30,9 +31,11 @@ const PART_LABELS = {
   cdn_hosts: "CDN hosts",
   host: "Host",
   weight: "Weight",
+  pathway: "Pathway (content steering)",
+  ttl_seconds: "Players reload every (seconds)",
   cdn_weight: "CDN weight",
   origin_weight: "Origin weight",
-  enabled: "Health checks on",
+  enabled: "On",
   path: "Path probed",
   method: "Method",
   interval_seconds: "Every (seconds)",
@@ -246,7 +249,8 @@ function partEditor(name, property, root, context) {
   json.control.id = id;
   return {
     element: box(json.control, true),
-    read: () => json.read(),
+    // An optional part left empty (a region's own content steering) is left out.
+    read: () => (json.control.value.trim() === "" ? undefined : json.read()),
     write: (value) => json.write(value),
     focus: () => json.focus(),
   };
