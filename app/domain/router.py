@@ -90,6 +90,7 @@ class Router:
         "_rules",
         "_split",
         "_status",
+        "_steered",
         "_targets",
         "_version",
         "down_hosts",
@@ -157,7 +158,9 @@ class Router:
         self.sequences = ("", *config.server_rules, *(region.key for region in regions))
         # Asked for by every health refresh and metrics flush: 8,192 hosts at most.
         self.probe_targets = config.probe_targets()
-        self.steering_pools = _steering_pools(config, down_hosts)
+        self.steering_pools = _steering_pools(config, down_hosts, percents)
+        # Whether any pool has pathways: a load change lays out its steering pools again.
+        self._steered = any(pool.pathways for pool in self.steering_pools.values())
 
     def reweigh(self, percents: Mapping[str, int]) -> None:
         """Apply new load percents (base URL -> percent) in place, the down hosts as they
@@ -169,6 +172,8 @@ class Router:
         for rotation in self.pools.values():
             rotation.reweigh(percents)
         self._cdn_base = self._rotation.only
+        if self._steered:
+            self.steering_pools = _steering_pools(self.version.config, self.down_hosts, percents)
 
     def period(self, sequence: str) -> int:
         """How many consecutive numbers make one round of the split counted on `sequence`
@@ -381,15 +386,18 @@ class Router:
         )
 
 
-def _steering_pools(config: BalancerConfig, down: frozenset[str]) -> dict[str, SteeringPool]:
-    """Each pool's pathways, named as `Router.pools` names the pool, with its settings."""
+def _steering_pools(
+    config: BalancerConfig, down: frozenset[str], percents: Mapping[str, int] | None
+) -> dict[str, SteeringPool]:
+    """Each pool's pathways, named as `Router.pools` names the pool, with its settings and
+    the hosts' effective weights."""
     default = config.content_steering
-    pools = {"cdn_hosts": SteeringPool("cdn_hosts", config.pool, down, default)}
+    pools = {"cdn_hosts": SteeringPool("cdn_hosts", config.pool, down, default, percents)}
     for server, pool in paced(config.server_pools.items()):
         name = f"server_rules.{server}.cdn_hosts"
         settings = config.server_steering.get(server, default)
-        pools[name] = SteeringPool(name, pool, down, settings)
+        pools[name] = SteeringPool(name, pool, down, settings, percents)
     for region in paced(config.regions):
         name = f"regions.{region.name}.cdn_hosts"
-        pools[name] = SteeringPool(name, region.pool, down, region.steering or default)
+        pools[name] = SteeringPool(name, region.pool, down, region.steering or default, percents)
     return pools

@@ -77,18 +77,27 @@ class SteeringPool:
     __slots__ = ("_by_url", "_down", "_healthy", "_rotation", "name", "pathways", "settings")
 
     def __init__(
-        self, name: str, pool: CdnPool, down: frozenset[str], settings: SteeringSettings
+        self,
+        name: str,
+        pool: CdnPool,
+        down: frozenset[str],
+        settings: SteeringSettings,
+        percents: Mapping[str, int] | None = None,
     ) -> None:
+        """`percents`: the share of its configured weight each host gets now (base URL ->
+        percent, 100 when absent), from load reports and slow start, as the router's."""
         self.name = name
         self.settings = settings
         steered = tuple(host for host in pool.hosts if host.pathway)
         self.pathways = frozenset(host.pathway for host in steered)
         healthy = [host for host in steered if host.base_url not in down]
-        healthy.sort(key=lambda host: -host.weight)  # stable: equal weights keep their order
+        shares = percents or {}
+        # By effective weight; stable: equal weights keep their configured order.
+        healthy.sort(key=lambda host: -host.weight * shares.get(host.base_url, 100))
         self._healthy = tuple(host.pathway for host in healthy)
         self._down = tuple(host.pathway for host in steered if host.base_url in down)
         self._by_url = {host.base_url: host.pathway for host in steered}
-        self._rotation = Rotation(CdnPool(steered), down) if healthy else None
+        self._rotation = Rotation(CdnPool(steered), down, percents) if healthy else None
 
     @property
     def has_healthy(self) -> bool:

@@ -9,6 +9,7 @@ import pytest
 from app.application.metrics import Tally
 from app.application.snapshot import ConfigSnapshot
 from app.application.steering import SteeringDisabled, SteerPlayer
+from app.domain.cdn_health import HealthSettings
 from app.domain.config import BalancerConfig, ConfigVersion
 from app.domain.errors import InvalidConfig
 from app.domain.pool import CdnPool
@@ -184,3 +185,27 @@ def test_a_region_without_its_own_settings_takes_the_global_ones() -> None:
     assert route.steering_pool("s1", "10.1.2.3").plan().pathways == ("eu",)
     assert route.steering_pool("s1", "10.1.2.3").settings == ON
     assert route.steering_pool("s1", "192.0.2.1").name == "cdn_hosts"
+
+
+def test_heads_and_order_follow_the_effective_weights_of_load_reports() -> None:
+    """Equal configured weights, A reporting 50%: new viewers' heads go 1:2, B first after
+    the head; a drained host (0%) is only a last resort among the healthy."""
+    pool = steered((A, 1, "a"), (B, 1, "b"), (C, 1, "c"))
+    steering = SteeringPool("cdn_hosts", pool, frozenset(), ON, {A: 50, C: 0})
+    heads = Counter(steering.plan().head for _ in range(300))
+    assert heads == {"b": 200, "a": 100}
+    assert steering.plan("a").pathways == ("a", "b", "c")
+
+
+def test_a_load_change_reweighs_the_steering_pools_of_the_served_router() -> None:
+    config = BalancerConfig(
+        cdn_host="cdn.example.com",
+        split=Split(9, 1),
+        cdn_hosts=steered((A, 1, "a"), (B, 1, "b")),
+        cdn_health=HealthSettings(enabled=True),
+        content_steering=ON,
+    )
+    router = Router(version(config))
+    assert Counter(router.steering_pool("").plan().head for _ in range(100)) == {"a": 50, "b": 50}
+    router.reweigh({A: 25})
+    assert Counter(router.steering_pool("").plan().head for _ in range(100)) == {"a": 20, "b": 80}
