@@ -5,7 +5,7 @@ import time
 from bisect import bisect_left
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import TypeVar
 
@@ -258,12 +258,31 @@ def stats_fields(figures: Figures) -> dict[str, int]:
             fields[name] = fields.get(name, 0) + count
     for code, count in figures.rejected.items():
         fields[f"rejected:{code}"] = count
+    # Steering, by the pathway players said they were on ("" unknown; only pathways of the
+    # configuration, so few): manifests, throughput reports and their sum in kbit/s (an
+    # integer for the store's counters; in kbit/s a 64-bit counter holds 9 billion reports
+    # of the largest throughput believed).
+    for pathway, count in figures.steering_requests.items():
+        fields[f"steering:{pathway}"] = count
+    for pathway, buckets in figures.steering_throughput.items():
+        fields[f"steering_reports:{pathway}"] = sum(buckets)
+        kbits = figures.steering_throughput_sum.get(pathway, 0.0) / 1000
+        fields[f"steering_kbits:{pathway}"] = round(kbits)
     return fields
 
 
 def cdn_host(base_url: str) -> str:
     """`http://cdn1.example.com:8080` -> `cdn1.example.com:8080`: the label for a CDN host."""
     return base_url.partition("://")[2] or base_url
+
+
+@dataclass(frozen=True, slots=True)
+class SteeringFigures:
+    """What players on one pathway reported on steering reloads."""
+
+    requests: int  # steering manifests answered
+    throughput_reports: int  # of them with a throughput
+    throughput_bps_mean: float | None  # the mean of those throughputs, bits per second
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,6 +301,7 @@ class StatsReport:
     achieved_origin_share: float | None
     requests_per_second: float | None
     note: str | None = None
+    steering: dict[str, SteeringFigures] = field(default_factory=dict)
 
 
 class ReadInstanceFigures:
@@ -380,10 +400,17 @@ def report(
         "region": {},
         "rejected": {},
     }
+    steering: dict[str, dict[str, int]] = {
+        "steering": {},
+        "steering_reports": {},
+        "steering_kbits": {},
+    }
     for name, count in fields.items():
         group, _, key = name.partition(":")
         if key and group in groups and count:
             groups[group][key] = count
+        elif group in steering and count:  # "" is a pathway: the unknown one
+            steering[group][key] = count
     total = fields.get("total", 0)
     return StatsReport(
         scope=scope,
@@ -400,4 +427,26 @@ def report(
         achieved_origin_share=groups["target"]["origin"] / total if total else None,
         requests_per_second=requests_per_second,
         note=note,
+        steering=steering_figures(**steering),
     )
+
+
+def steering_figures(
+    steering: Mapping[str, int],
+    steering_reports: Mapping[str, int],
+    steering_kbits: Mapping[str, int],
+) -> dict[str, SteeringFigures]:
+    """Per pathway, busiest first."""
+    figures = {}
+    for pathway in sorted(
+        steering.keys() | steering_reports.keys(), key=lambda name: (-steering.get(name, 0), name)
+    ):
+        reports = steering_reports.get(pathway, 0)
+        figures[pathway] = SteeringFigures(
+            requests=steering.get(pathway, 0),
+            throughput_reports=reports,
+            throughput_bps_mean=steering_kbits.get(pathway, 0) * 1000 / reports
+            if reports
+            else None,
+        )
+    return figures

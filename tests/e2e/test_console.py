@@ -716,6 +716,44 @@ def test_now_shows_a_region_pool_with_its_down_host_and_an_amber_summary(
         reset_config(server.url)
 
 
+def test_now_shows_what_steered_players_report_by_pathway(
+    server: ServerProcess, console: GuardedPage
+) -> None:
+    """Off in plain words; on, each pathway's steering manifests and mean reported throughput
+    from real reloads (`_HLS_pathway`, `_HLS_throughput`), through GET /stats."""
+    page = console.page
+    sign_in(page, server)
+    state = page.locator("#steering-state")
+    expect(state).to_contain_text("Off: players are not steered")
+
+    tag = uuid.uuid4().hex[:8]  # the server's stats outlive a test: pathways of this one
+    first, second = f"cdn-a-{tag}", f"cdn-b-{tag}"
+    patch(
+        server,
+        cdn_hosts=[
+            {"host": "cdn-a.example.com", "weight": 1, "pathway": first},
+            {"host": "cdn-b.example.com", "weight": 1, "pathway": second},
+        ],
+        content_steering={"enabled": True, "ttl_seconds": 5},
+    )
+    try:
+        expect(state).to_contain_text("On for Global pool.")
+        for throughput in ("2000000", "4000000", "6000000"):
+            response = httpx.get(
+                f"{server.url}/steering/hls",
+                params={"_HLS_pathway": first, "_HLS_throughput": throughput},
+            )
+            assert response.status_code == 200, response.text
+        cells = page.locator(f'#steering-table tr[data-pathway="{first}"] td')
+        expect(cells).to_have_text(["cdn-a.example.com", "3", "3", "4.0 Mbit/s"], timeout=10_000)
+        quiet = page.locator(f'#steering-table tr[data-pathway="{second}"] td')
+        expect(quiet).to_have_text(["cdn-b.example.com", "0", "0", "—"])
+        expect(page.locator("#pool-table")).to_contain_text(f"pathway {first}")
+    finally:
+        patch(server, content_steering={"enabled": False})
+        reset_config(server.url)
+
+
 def test_now_shows_the_default_rate_limit_and_how_many_clients_have_their_own(
     server: ServerProcess, console: GuardedPage
 ) -> None:

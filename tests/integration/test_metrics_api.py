@@ -6,6 +6,7 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from loadtest.fake_cdn import FakeCdn
 from tests.support.app import ADMIN, VIDEO, app_client, app_settings
 from tests.support.proxy import CuttableProxy
 
@@ -95,6 +96,49 @@ async def test_a_real_server_shows_after_5000_junk_servers_and_a_reset_starts_af
     assert next(iter(flooded["by_server"])) == "s9"  # heaviest first
     assert reset.status_code == 204
     assert (again["by_server"], again["by_server_error"]) == ({"s7": 3}, 0)
+
+
+async def test_stats_show_what_steered_players_reported_by_pathway(
+    client: httpx.AsyncClient,
+) -> None:
+    """The console's live view reads `/stats`: players' steering reports reach it, cluster
+    wide, as they reach `/metrics`."""
+    cdns = [FakeCdn().start() for _ in range(2)]
+    try:
+        hosts = [
+            {"host": cdn.host, "weight": 1, "pathway": name}
+            for cdn, name in zip(cdns, ("cdn-a", "cdn-b"), strict=True)
+        ]
+        patched = await client.patch(
+            "/config",
+            json={"cdn_hosts": hosts, "content_steering": {"enabled": True, "ttl_seconds": 2}},
+            headers=ADMIN,
+        )
+        assert patched.status_code == 200, patched.text
+        for throughput in ("3000000", "5000000"):
+            params = {"_HLS_pathway": "cdn-a", "_HLS_throughput": throughput}
+            assert (await client.get("/steering/hls", params=params)).status_code == 200
+        await client.get("/steering/hls", params={"_HLS_pathway": "cdn-a"})
+        await client.get("/steering/dash", params={"_DASH_pathway": '"cdn-b"'})
+        await client.get("/steering/hls", params={"_HLS_pathway": "evil-label"})
+
+        body: dict[str, Any] = {}
+        for _ in range(50):  # workers flush once a second
+            body = (await client.get("/stats", headers=ADMIN)).json()
+            if body["steering"].get("cdn-a", {}).get("requests") == 3:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        for cdn in cdns:
+            cdn.stop()
+
+    assert body["steering"] == {
+        "cdn-a": {"requests": 3, "throughput_reports": 2, "throughput_bps_mean": 4000000.0},
+        "": {"requests": 1, "throughput_reports": 0, "throughput_bps_mean": None},
+        "cdn-b": {"requests": 1, "throughput_reports": 0, "throughput_bps_mean": None},
+    }
+    assert list(body["steering"]) == ["cdn-a", "", "cdn-b"]  # busiest first
+    assert body["total"] == 0  # steering manifests are not redirects
 
 
 async def test_stats_and_reset_need_the_admin_token(client: httpx.AsyncClient) -> None:
@@ -226,6 +270,6 @@ async def test_openapi_documents_metrics_stats_and_their_problems(
             assert "application/problem+json" in responses[status]["content"]
     assert "204" in reset
     schema = (await client.get("/openapi.json")).json()["components"]["schemas"]["StatsBody"]
-    assert {"scope", "since", "total", "by_region", "achieved_origin_share"} <= set(
+    assert {"scope", "since", "total", "by_region", "achieved_origin_share", "steering"} <= set(
         schema["properties"]
     )

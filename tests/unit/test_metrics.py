@@ -15,8 +15,10 @@ from app.application.metrics import (
     MetricsDisabled,
     ServerCounts,
     StatsUnavailable,
+    SteeringFigures,
     Tally,
     merge,
+    report,
     stats_fields,
 )
 from app.application.ports import DURATION_BUCKETS, Figures, StatsCounts
@@ -245,6 +247,43 @@ def test_stats_fields_flatten_the_dimensions_of_the_stats_endpoint() -> None:
         "cdn_host:cdn.example.com": 2,
         "rejected:rate-limited": 1,
     }
+
+
+def test_steering_reports_reach_the_stats_fields_and_back_per_pathway() -> None:
+    tally = Tally()
+    for throughput in (3_000_000.0, 5_000_400.0):
+        tally.steered("cdn-a")
+        tally.throughput("cdn-a", throughput)
+    tally.steered("cdn-a")
+    tally.steered("")  # a player that said no pathway of its pool
+    figures = Figures(
+        steering_requests=tally.steering_requests,
+        steering_throughput=tally.steering_throughput,
+        steering_throughput_sum=tally.steering_throughput_sum,
+    )
+
+    fields = stats_fields(figures)
+    stats = report(
+        scope="cluster",
+        since=0.0,
+        fields=fields,
+        servers={},
+        server_error=0,
+        configured_share=None,
+        requests_per_second=None,
+    )
+
+    assert fields == {
+        "steering:cdn-a": 3,
+        "steering:": 1,
+        "steering_reports:cdn-a": 2,
+        "steering_kbits:cdn-a": 8000,  # kbit/s, whole: the store's counters are integers
+    }
+    assert stats.steering == {
+        "cdn-a": SteeringFigures(requests=3, throughput_reports=2, throughput_bps_mean=4e6),
+        "": SteeringFigures(requests=1, throughput_reports=0, throughput_bps_mean=None),
+    }
+    assert stats.total == 0
 
 
 def test_worker_figures_survive_the_file_round_trip(tmp_path: Path) -> None:

@@ -25,6 +25,14 @@ from app.presentation.api.auth import Access, MetricsAuth
 from app.presentation.api.schemas import PROBLEM_RESPONSE
 
 
+class SteeringPathwayBody(BaseModel):
+    requests: int = Field(description="Steering manifests answered to players on this pathway.")
+    throughput_reports: int = Field(description="Of them, reloads that reported a throughput.")
+    throughput_bps_mean: float | None = Field(
+        description="The mean throughput reported (bits per second); null without reports."
+    )
+
+
 class StatsBody(BaseModel):
     scope: str = Field(
         description="`cluster`: every worker of every instance, from Redis; `instance`: "
@@ -55,6 +63,15 @@ class StatsBody(BaseModel):
         "since it started."
     )
     note: str | None = None
+    steering: dict[str, SteeringPathwayBody] = Field(
+        default_factory=dict,
+        description="Content steering, by the pathway players said they were on "
+        '(`_HLS_pathway`, `_DASH_pathway`; `""` when absent or not a pathway of their '
+        "pool), busiest first; empty while no steering manifest was answered.",
+        examples=[
+            {"cdn-a": {"requests": 42, "throughput_reports": 40, "throughput_bps_mean": 4.8e6}}
+        ],
+    )
 
 
 class InstanceCollector(Collector):
@@ -303,6 +320,14 @@ def stats_router(auth: Access) -> APIRouter:
             achieved_origin_share=report.achieved_origin_share,
             requests_per_second=report.requests_per_second,
             note=report.note,
+            steering={
+                pathway: SteeringPathwayBody(
+                    requests=one.requests,
+                    throughput_reports=one.throughput_reports,
+                    throughput_bps_mean=one.throughput_bps_mean,
+                )
+                for pathway, one in report.steering.items()
+            },
         )
 
     @router.post(

@@ -6,7 +6,7 @@
 import { ApiError, call } from "./api.js";
 import { LiveChart } from "./chart.js";
 import { $, ago, h, percent, replace, text, when } from "./dom.js";
-import { assess, fallbackWords, reportedWords, summaryWords } from "./pools.js";
+import { assess, fallbackWords, poolsOf, reportedWords, summaryWords } from "./pools.js";
 import { store } from "./store.js";
 
 const POLL_MS = 2000;
@@ -123,7 +123,53 @@ export class NowPanel {
     this.renderSummary(config, stats, health, pools, limits);
     this.renderState(ready, health, pools);
     this.renderPools(config, health, pools || assess(config, []));
+    this.renderSteering(config, stats);
     this.renderStats(stats);
+  }
+
+  // Per pathway: the steering manifests players on it reloaded and the throughput they
+  // reported (GET /stats `steering`, cluster wide since the last reset).
+  renderSteering(config, stats) {
+    const target = $("#now-steering");
+    if (!("content_steering" in config)) {
+      replace(target, h("p", { class: "muted" }, `Content steering is ${NOT_AVAILABLE}.`));
+      return;
+    }
+    const on = steeringPools(config);
+    const configured = configuredPathways(config);
+    const words = [];
+    if (!on.length) {
+      words.push(h("p", { id: "steering-state" }, h("strong", {}, "Off"),
+        ": players are not steered; the redirect alone picks their CDN host."));
+    } else {
+      words.push(h("p", { id: "steering-state" }, h("strong", {}, "On"), ` for ${on.join(", ")}.`));
+      if (!configured.size) {
+        words.push(h("p", { class: "note" }, "No CDN host has a pathway: steering manifests list no pathway."));
+      }
+    }
+    const reported = stats?.data?.steering;
+    if (stats?.missing) words.push(h("p", { class: "muted" }, `Steering figures: statistics are ${NOT_AVAILABLE}.`));
+    else if (stats?.error) words.push(h("p", { class: "muted" }, stats.error.message));
+    else if (stats?.data && reported === undefined) words.push(h("p", { class: "muted" }, `Steering figures are ${NOT_AVAILABLE}.`));
+    const entries = reported && typeof reported === "object" ? Object.entries(reported) : [];
+    if (stats?.data && reported && !entries.length && on.length) {
+      words.push(h("p", { class: "muted", id: "steering-none" }, "No steering manifest answered since ", when(stats.data.since), "."));
+    }
+    // Configured pathways not reported yet show as 0, after the reported ones.
+    const rows = [...entries];
+    for (const pathway of configured.keys()) if (!(pathway in (reported || {}))) rows.push([pathway, null]);
+    const table = rows.length && (entries.length || on.length)
+      ? h("div", { class: "table-wrap" }, h("table", { id: "steering-table" },
+        h("caption", { class: "visually-hidden" }, "Content steering by pathway"),
+        h("thead", {}, h("tr", {}, ["Pathway", "CDN hosts", "Manifests", "Throughput reports", "Mean reported throughput"].map((name) => h("th", { scope: "col" }, name)))),
+        h("tbody", {}, rows.map(([pathway, figures]) => h("tr", { "data-pathway": pathway },
+          h("th", { scope: "row" }, pathway === "" ? h("span", { class: "muted" }, "not said or unknown") : pathway),
+          h("td", { "data-label": "CDN hosts" }, configured.has(pathway) ? [...configured.get(pathway)].join(", ") : "—"),
+          h("td", { "data-label": "Manifests" }, text(figures?.requests ?? 0)),
+          h("td", { "data-label": "Throughput reports" }, text(figures?.throughput_reports ?? 0)),
+          h("td", { "data-label": "Mean reported throughput" }, bitRate(figures?.throughput_bps_mean)))))))
+      : null;
+    replace(target, words, table);
   }
 
   renderSummary(config, stats, health, pools, limits) {
@@ -224,6 +270,42 @@ export class NowPanel {
   }
 }
 
+// The pools whose steering is on: a region or server rule without settings of its own
+// takes the global ones.
+function steeringPools(config) {
+  const global = config.content_steering?.enabled === true;
+  const on = (own) => (own && typeof own.enabled === "boolean" ? own.enabled : global);
+  return poolsOf(config)
+    .filter((pool) => {
+      if (pool.id === "global") return global;
+      if (pool.id.startsWith("region-")) {
+        return on((config.regions || []).find((region) => `region-${region.name}` === pool.id)?.content_steering);
+      }
+      return on(config.server_rules?.[pool.id.slice("server-".length)]?.content_steering);
+    })
+    .map((pool) => pool.title);
+}
+
+// pathway -> the hosts that carry it, over every pool.
+function configuredPathways(config) {
+  const pathways = new Map();
+  for (const pool of poolsOf(config)) {
+    for (const host of pool.hosts) {
+      if (typeof host.pathway !== "string" || !host.pathway) continue;
+      if (!pathways.has(host.pathway)) pathways.set(host.pathway, new Set());
+      pathways.get(host.pathway).add(host.host);
+    }
+  }
+  return pathways;
+}
+
+function bitRate(bps) {
+  if (typeof bps !== "number" || !Number.isFinite(bps)) return "—";
+  if (bps >= 1e9) return `${(bps / 1e9).toFixed(2)} Gbit/s`;
+  if (bps >= 1e6) return `${(bps / 1e6).toFixed(1)} Mbit/s`;
+  return `${Math.round(bps / 1e3)} kbit/s`;
+}
+
 function card(title, ...body) {
   return h("div", { class: "card" }, h("h3", {}, title), h("div", {}, body));
 }
@@ -283,7 +365,7 @@ function poolSection(pool, config, known, health) {
     else if (!state?.last_check) status = h("span", { class: "muted" }, "not probed yet");
     else status = badge(host.up, host.up ? "up" : "down");
     return h("tr", {},
-      h("th", { scope: "row" }, host.host),
+      h("th", { scope: "row" }, host.host, host.pathway ? h("span", { class: "muted pathway" }, ` · pathway ${host.pathway}`) : null),
       cell("Weight", weightWords(host, known)),
       cell("Share now", known ? percent(host.share) : "—"),
       cell("State", status),

@@ -72,7 +72,7 @@ export function assess(config, entries) {
       // /cdn/health gives both weights as of the first pool listing the host).
       const scale = enabled && state && state.configured_weight > 0 && typeof state.effective_weight === "number"
         ? state.effective_weight / state.configured_weight : 1;
-      return { host: entry.host, weight, effective: weight * scale, state, up };
+      return { host: entry.host, pathway: entry.pathway ?? null, weight, effective: weight * scale, state, up };
     });
     // As the server routes: drained hosts (effective 0) take viewers only when no other does.
     const upHosts = hosts.filter((host) => host.up);
