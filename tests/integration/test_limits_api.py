@@ -352,3 +352,13 @@ async def test_put_with_another_client_id_in_the_body_is_422(
         "/limits/2001:db8::/48", json={**body, "client_id": "2001:0DB8::/48"}, headers=ADMIN
     )
     assert same.status_code == 200  # another spelling of the same client id
+
+
+@pytest.mark.parametrize("method", ["PUT", "DELETE", "POST", "PATCH"])
+async def test_the_limits_history_answers_405_to_a_write_not_the_override_routes_422(
+    client: httpx.AsyncClient, method: str
+) -> None:
+    response = await client.request(method, "/limits/history", json={}, headers=ADMIN)
+    assert response.status_code == 405, response.text
+    assert response.headers["allow"] == "GET"
+    assert response.headers["content-type"] == "application/problem+json"

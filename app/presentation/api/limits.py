@@ -21,6 +21,7 @@ from app.domain.access import Actor
 from app.domain.ratelimit import ClientLimit, InvalidLimit, client_id_text, parse_client_id
 from app.presentation.api.auth import Access
 from app.presentation.api.schemas import PROBLEM_RESPONSE, ActorBody, RateLimitBody
+from app.presentation.problem import PROBLEM_JSON, encode, problem
 
 # What a client id looks like, for the document (and the clients it generates): an IPv4 or
 # IPv6 address, or a CIDR block. The check itself is parse_client_id's.
@@ -187,6 +188,20 @@ def limits_router(auth: Access) -> APIRouter:
         return LimitPage(
             items=[LimitBody.of(item) for item in found], next_after=last, total=await count()
         )
+
+    @router.api_route(
+        "/history",
+        methods=["PUT", "DELETE", "POST", "PATCH"],
+        dependencies=[Depends(auth.reader)],
+        include_in_schema=False,
+    )
+    async def limit_history_is_read_only() -> Response:
+        """Without it `PUT /limits/history` would reach the override routes as a client id
+        named "history" and answer 422 instead of 405."""
+        document = problem(
+            405, "Method Not Allowed", "The limits history is read only.", "method-not-allowed"
+        )
+        return Response(encode(document), 405, headers={"Allow": "GET"}, media_type=PROBLEM_JSON)
 
     @router.get("/history", dependencies=[Depends(auth.reader)], responses=ERRORS)
     async def limit_history(
