@@ -71,10 +71,9 @@ format: install ## apply ruff's fixes and formatting
 # tests/conftest.py) run after the others, alone; the others run on two pytest workers, a
 # module per worker at a time (its servers are module fixtures), each worker with its own
 # database and Redis keys. The soak and the fault runs (`slow`) are in the serial part.
-# Measured once (2026-12-07, 2 cores shared with four other engineers' runs, load average
-# 8.6-19, median 14.9): lint 0:46, parallel part 21:13 (61 of its errors were servers whose
-# workers uvicorn killed while they started, see the report), serial part 10:40.
-test: lint $(PLAYERS) ## lint, then unit, integration and end-to-end tests on real PostgreSQL and Redis (33 minutes measured on a shared 2-core host at load 13)
+# Measured with CI=true .ci/run on a fresh clone (2026-12-07, 2 cores): 19 min 37 s in all,
+# installs included; parallel part 8:51, serial part 10:10.
+test: lint $(PLAYERS) ## lint, then unit, integration and end-to-end tests on real PostgreSQL and Redis (about 20 minutes on 2 cores)
 	@$(BIN)/pytest -m "not serial" -n 2 --dist loadscope; parallel=$$?; \
 	$(BIN)/pytest -m serial; serial=$$?; \
 	exit $$(( parallel || serial ))
