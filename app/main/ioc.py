@@ -1,9 +1,11 @@
+import asyncio
 import secrets
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 
 import asyncpg
+import structlog
 from dishka import AnyOf, Provider, Scope, decorate, from_context, provide, provide_all
 from redis.asyncio import Redis
 
@@ -68,6 +70,8 @@ from app.infrastructure.redis.stats import RedisStats
 from app.main.services import SequenceLeases
 from app.main.settings import Settings
 
+log = structlog.get_logger(__name__)
+
 
 class InfrastructureProvider(Provider):
     scope = Scope.APP
@@ -77,7 +81,13 @@ class InfrastructureProvider(Provider):
     async def pool(self, settings: Settings) -> AsyncIterator[asyncpg.Pool]:
         pool = await create_pool(settings.database_url, timeout=settings.db_timeout_seconds)
         yield pool
-        await pool.close()
+        # close() waits for every connection to be released: a query that never ends (or a
+        # connection never given back) would hold the worker's shutdown forever.
+        try:
+            await asyncio.wait_for(pool.close(), settings.db_timeout_seconds)
+        except TimeoutError:
+            log.warning("database_pool_terminated", reason="connections not released in time")
+            pool.terminate()
 
     @provide
     async def redis(self, settings: Settings) -> AsyncIterator[Redis]:

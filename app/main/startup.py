@@ -66,7 +66,7 @@ class Startup:
         finally:
             if waiting is not None:
                 waiting.cancel()
-                await asyncio.wait([waiting])
+                await asyncio.wait([waiting], timeout=self._timeout)
             await self._services.stop()
             await self._container.close()
 
