@@ -50,6 +50,9 @@ SERIAL = frozenset(
         "unit/test_offload.py::test_the_work_waits_while_the_event_loop_has_its_turn",
         "unit/test_largest_config.py",
         "integration/test_sequence.py::test_thousands_of_names_are_prepared_in_a_few_round_trips",
+        # takes a block of 100 numbers in about 4 ms: the lease of the next block must be back
+        # from Redis by then, which a loaded host's scheduling does not always allow
+        "integration/test_sequence.py::test_a_prepared_name_counts_on_leased_numbers_from_its_first_number",
         "e2e/test_load_weights.py",
         "e2e/test_shared_sequence_instances.py",
     }
