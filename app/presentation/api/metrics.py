@@ -1,7 +1,7 @@
 """`GET /metrics` (Prometheus text, every worker of the instance) and `GET /stats`,
 `POST /stats/reset` (admin: every worker of every instance, since the last reset)."""
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -175,30 +175,29 @@ def figure_families(figures: Figures) -> Iterator[Metric]:
         "1 while a worker counts on a local sequence because Redis is unreachable.",
         int(figures.sequence_degraded),
     )
-    cdn_up = GaugeMetricFamily(
-        "balancer_cdn_up", "1 while every worker routes to the CDN host.", labels=["host"]
+    yield _by_label(
+        GaugeMetricFamily,
+        "balancer_cdn_up",
+        "1 while every worker routes to the CDN host.",
+        "host",
+        {host: int(up) for host, up in figures.cdn_up.items()},
     )
-    for host, up in sorted(figures.cdn_up.items()):
-        cdn_up.add_metric([host], int(up))
-    yield cdn_up
-    weights = GaugeMetricFamily(
+    yield _by_label(
+        GaugeMetricFamily,
         "balancer_cdn_effective_weight",
         "The weight the CDN host's rotations give it now: its configured weight (in the first "
         "pool listing it) times the share its load report and slow start leave; 0 while down "
         "or drained. The lowest over the workers.",
-        labels=["host"],
+        "host",
+        figures.cdn_weight,
     )
-    for host, weight in sorted(figures.cdn_weight.items()):
-        weights.add_metric([host], weight)
-    yield weights
-    utilization = GaugeMetricFamily(
+    yield _by_label(
+        GaugeMetricFamily,
         "balancer_cdn_reported_utilization",
         "The utilization the CDN host last reported (load: utilization), 1 = fully used.",
-        labels=["host"],
+        "host",
+        figures.cdn_utilization,
     )
-    for host, used in sorted(figures.cdn_utilization.items()):
-        utilization.add_metric([host], used)
-    yield utilization
     if figures.origin_share is not None:
         yield _gauge(
             "balancer_configured_origin_share",
@@ -214,15 +213,14 @@ def figure_families(figures: Figures) -> Iterator[Metric]:
 
 
 def steering_families(figures: Figures) -> Iterator[Metric]:
-    requests = CounterMetricFamily(
+    yield _by_label(
+        CounterMetricFamily,
         "balancer_steering_requests",
         "Steering manifests answered, by the pathway the player said it was on "
         "(_HLS_pathway, _DASH_pathway; empty when absent or not a pathway of its pool).",
-        labels=["pathway"],
+        "pathway",
+        figures.steering_requests,
     )
-    for pathway, count in sorted(figures.steering_requests.items()):
-        requests.add_metric([pathway], count)
-    yield requests
     throughput = HistogramMetricFamily(
         "balancer_steering_throughput_bits_per_second",
         "Throughput players reported on steering reloads (_HLS_throughput, "
@@ -238,6 +236,20 @@ def steering_families(figures: Figures) -> Iterator[Metric]:
             [pathway], buckets, sum_value=figures.steering_throughput_sum.get(pathway, 0.0)
         )
     yield throughput
+
+
+def _by_label(
+    family: type[CounterMetricFamily] | type[GaugeMetricFamily],
+    name: str,
+    documentation: str,
+    label: str,
+    values: Mapping[str, float],
+) -> Metric:
+    """A family of one sample per value of `label`, in label order."""
+    metric = family(name, documentation, labels=[label])
+    for key, value in sorted(values.items()):
+        metric.add_metric([key], value)
+    return metric
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
