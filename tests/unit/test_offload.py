@@ -23,8 +23,10 @@ async def test_the_work_answers_and_fails_as_it_would_on_the_loop() -> None:
 
 
 async def test_the_work_waits_while_the_event_loop_has_its_turn() -> None:
-    """The loop keeps the interpreter 100 ms: the work, paced, goes no further than the
-    slice it was in; a thread left to run would have had about half of those 100 ms."""
+    """The loop keeps the interpreter 100 ms: the work, paced, runs at most the one slice it
+    was in or had just been given (it may start late: the thread waits for the interpreter
+    lock), then stops until the loop resumes it. A thread left to run would take turns with
+    the loop for the whole 100 ms."""
     steps: list[float] = []
 
     def work() -> None:
@@ -37,9 +39,12 @@ async def test_the_work_waits_while_the_event_loop_has_its_turn() -> None:
     await asyncio.sleep(0.1)
     turn = time.perf_counter()
     spin(0.1)  # the loop's turn, taken whole
-    during = [at for at in steps if turn + SLICE_SECONDS * 2 < at < turn + 0.1]
+    during = [at for at in steps if turn < at < turn + 0.1]
     await running
-    assert not during, f"{len(during)} steps while the loop had its turn"
+    ran = max(during) - min(during) if during else 0.0
+    # One slice is 2 ms; 20 leaves room for the host preempting the thread mid-slice, and a
+    # thread left to run takes turns with the loop (5 ms each) for about 95 of the 100 ms.
+    assert ran < SLICE_SECONDS * 10, f"the work ran {ran * 1000:.1f} ms of the loop's turn"
 
 
 async def test_collections_wait_for_the_work_and_what_it_kept_is_frozen() -> None:
