@@ -4,11 +4,13 @@ import asyncio
 import os
 import signal
 import subprocess
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -18,9 +20,10 @@ from tests.support.app import ADMIN_TOKEN
 from tests.support.proxy import CuttableProxy
 
 # What the split tests assume, whatever an earlier test left in the session's database
-# (CDN health checks left on, say, would send everything to the origin here: no CDN answers).
+# (CDN health checks left on, say, would send everything to the origin here: no CDN answers;
+# a rate limit the fuzzer stored would refuse this machine's redirects with 429).
 BASELINE = {
-    "cdn_host": "cdn.example.com",
+    "cdn_hosts": [{"host": "cdn.example.com", "weight": 1}],
     "cdn_weight": 9,
     "origin_weight": 1,
     "redirect_status": 301,
@@ -29,18 +32,39 @@ BASELINE = {
     "down_servers": [],
     "cdn_health": {"enabled": False},
     "origin_fallback": True,
+    "rate_limit": None,
+    "regions": [],
+    "content_steering": {"enabled": False, "ttl_seconds": 10},
     "comment": "e2e baseline",
 }
+_ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+_VIDEO = {"video": "http://s1.origin-cluster/video/1488/xcg2djHckad.m3u8"}
 
 
 def reset_config(url: str) -> int:
-    """Store the baseline as the active version; its number."""
-    response = httpx.patch(
-        f"{url}/config", json=BASELINE, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
-    )
+    """Store the baseline as the active version and remove every client's limit of its own
+    (waiting until this machine's redirects are no longer refused); the version's number."""
+    response = httpx.patch(f"{url}/config", json=BASELINE, headers=_ADMIN)
     assert response.status_code == 200, response.text
     version: int = response.json()["version"]
+    if _remove_client_limits(url):
+        deadline = time.monotonic() + 10
+        while httpx.get(url, params=_VIDEO).status_code == 429:
+            assert time.monotonic() < deadline, "a removed client limit still applies after 10 s"
+            time.sleep(0.05)
     return version
+
+
+def _remove_client_limits(url: str) -> int:
+    removed = 0
+    while items := httpx.get(f"{url}/limits", params={"limit": 1000}, headers=_ADMIN).json()[
+        "items"
+    ]:
+        for item in items:
+            path = f"{url}/limits/{quote(item['client_id'], safe='')}"
+            assert httpx.delete(path, headers=_ADMIN).status_code in (204, 404)
+        removed += len(items)
+    return removed
 
 
 def fresh_prefix(name: str = "balancer-e2e") -> str:
