@@ -354,11 +354,22 @@ async def test_put_with_another_client_id_in_the_body_is_422(
     assert same.status_code == 200  # another spelling of the same client id
 
 
-@pytest.mark.parametrize("method", ["PUT", "DELETE", "POST", "PATCH"])
-async def test_the_limits_history_answers_405_to_a_write_not_the_override_routes_422(
+@pytest.mark.parametrize("method", ["PUT", "DELETE", "POST", "PATCH", "OPTIONS"])
+async def test_the_limits_history_answers_405_with_allow_get_not_the_override_routes(
     client: httpx.AsyncClient, method: str
 ) -> None:
     response = await client.request(method, "/limits/history", json={}, headers=ADMIN)
     assert response.status_code == 405, response.text
     assert response.headers["allow"] == "GET"
     assert response.headers["content-type"] == "application/problem+json"
+
+
+@pytest.mark.parametrize(("before", "status"), [(2**63 - 1, 200), (2**63, 422), (0, 422)])
+async def test_the_limits_history_cursor_is_checked_against_the_stored_id_range(
+    client: httpx.AsyncClient, before: int, status: int
+) -> None:
+    """Beyond a bigint the database would refuse the query; the API answers 422 first."""
+    response = await client.get("/limits/history", params={"before": before}, headers=ADMIN)
+    assert response.status_code == status, response.text
+    if status == 422:
+        assert response.json()["field"] == "query.before"

@@ -23,6 +23,8 @@ from app.presentation.api.auth import Access
 from app.presentation.api.schemas import PROBLEM_RESPONSE, ActorBody, RateLimitBody
 from app.presentation.problem import PROBLEM_JSON, encode, problem
 
+MAX_CHANGE_ID = 2**63 - 1  # rate_limit_history.id is a bigint
+
 # What a client id looks like, for the document (and the clients it generates): an IPv4 or
 # IPv6 address, or a CIDR block. The check itself is parse_client_id's.
 CLIENT_ID_SCHEMA: JsonDict = {
@@ -191,13 +193,14 @@ def limits_router(auth: Access) -> APIRouter:
 
     @router.api_route(
         "/history",
-        methods=["PUT", "DELETE", "POST", "PATCH"],
+        methods=["PUT", "DELETE", "POST", "PATCH", "OPTIONS"],
         dependencies=[Depends(auth.reader)],
         include_in_schema=False,
     )
     async def limit_history_is_read_only() -> Response:
         """Without it `PUT /limits/history` would reach the override routes as a client id
-        named "history" and answer 422 instead of 405."""
+        named "history" and answer 422 instead of 405 (and `OPTIONS` would answer 405 with
+        the override routes' methods in `Allow`)."""
         document = problem(
             405, "Method Not Allowed", "The limits history is read only.", "method-not-allowed"
         )
@@ -207,7 +210,9 @@ def limits_router(auth: Access) -> APIRouter:
     async def limit_history(
         history: FromDishka[ListLimitHistory],
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
-        before: Annotated[int | None, Query(ge=1, description="Changes below this id.")] = None,
+        before: Annotated[
+            int | None, Query(ge=1, le=MAX_CHANGE_ID, description="Changes below this id.")
+        ] = None,
     ) -> LimitHistoryPage:
         """Who created, replaced or deleted which override, and from where, newest first."""
         events = await history(limit=limit, before=before)

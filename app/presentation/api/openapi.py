@@ -32,6 +32,11 @@ _UNAVAILABLE: dict[str, Any] = {
     "headers": {"Retry-After": _RETRY_AFTER},
     **PROBLEM_RESPONSE,
 }
+_HEADERS_TOO_LARGE: dict[str, Any] = {
+    "description": "The request line and headers are larger than `BALANCER_MAX_HEADER_BYTES` "
+    "(`headers-too-large`).",
+    **PROBLEM_RESPONSE,
+}
 
 _REDIRECT_OPERATION: dict[str, Any] = {
     "tags": ["redirect"],
@@ -65,11 +70,7 @@ _REDIRECT_OPERATION: dict[str, Any] = {
         },
         "400": {"description": "The video URL is missing or not ours.", **PROBLEM_RESPONSE},
         "429": RATE_LIMITED,
-        "431": {
-            "description": "The request line and headers are larger than "
-            "`BALANCER_MAX_HEADER_BYTES` (`headers-too-large`).",
-            **PROBLEM_RESPONSE,
-        },
+        "431": _HEADERS_TOO_LARGE,
         "503": _UNAVAILABLE,
     },
 }
@@ -89,12 +90,15 @@ _BODY_REFUSALS: dict[str, dict[str, Any]] = {
 
 
 def _document_refusals(paths: dict[str, Any]) -> None:
-    """Every operation that takes a body can answer 400, 413 and 415 (RequestLimits and the
-    JSON decoder); every one but health and docs answers 503 until the worker has started;
-    every 422 is our problem document, not FastAPI's default shape."""
+    """Every operation can answer 431 (the edge refuses a request line and headers over
+    `BALANCER_MAX_HEADER_BYTES`: a long query, say); every one that takes a body can answer
+    400, 413 and 415 (RequestLimits and the JSON decoder); every one but health and docs
+    answers 503 until the worker has started; every 422 is our problem document, not
+    FastAPI's default shape."""
     for path, operations in paths.items():
         for operation in operations.values():
             responses = operation.setdefault("responses", {})
+            responses.setdefault("431", _HEADERS_TOO_LARGE)
             if "requestBody" in operation:
                 for status, response in _BODY_REFUSALS.items():
                     responses.setdefault(status, response)

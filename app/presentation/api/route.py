@@ -19,10 +19,6 @@ def route_router(auth: Access) -> APIRouter:
         dependencies=[Depends(auth.reader)],
         responses={
             **dict.fromkeys((400, 401, 403, 422, 503), PROBLEM_RESPONSE),
-            431: {
-                "description": "The query is too long (`headers-too-large`).",
-                **PROBLEM_RESPONSE,
-            },
         },
     )
     async def explain_route(
