@@ -5,12 +5,16 @@ run under a local data folder and listen on Unix sockets only, so they never cla
 servers already on the machine.
 """
 
+import fcntl
 import logging
 import os
 import pwd
 import subprocess
+import tempfile
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 
@@ -42,6 +46,20 @@ def system_user_notice(data_dir: Path) -> dict[str, str] | None:
             "BALANCER_DATABASE_URL to a PostgreSQL of your own",
         }
     return None
+
+
+@contextmanager
+def _one_at_a_time() -> Iterator[None]:
+    """Held by one process of the machine at a time. Two processes setting up pgserver at
+    once on a fresh machine (the two test workers) both ran `useradd`, and one then handed
+    its data folder to a user id that was not the one left in /etc/passwd: its initdb
+    failed with "could not change permissions"."""
+    with open(Path(tempfile.gettempdir()) / "balancer-embedded-postgres.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 class EmbeddedServices:
@@ -86,9 +104,10 @@ class EmbeddedServices:
         notice = system_user_notice(self._data_dir / "postgres")
         if notice is not None:
             log.warning("embedded_postgres_creates_system_user", **notice)
-        server = pgserver.get_server(  # type: ignore[attr-defined]
-            self._data_dir / "postgres", cleanup_mode="stop"
-        )
+        with _one_at_a_time():
+            server = pgserver.get_server(  # type: ignore[attr-defined]
+                self._data_dir / "postgres", cleanup_mode="stop"
+            )
         exists = server.psql("SELECT 1 FROM pg_database WHERE datname = 'balancer';")
         if "(1 row)" not in exists:
             server.psql("CREATE DATABASE balancer;")
