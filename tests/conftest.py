@@ -7,6 +7,7 @@ session works in a database of its own, created here and dropped at the end.
 
 import gc
 import os
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -88,13 +89,22 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 
 @pytest.fixture(scope="session")
-def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
+def servers() -> Iterator[Servers]:
+    """The machine's PostgreSQL and Redis (BALANCER_TEST_*_URL), else embedded ones.
+
+    Embedded ones keep their data outside pytest's temporary root: as root, PostgreSQL runs
+    as the `pgserver` user, which needs the folders above its data open to it, and pytest
+    closes its root (/tmp/pytest-of-root, back to 0700) whenever a test process starts, so
+    the other worker's PostgreSQL lost its folder mid-run (CI on a fresh machine)."""
     database_url = os.environ.get("BALANCER_TEST_DATABASE_URL")
     redis_url = os.environ.get("BALANCER_TEST_REDIS_URL")
     if database_url and redis_url:
         yield Servers(database_url, redis_url)
         return
-    with EmbeddedServices(Path(tmp_path_factory.mktemp("services"))) as services:
+    with (
+        tempfile.TemporaryDirectory(prefix="balancer-test-services-") as folder,
+        EmbeddedServices(Path(folder)) as services,
+    ):
         yield Servers(database_url or services.database_url, redis_url or services.redis_url)
 
 
