@@ -207,6 +207,10 @@ def merge(figures: Iterable[Figures]) -> Figures:
         _add(merged.backend_errors, one.backend_errors)
         merged.buckets = [a + b for a, b in zip(merged.buckets, one.buckets, strict=True)]
         merged.duration_sum += one.duration_sum
+        merged.loop_lag = [a + b for a, b in zip(merged.loop_lag, one.loop_lag, strict=True)]
+        merged.loop_lag_sum += one.loop_lag_sum
+        merged.loop_busy = [a + b for a, b in zip(merged.loop_busy, one.loop_busy, strict=True)]
+        merged.loop_busy_sum += one.loop_busy_sum
         merged.probe_round_failures += one.probe_round_failures
         merged.clients_gone += one.clients_gone
         _add(merged.steering_requests, one.steering_requests)

@@ -208,6 +208,9 @@ DURATION_BUCKETS = (
     0.025,
     0.1,
 )
+# The upper bounds of the event loop's lag and busy histograms (app.infrastructure.loop_watch):
+# a turn every 25 ms; 50 ms is what no admin action may make a redirect wait.
+LOOP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
 RedirectKey = tuple[str, str, int, str]  # target, CDN base URL, status, region
@@ -238,6 +241,11 @@ class Figures:
     # pathway -> reported throughput counts by THROUGHPUT_BUCKETS (+Inf last), and their sum
     steering_throughput: dict[str, list[int]] = field(default_factory=dict)
     steering_throughput_sum: dict[str, float] = field(default_factory=dict)
+    # The event loop's lag and busy time per watch interval, by LOOP_BUCKETS (+Inf last).
+    loop_lag: list[int] = field(default_factory=lambda: [0] * (len(LOOP_BUCKETS) + 1))
+    loop_lag_sum: float = 0.0
+    loop_busy: list[int] = field(default_factory=lambda: [0] * (len(LOOP_BUCKETS) + 1))
+    loop_busy_sum: float = 0.0
     # Gauges: only live workers count.
     config_version: int = 0
     sequence_degraded: bool = False

@@ -28,6 +28,7 @@ from app.application.ports import Figures
 from app.application.snapshot import ConfigSnapshot
 from app.domain.ratelimit import ClientLimiter
 from app.infrastructure.backend_errors import BackendErrors
+from app.infrastructure.loop_watch import LoopWatch
 from app.infrastructure.redis.sequence import RedisLeasedSequence
 from app.infrastructure.redis.stats import RedisStats
 
@@ -113,6 +114,10 @@ def _encode(figures: Figures) -> dict[str, Any]:
         "steering_requests": figures.steering_requests,
         "steering_throughput": figures.steering_throughput,
         "steering_throughput_sum": figures.steering_throughput_sum,
+        "loop_lag": figures.loop_lag,
+        "loop_lag_sum": figures.loop_lag_sum,
+        "loop_busy": figures.loop_busy,
+        "loop_busy_sum": figures.loop_busy_sum,
         "config_version": figures.config_version,
         "sequence_degraded": figures.sequence_degraded,
         "cdn_up": figures.cdn_up,
@@ -156,6 +161,7 @@ def _decode(data: dict[str, Any]) -> Figures:
             str(pathway): float(total)
             for pathway, total in data.get("steering_throughput_sum", {}).items()
         },
+        **_loop_figures(data),
         config_version=int(data["config_version"]),
         sequence_degraded=bool(data["sequence_degraded"]),
         cdn_up={str(host): bool(up) for host, up in data["cdn_up"].items()},
@@ -166,6 +172,18 @@ def _decode(data: dict[str, Any]) -> Figures:
         rate_limit_clients=int(data["rate_limit_clients"]),
         origin_share=data["origin_share"],
     )
+
+
+def _loop_figures(data: dict[str, Any]) -> dict[str, Any]:
+    """The event loop's histograms of a file (none in a file of an older worker)."""
+    if "loop_lag" not in data:
+        return {}
+    return {
+        "loop_lag": [int(count) for count in data["loop_lag"]],
+        "loop_lag_sum": float(data["loop_lag_sum"]),
+        "loop_busy": [int(count) for count in data["loop_busy"]],
+        "loop_busy_sum": float(data["loop_busy_sum"]),
+    }
 
 
 # An idle worker's tally ticks this many times less often (the first tick of a burst folds
@@ -192,6 +210,7 @@ class MetricsFlusher:
         cdn_health: CdnHealthView,
         files: FileFigures,
         store: RedisStats,
+        watch: LoopWatch,
         interval: float = 1.0,
         tick: float | None = TICK_SECONDS,
     ) -> None:
@@ -205,6 +224,7 @@ class MetricsFlusher:
         self._cdn_health = cdn_health
         self._files = files
         self._store = store
+        self._watch = watch
         self._interval = interval
         self._started = time.time()
         self._flushed: dict[str, int] = {}  # stats fields as of the last store flush
@@ -249,6 +269,10 @@ class MetricsFlusher:
                 pathway: list(counts) for pathway, counts in tally.steering_throughput.items()
             },
             steering_throughput_sum=dict(tally.steering_throughput_sum),
+            loop_lag=list(self._watch.lag),
+            loop_lag_sum=self._watch.lag_sum,
+            loop_busy=list(self._watch.busy),
+            loop_busy_sum=self._watch.busy_sum,
             sequence_degraded=self._sequence.degraded,
             rate_limit_clients=self._limiter.tracked,
         )

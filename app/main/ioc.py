@@ -57,6 +57,7 @@ from app.infrastructure.backend_errors import backend_errors
 from app.infrastructure.backend_health import PostgresHealth, RedisHealth
 from app.infrastructure.geoip import BundledCountries, MaxMindCountries
 from app.infrastructure.http.probe import HttpProbe
+from app.infrastructure.loop_watch import LoopWatch
 from app.infrastructure.metrics import FileFigures, MetricsFlusher, metrics_directory
 from app.infrastructure.postgres.config_repository import PostgresConfigRepository
 from app.infrastructure.postgres.limits_repository import PostgresLimitRepository
@@ -200,6 +201,10 @@ class InfrastructureProvider(Provider):
         with metrics_directory(settings.metrics_dir) as directory:
             yield FileFigures(directory)
 
+    @provide
+    def loop_watch(self) -> LoopWatch:
+        return LoopWatch()
+
     @provide(provides=AnyOf[RedisStats, StatsStore])
     def stats_store(self, redis: Redis, settings: Settings) -> RedisStats:
         return RedisStats(redis, key=settings.stats_key, timeout=settings.redis_timeout_seconds)
@@ -214,6 +219,7 @@ class InfrastructureProvider(Provider):
         cdn_health: CdnHealthView,
         files: FileFigures,
         store: RedisStats,
+        watch: LoopWatch,
         settings: Settings,
     ) -> MetricsFlusher:
         return MetricsFlusher(
@@ -225,6 +231,7 @@ class InfrastructureProvider(Provider):
             cdn_health,
             files,
             store,
+            watch,
             tick=TICK_SECONDS if settings.metrics else None,
         )
 

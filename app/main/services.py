@@ -12,6 +12,7 @@ from dishka import AsyncContainer
 
 from app.application.snapshot import ConfigSnapshot
 from app.infrastructure.geoip import MaxMindCountries
+from app.infrastructure.loop_watch import LoopWatch
 from app.infrastructure.metrics import MetricsFlusher
 from app.infrastructure.postgres.listener import ConfigWatcher, LimitsWatcher
 from app.infrastructure.redis.cdn_health import CdnHealthMonitor
@@ -50,6 +51,7 @@ def background_services(settings: Settings) -> tuple[type[Service], ...]:
     return (
         # Rereads the country database when the file changes.
         *((MaxMindCountries,) if settings.geoip_database else ()),
+        LoopWatch,  # times the event loop's turns (/metrics)
         ConfigWatcher,  # reloads the configuration on NOTIFY and every resync
         LimitsWatcher,  # reloads the client limits likewise
         CdnHealthMonitor,  # probes the CDN hosts, or reads the prober's results

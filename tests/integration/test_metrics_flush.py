@@ -14,6 +14,7 @@ from app.application.snapshot import ConfigSnapshot
 from app.domain.ratelimit import ClientLimiter
 from app.domain.router import Redirect
 from app.infrastructure.backend_errors import BackendErrors, backend_errors
+from app.infrastructure.loop_watch import LoopWatch
 from app.infrastructure.metrics import FileFigures, MetricsFlusher
 from app.infrastructure.redis.sequence import RedisLeasedSequence
 from app.infrastructure.redis.stats import RATE_WINDOW_SECONDS, RedisStats
@@ -39,6 +40,7 @@ def flusher_for(
     tick: float | None = None,
     *,
     cdn_health: CdnHealthView | None = None,
+    watch: LoopWatch | None = None,
 ) -> MetricsFlusher:
     snapshot = ConfigSnapshot()
     snapshot.offer(version(3))
@@ -51,6 +53,7 @@ def flusher_for(
         cdn_health or CdnHealthView(),
         FileFigures(directory),
         RedisStats(redis, key=f"{key}.stats", timeout=0.3),
+        watch or LoopWatch(),
         tick=tick,
     )
 

@@ -11,6 +11,7 @@ from app.application.lifecycle import Lifecycle
 from app.application.ports import CountryLookup
 from app.application.snapshot import ConfigSnapshot
 from app.infrastructure.geoip import BundledCountries, MaxMindCountries
+from app.infrastructure.loop_watch import LoopWatch
 from app.infrastructure.metrics import MetricsFlusher
 from app.infrastructure.postgres.listener import ConfigWatcher, LimitsWatcher
 from app.infrastructure.redis.cdn_health import CdnHealthMonitor
@@ -26,6 +27,7 @@ SETTINGS = Settings(
     admin_token=("t" * 43,),
 )
 IN_ORDER: tuple[type, ...] = (
+    LoopWatch,
     ConfigWatcher,
     LimitsWatcher,
     CdnHealthMonitor,
