@@ -1,7 +1,8 @@
 """No admin action stalls redirects: while each one runs against the largest configuration
 the balancer accepts (tests/support/largest.py), every worker keeps answering redirects,
-with no gap between two answers over 50 ms (tests/support/stalls.py measures it from a
-child process, over a kept-alive connection to each worker).
+with no turn of a worker's event loop using over 50 ms of CPU (the workers' own clocks, in
+/metrics) and no gap between two answers over 50 ms (measured from a child process, over a
+kept-alive connection to each worker: tests/support/stalls.py).
 
 The server is the production one with two workers, on a database of its own, with a body
 limit that lets the largest configuration through (it is 1.6 MB) and a resync every second,
@@ -84,6 +85,7 @@ def assert_no_stall_while_served_everywhere(
     """The admin write, then until every worker serves the version it stored."""
     with RedirectGaps(big.url, workers=WORKERS) as gaps:
         served_everywhere(lines, write(big, method, path, body))
+    assert gaps.busiest() <= LONGEST_GAP, gaps.report
     assert gaps.longest() < LONGEST_GAP, gaps.report
 
 
@@ -114,6 +116,7 @@ def test_reading_the_largest_config_stalls_no_worker(
         for _ in range(3):
             answers = lines.get("/config", timeout=60)
     assert {answer.json()["version"] for answer in answers.values()} == {version}
+    assert gaps.busiest() <= LONGEST_GAP, gaps.report
     assert gaps.longest() < LONGEST_GAP, gaps.report
 
 
@@ -124,6 +127,7 @@ def test_serving_the_largest_config_stalls_no_worker_between_admin_actions(
     serve(big, lines, largest_config("idle"))
     with RedirectGaps(big.url, workers=WORKERS) as gaps:
         time.sleep(3)
+    assert gaps.busiest() <= LONGEST_GAP, gaps.report
     assert gaps.longest() < LONGEST_GAP, gaps.report
 
 
@@ -167,10 +171,13 @@ async def test_listing_100_versions_of_the_largest_config_stalls_no_worker(
     served_everywhere(lines, newest)
     with RedirectGaps(big.url, workers=WORKERS) as gaps:
         pages = [read_through(c, "/config/history?limit=100") for c in lines.clients.values()]
-    # Known gap to issue 18's 50 ms: while 160 MB of history streams, one worker's longest
-    # gap measured 41-67 ms on the quiet 2-core host (282 ms under other load), and the cause
-    # is not found yet. Held to 150 ms meanwhile: re-validating every row on the loop, the
-    # bug this test was written for, stalled the worker 8.5 s.
+    # Re-validating every row on the loop, the bug this test was written for, stalled the
+    # worker 8.5 s. The workers' own clocks hold the promise: no turn of a loop computes
+    # over 50 ms. The gaps the child sees add the time a worker waits for a core while 160
+    # MB go from PostgreSQL through the worker to this test on two cores: gaps of 41-72 ms
+    # measured with loops that computed 1-12 ms of them (a watch of the main thread's CPU
+    # time and stack samples in the workers); so they are held to 150 ms.
+    assert gaps.busiest() <= LONGEST_GAP, gaps.report
     assert gaps.longest() < HISTORY_LONGEST_GAP, gaps.report
     for status, head, tail, versions in pages:
         assert status == 200, head

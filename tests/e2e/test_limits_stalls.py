@@ -119,6 +119,7 @@ async def test_no_worker_stalls_while_100000_overrides_are_stored_at_once(
     with RedirectGaps(server.url, workers=2) as gaps:
         await fill(db)
         await asyncio.to_thread(loaded, lines)
+    assert gaps.busiest() <= LONGEST_GAP, gaps.report
     assert gaps.longest() < LONGEST_GAP, gaps.report
 
 
@@ -144,6 +145,7 @@ async def test_no_worker_stalls_when_one_of_100000_overrides_changes(
                 await asyncio.to_thread(lands, lines, client, status)
             assert (await admin.delete(f"/limits/{client_id}")).status_code == 204
             await asyncio.to_thread(lands, lines, client, 301)
+    assert gaps.busiest() <= LONGEST_GAP, gaps.report
     assert gaps.longest() < LONGEST_GAP, gaps.report
 
 
@@ -162,6 +164,7 @@ async def test_no_worker_stalls_when_the_default_limit_changes_under_100000_over
                 assert response.status_code == 200, response.text
                 await asyncio.to_thread(lands, lines, client, status)
             await asyncio.to_thread(lands, lines, "10.0.0.5", 429)  # the overrides still hold
+    assert gaps.busiest() <= LONGEST_GAP, gaps.report
     assert gaps.longest() < LONGEST_GAP, gaps.report
 
 
@@ -214,6 +217,7 @@ async def test_no_worker_stalls_while_overrides_are_created_one_by_one(
     with RedirectGaps(server.url, workers=2) as gaps:
         await asyncio.to_thread(create_one_by_one, server, ids)
         await asyncio.to_thread(lands, lines, ids[-1], 429)
+    assert gaps.busiest() <= LONGEST_GAP, gaps.report
     assert gaps.longest() < LONGEST_GAP, gaps.report
 
 

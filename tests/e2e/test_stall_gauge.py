@@ -1,4 +1,5 @@
-"""The gauge the admin-action stall tests rely on tells a stalled worker from a busy one."""
+"""The gauges the admin-action stall tests rely on tell a stalled worker from a busy one, and
+a worker kept from its core from one whose own work holds its event loop."""
 
 import os
 import signal
@@ -14,6 +15,7 @@ def test_gaps_stay_short_when_nothing_else_runs(server: ServerProcess) -> None:
     assert len(gaps.per_worker) == 2
     assert all(figures["answers"] > 100 for figures in gaps.per_worker.values()), gaps.report
     assert gaps.longest() < 0.05, gaps.report
+    assert gaps.busiest() <= 0.05, gaps.report
 
 
 def test_a_stopped_worker_shows_as_a_gap_of_that_worker_only(server: ServerProcess) -> None:
@@ -28,3 +30,6 @@ def test_a_stopped_worker_shows_as_a_gap_of_that_worker_only(server: ServerProce
     others = [f["longest_gap"] for pid, f in gaps.per_worker.items() if pid != stopped]
     assert others, gaps.report
     assert max(others) < 0.3, gaps.report
+    # Its own clock shows the wait was not its work: a worker kept from its core (here
+    # stopped) lags, but its event loop used no CPU meanwhile.
+    assert gaps.busiest() <= 0.05, gaps.report

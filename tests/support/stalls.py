@@ -6,8 +6,15 @@ between two consecutive answers. A worker whose event loop is blocked for 2 s sh
 gap; a worker that keeps serving shows gaps of a few milliseconds. A child process, so the
 test's own work (its requests, its garbage collector) does not show up as a stalled worker.
 
+It also reads the workers' own clocks: `balancer_event_loop_busy_seconds` of /metrics
+before and after the block, so `busiest()` bounds the CPU time any worker's event loop
+spent without a turn meanwhile. A gap seen by the child is that plus the time the worker
+waited for a core; on a 2-core host running PostgreSQL, the test and the child beside the
+workers, the wait alone has reached 60 ms with a loop that computed 1 ms of it.
+
     with RedirectGaps(server.url, workers=2) as gaps:
         admin_action()
+    assert gaps.busiest() < 0.05, gaps.report
     assert gaps.longest() < 0.05, gaps.report
 """
 
@@ -19,6 +26,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from types import TracebackType
 
 _REDIRECT = (
@@ -111,6 +119,9 @@ class RedirectGaps:
     """Redirects looping on every worker of the server at `url` while the block runs."""
 
     def __init__(self, url: str, *, workers: int) -> None:
+        self._url = url.rstrip("/")
+        self._busy_before: list[tuple[float, float]] = []
+        self._busy: list[tuple[float, float]] = []  # (upper bound, turns) in the block
         host, _, port = url.removeprefix("http://").rstrip("/").partition(":")
         self._args = [host, port or "80", str(workers)]
         self._process: subprocess.Popen[str] | None = None
@@ -118,6 +129,7 @@ class RedirectGaps:
         self.per_worker: dict[int, dict[str, float]] = {}
 
     def __enter__(self) -> "RedirectGaps":
+        self._busy_before = _busy_turns(self._url)
         self._process = subprocess.Popen(
             [sys.executable, "-m", "tests.support.stalls", *self._args],
             stdin=subprocess.PIPE,
@@ -149,6 +161,18 @@ class RedirectGaps:
         if kind is None:
             assert process.returncode == 0, f"the redirect loops failed: {output}"
             self.per_worker = {int(pid): figures for pid, figures in json.loads(output).items()}
+            time.sleep(_FLUSH_SECONDS)  # every worker's figures of the block written
+            after = _busy_turns(self._url)
+            self._busy = [
+                (bound, turns - turns_before)
+                for (bound, turns), (_, turns_before) in zip(after, self._busy_before, strict=True)
+            ]
+
+    def busiest(self) -> float:
+        """The upper bound of the busiest turn any worker's event loop had in the block: the
+        bucket bound of `balancer_event_loop_busy_seconds` that holds every turn."""
+        assert self._busy[-1][1] > 0, "no turn of any worker's event loop was counted"
+        return min(bound for bound, turns in self._busy if turns == self._busy[-1][1])
 
     def longest(self) -> float:
         """The longest gap between two answers of any one worker, in seconds."""
@@ -156,11 +180,38 @@ class RedirectGaps:
 
     @property
     def report(self) -> str:
-        return ", ".join(
+        gaps = ", ".join(
             f"worker {pid}: {figures['answers']:.0f} answers, longest gap "
             f"{figures['longest_gap'] * 1000:.1f} ms"
             for pid, figures in sorted(self.per_worker.items())
         )
+        turns = ", ".join(f"{turns:.0f} up to {bound * 1000:g} ms" for bound, turns in self._busy)
+        return f"{gaps}; event loop turns by CPU time (cumulative): {turns}"
+
+
+# Workers write their figures every second (MetricsFlusher); /metrics reads what they wrote.
+_FLUSH_SECONDS = 1.5
+
+
+def _busy_turns(url: str) -> list[tuple[float, float]]:
+    """(upper bound, turns at most that busy) of every worker's event loop so far."""
+    from prometheus_client.parser import text_string_to_metric_families  # noqa: PLC0415
+
+    from tests.support.app import ADMIN_TOKEN  # noqa: PLC0415 - the child needs neither
+
+    request = urllib.request.Request(
+        f"{url}/metrics", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        text = response.read().decode()
+    for family in text_string_to_metric_families(text):
+        if family.name == "balancer_event_loop_busy_seconds":
+            return [
+                (float(sample.labels["le"]), sample.value)
+                for sample in family.samples
+                if sample.name.endswith("_bucket")
+            ]
+    raise AssertionError("/metrics has no balancer_event_loop_busy_seconds")
 
 
 if __name__ == "__main__":
