@@ -65,7 +65,10 @@ export class ChangePanel {
       this.editors.set(name, editor);
       fields.push(fieldBox(editor));
     }
-    replace($("#change-fields"), fields);
+    // Disabled until the active version is in the fields: an edit made before would be
+    // overwritten by it (the console's first read, or another admin's change, landing late).
+    this.fieldset = h("fieldset", { class: "bare", disabled: true }, fields);
+    replace($("#change-fields"), [this.fieldset]);
     this.form.addEventListener("input", (event) => this.touch(event.target));
     this.form.addEventListener("change", (event) => this.touch(event.target));
   }
@@ -120,6 +123,7 @@ export class ChangePanel {
       clearError(name);
     }
     this.resetSplitMode?.();
+    this.fieldset.disabled = false;
     $("#change-base").textContent = `Editing version ${config.version}. Only the fields you change are sent.`;
     if (clearMessages) {
       show($("#change-message"));
