@@ -1,8 +1,9 @@
 """No admin action stalls redirects: while each one runs against the largest configuration
 the balancer accepts (tests/support/largest.py), every worker keeps answering redirects,
 with no turn of a worker's event loop using over 50 ms of CPU (the workers' own clocks, in
-/metrics) and no gap between two answers over 50 ms (measured from a child process, over a
-kept-alive connection to each worker: tests/support/stalls.py).
+/metrics) and no gap between two answers longer than that plus the wait for a core on this
+host (measured from a child process, over a kept-alive connection to each worker:
+tests/support/stalls.py says how long).
 
 The server is the production one with two workers, on a database of its own, with a body
 limit that lets the largest configuration through (it is 1.6 MB) and a resync every second,
@@ -24,8 +25,6 @@ from tests.support.servers import BASELINE, WorkerLines, running_server
 from tests.support.stalls import RedirectGaps
 
 WORKERS = 2
-LONGEST_GAP = 0.05
-HISTORY_LONGEST_GAP = 0.15
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 SMALL = {**BASELINE, "regions": []}
 # The column list of config_versions, to copy a stored version under other numbers.
@@ -85,8 +84,7 @@ def assert_no_stall_while_served_everywhere(
     """The admin write, then until every worker serves the version it stored."""
     with RedirectGaps(big.url, workers=WORKERS) as gaps:
         served_everywhere(lines, write(big, method, path, body))
-    assert gaps.busiest() <= LONGEST_GAP, gaps.report
-    assert gaps.longest() < LONGEST_GAP, gaps.report
+    gaps.assert_no_stall()
 
 
 def test_patching_in_the_largest_config_stalls_no_worker(
@@ -116,8 +114,7 @@ def test_reading_the_largest_config_stalls_no_worker(
         for _ in range(3):
             answers = lines.get("/config", timeout=60)
     assert {answer.json()["version"] for answer in answers.values()} == {version}
-    assert gaps.busiest() <= LONGEST_GAP, gaps.report
-    assert gaps.longest() < LONGEST_GAP, gaps.report
+    gaps.assert_no_stall()
 
 
 def test_serving_the_largest_config_stalls_no_worker_between_admin_actions(
@@ -127,8 +124,7 @@ def test_serving_the_largest_config_stalls_no_worker_between_admin_actions(
     serve(big, lines, largest_config("idle"))
     with RedirectGaps(big.url, workers=WORKERS) as gaps:
         time.sleep(3)
-    assert gaps.busiest() <= LONGEST_GAP, gaps.report
-    assert gaps.longest() < LONGEST_GAP, gaps.report
+    gaps.assert_no_stall()
 
 
 async def copy_version(database: str, version: int, copies: int) -> int:
@@ -172,13 +168,9 @@ async def test_listing_100_versions_of_the_largest_config_stalls_no_worker(
     with RedirectGaps(big.url, workers=WORKERS) as gaps:
         pages = [read_through(c, "/config/history?limit=100") for c in lines.clients.values()]
     # Re-validating every row on the loop, the bug this test was written for, stalled the
-    # worker 8.5 s. The workers' own clocks hold the promise: no turn of a loop computes
-    # over 50 ms. The gaps the child sees add the time a worker waits for a core while 160
-    # MB go from PostgreSQL through the worker to this test on two cores: gaps of 41-72 ms
-    # measured with loops that computed 1-12 ms of them (a watch of the main thread's CPU
-    # time and stack samples in the workers); so they are held to 150 ms.
-    assert gaps.busiest() <= LONGEST_GAP, gaps.report
-    assert gaps.longest() < HISTORY_LONGEST_GAP, gaps.report
+    # worker 8.5 s. 160 MB going from PostgreSQL through the worker to this test is where
+    # the child's gaps (41-72 ms) were seen with loops computing 1-12 ms of them.
+    gaps.assert_no_stall()
     for status, head, tail, versions in pages:
         assert status == 200, head
         assert versions == 100

@@ -1,7 +1,8 @@
 """Limits changes with 100,000 overrides stored: no worker stops answering redirects.
 
 Each test loops redirects on both workers (`RedirectGaps`, idle gaps ~5 ms) while an admin
-action runs and holds the longest gap between two answers of a worker under 50 ms. The
+action runs, and holds every turn of a worker's event loop under 50 ms of CPU (its own
+clock) and the longest gap between two answers to what tests/support/stalls.py allows. The
 overrides are written with straight SQL where the test needs many (the API is what is
 measured, not what fills the table), and removed afterwards.
 """
@@ -28,7 +29,6 @@ pytestmark = pytest.mark.e2e
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 VIDEO = {"video": "http://s1.origin-cluster/video/1488/xcg2djHckad.m3u8"}
 CAP = 100_000
-LONGEST_GAP = 0.05
 LANDS_WITHIN = 2.0
 LOADED_WITHIN = 15.0  # 100,000 overrides read in slices while the box is busy with redirects
 SETTLE = 2.0
@@ -119,8 +119,7 @@ async def test_no_worker_stalls_while_100000_overrides_are_stored_at_once(
     with RedirectGaps(server.url, workers=2) as gaps:
         await fill(db)
         await asyncio.to_thread(loaded, lines)
-    assert gaps.busiest() <= LONGEST_GAP, gaps.report
-    assert gaps.longest() < LONGEST_GAP, gaps.report
+    gaps.assert_no_stall()
 
 
 @pytest.mark.parametrize(
@@ -145,8 +144,7 @@ async def test_no_worker_stalls_when_one_of_100000_overrides_changes(
                 await asyncio.to_thread(lands, lines, client, status)
             assert (await admin.delete(f"/limits/{client_id}")).status_code == 204
             await asyncio.to_thread(lands, lines, client, 301)
-    assert gaps.busiest() <= LONGEST_GAP, gaps.report
-    assert gaps.longest() < LONGEST_GAP, gaps.report
+    gaps.assert_no_stall()
 
 
 async def test_no_worker_stalls_when_the_default_limit_changes_under_100000_overrides(
@@ -164,8 +162,7 @@ async def test_no_worker_stalls_when_the_default_limit_changes_under_100000_over
                 assert response.status_code == 200, response.text
                 await asyncio.to_thread(lands, lines, client, status)
             await asyncio.to_thread(lands, lines, "10.0.0.5", 429)  # the overrides still hold
-    assert gaps.busiest() <= LONGEST_GAP, gaps.report
-    assert gaps.longest() < LONGEST_GAP, gaps.report
+    gaps.assert_no_stall()
 
 
 def create_one_by_one(server: ServerProcess, client_ids: list[str]) -> None:
@@ -217,8 +214,7 @@ async def test_no_worker_stalls_while_overrides_are_created_one_by_one(
     with RedirectGaps(server.url, workers=2) as gaps:
         await asyncio.to_thread(create_one_by_one, server, ids)
         await asyncio.to_thread(lands, lines, ids[-1], 429)
-    assert gaps.busiest() <= LONGEST_GAP, gaps.report
-    assert gaps.longest() < LONGEST_GAP, gaps.report
+    gaps.assert_no_stall()
 
 
 async def test_the_cap_is_100000_overrides_and_one_more_is_422(

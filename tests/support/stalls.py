@@ -14,8 +14,7 @@ workers, the wait alone has reached 60 ms with a loop that computed 1 ms of it.
 
     with RedirectGaps(server.url, workers=2) as gaps:
         admin_action()
-    assert gaps.busiest() < 0.05, gaps.report
-    assert gaps.longest() < 0.05, gaps.report
+    gaps.assert_no_stall()
 """
 
 import json
@@ -28,6 +27,14 @@ import threading
 import time
 import urllib.request
 from types import TracebackType
+
+# The promise: no turn of a worker's event loop computes longer than this (its own clock).
+LONGEST_TURN = 0.05
+# What a viewer may wait meanwhile on this 2-core host: a turn, plus waiting for a core while
+# PostgreSQL, the test, the child and whatever else runs here compete with the workers. Gaps
+# of 59-162 ms were seen with loops that computed at most 25 ms in any turn; a loop blocked
+# by the work itself, the bug these tests are for, stalled 1.9 to 8.5 s.
+LONGEST_GAP = 0.5
 
 _REDIRECT = (
     b"GET /?video=http://s1.origin-cluster/video/1/a.m3u8 HTTP/1.1\r\nHost: balancer\r\n\r\n"
@@ -167,6 +174,12 @@ class RedirectGaps:
                 (bound, turns - turns_before)
                 for (bound, turns), (_, turns_before) in zip(after, self._busy_before, strict=True)
             ]
+
+    def assert_no_stall(self) -> None:
+        """No worker computed over LONGEST_TURN without a turn, and none left its viewers
+        waiting over LONGEST_GAP."""
+        assert self.busiest() <= LONGEST_TURN, self.report
+        assert self.longest() < LONGEST_GAP, self.report
 
     def busiest(self) -> float:
         """The upper bound of the busiest turn any worker's event loop had in the block: the
