@@ -15,8 +15,8 @@ _MAX_SCHEDULE = 4096  # the longest split period whose targets a router lists
 # so the memo stays small whatever is sent (4,096 x 512 characters at most).
 VIDEO_MEMO_SIZE = 4096
 VIDEO_MEMO_KEY_LENGTH = 512
-# CDN locations a remembered video keeps, by base URL (a pool has up to 64 hosts).
-_LOCATIONS_PER_VIDEO = 8
+# CDN locations the remembered videos keep in all (a video has one per base URL it went to).
+LOCATION_MEMO_SIZE = 8192
 
 
 class Redirect(NamedTuple):
@@ -60,8 +60,8 @@ class RouteExplanation(NamedTuple):
 
 class _Video:
     """A valid video URL as this router routes it: its server label, the rest after the
-    host, its origin URL and the server's rule; and its CDN locations by base URL, made once
-    (the same string object each time, so what is built from it downstream can be
+    host, its origin URL and the server's rule; and its CDN locations by base URL, made
+    once (the same string object each time, so what is built from it downstream can be
     remembered by it too)."""
 
     __slots__ = ("locations", "origin_url", "rest", "rule", "server")
@@ -72,15 +72,6 @@ class _Video:
         self.origin_url = origin_url
         self.rule = rule
         self.locations: dict[str, str] = {}
-
-    def location(self, base: str) -> str:
-        """The redirect to `base`, the CDN host's base URL."""
-        location = self.locations.get(base)
-        if location is None:
-            location = f"{base}/{self.server}{self.rest}"
-            if len(self.locations) < _LOCATIONS_PER_VIDEO:
-                self.locations[base] = location
-        return location
 
 
 class _Rule:
@@ -113,6 +104,7 @@ class Router:
         "_domains",
         "_fallback",
         "_fallbacks",
+        "_locations_left",
         "_match",
         "_period",
         "_regions",
@@ -197,6 +189,7 @@ class Router:
         # parsing and validation. Per router, so a new version or health change starts empty;
         # only valid URLs are kept, each under its own exact text.
         self._videos: dict[str, _Video] = {}
+        self._locations_left = LOCATION_MEMO_SIZE  # what their `locations` may still take
 
     def reweigh(self, percents: Mapping[str, int]) -> None:
         """Apply new load percents (base URL -> percent) in place, the down hosts as they
@@ -269,7 +262,7 @@ class Router:
             target = rule.split.target(next_number(server))
             base = rule.rotation.next() if target is CDN else None
         if base:
-            location = video.location(base)
+            location = video.locations.get(base) or self._location(video, base)
         elif target is CDN:
             target, location = self._without_cdn(video.origin_url, DEFAULT_REGION)
             base = ""
@@ -294,8 +287,18 @@ class Router:
             videos = self._videos
             if len(videos) >= VIDEO_MEMO_SIZE:
                 videos.clear()
+                self._locations_left = LOCATION_MEMO_SIZE
             videos[raw_video] = video
         return video
+
+    def _location(self, video: _Video, base: str) -> str:
+        """The redirect of `video` to `base`, a CDN host's base URL, remembered while the
+        memo has room."""
+        location = f"{base}/{video.server}{video.rest}"
+        if self._locations_left:
+            self._locations_left -= 1
+            video.locations[base] = location
+        return location
 
     def _redirect_in_region(
         self,
@@ -317,13 +320,16 @@ class Router:
             else:
                 regions = self._fallbacks.regions
                 regions[region.name] = regions.get(region.name, 0) + 1
-        target = self._target(server, rule, region, next_number)
+        if rule is None and region is not None and region.schedule:  # `_target`, inlined
+            target = region.schedule[next_number(region.key) % region.period]
+        else:
+            target = self._target(server, rule, region, next_number)
         name = DEFAULT_REGION if region is None else region.name
         base: str | None = ""
         if target is CDN:
             base = rotation.next()
             if base:
-                location = video.location(base)
+                location = video.locations.get(base) or self._location(video, base)
             elif rule is not None and rule.down:
                 raise self._server_down(server)
             else:

@@ -13,6 +13,7 @@ from app.application.snapshot import ConfigSnapshot
 from app.domain.config import BalancerConfig
 from app.domain.errors import InvalidVideoUrl
 from app.domain.pool import CdnPool
+from app.domain.router import LOCATION_MEMO_SIZE as ROUTER_LOCATIONS
 from app.domain.router import VIDEO_MEMO_KEY_LENGTH, VIDEO_MEMO_SIZE, Redirect
 from app.domain.split import Split
 from app.presentation.edge.protocol import LOCATION_MEMO_SIZE, EdgeProtocol
@@ -91,6 +92,20 @@ def test_the_router_remembers_a_bounded_number_of_short_urls() -> None:
     videos = snapshot.router._videos
     assert 0 < len(videos) <= VIDEO_MEMO_SIZE
     assert long_url not in videos
+
+
+def test_the_router_remembers_a_bounded_number_of_locations_over_all_its_urls() -> None:
+    hosts = [(f"c{number}.example.com", 1) for number in range(8)]
+    config = BalancerConfig(
+        cdn_host="c0.example.com", split=Split(1, 0), cdn_hosts=CdnPool.of(hosts)
+    )
+    redirect, snapshot = serving(config)
+    for number in range(VIDEO_MEMO_SIZE - 1):
+        for _ in range(8):
+            location = redirect(f"http://s1.origin-cluster/v/{number}.ts").location
+            assert location.endswith(f"/s1/v/{number}.ts")
+    videos = snapshot.router._videos.values()
+    assert sum(len(video.locations) for video in videos) == ROUTER_LOCATIONS
 
 
 def test_a_url_remembered_goes_over_every_host_of_the_pool_by_weight() -> None:

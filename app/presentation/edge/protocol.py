@@ -89,7 +89,7 @@ _FORWARDED_MEMO_KEY_BYTES = 256
 # Redirect locations -> their header lines (`location` to the end of the redirect's own
 # headers), checked printable once: the router hands out the same string for the same
 # video and host, so a repeated redirect is looked up, not checked and encoded again.
-LOCATION_MEMO_SIZE = 4096
+LOCATION_MEMO_SIZE = 8192
 _LOCATION_MEMO_KEY_LENGTH = 512
 
 
