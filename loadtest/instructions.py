@@ -34,19 +34,24 @@ from app.application.metrics import TICK_SECONDS, Tally
 from app.application.redirect import RedirectVideo
 from app.application.snapshot import ConfigSnapshot
 from app.domain.config import BalancerConfig, ConfigVersion
+from app.domain.pool import CdnPool
 from app.domain.ratelimit import ClientLimiter, RateLimit
+from app.domain.regions import Region
 from app.domain.split import Split
+from app.infrastructure.geoip import BundledCountries
 from app.presentation.edge.protocol import EdgeProtocol
 from app.presentation.edge.redirect import RedirectFront
 from loadtest.bench.load import video_paths
 from loadtest.bench.variants import BENCH_RATE_LIMIT, forwarded_for
 
-# mode -> (sends X-Forwarded-For, rate limit on, metrics on), as the bench's variants
+# mode -> (sends X-Forwarded-For, rate limit on, metrics on, regions), as the bench's variants
 MODES = {
-    "service": (False, False, True),
-    "metrics-off": (False, False, False),
-    "xff": (True, False, True),
-    "limits": (True, True, True),
+    "service": (False, False, True, False),
+    "metrics-off": (False, False, False, False),
+    "xff": (True, False, True, False),
+    "limits": (True, True, True, False),
+    "regions": (True, False, True, True),
+    "every-feature": (True, True, True, True),
 }
 FEW, MANY = 2_000, 12_000
 # Requests between two folds of the tally: what a TICK_SECONDS tick sees at 15,000/s.
@@ -96,11 +101,33 @@ def requests(forwarded: bool) -> list[bytes]:
     return heads
 
 
+def regions_config() -> BalancerConfig:
+    """The bench's `three_regions`: a global pool of three at 3:2:1 and three regions by
+    country (one also by network) with pools of two (no host is probed in this loop)."""
+
+    def pool(name: str, weights: tuple[int, ...]) -> CdnPool:
+        return CdnPool.of([(f"{name}{n}.example.com", w) for n, w in enumerate(weights)])
+
+    regions = (
+        Region(
+            "eu",
+            pool("eu", (1, 1)),
+            ("DE", "FR", "GB", "NL", "IT", "ES", "SE", "PL"),
+            ("10.20.0.0/16",),
+        ),
+        Region("us", pool("us", (1, 1)), ("US", "CA"), split=Split(4, 1)),
+        Region("apac", pool("apac", (1, 1)), ("JP", "CN", "KR", "AU", "IN", "SG")),
+    )
+    return BalancerConfig(
+        "cdn.example.com", Split(9, 1), cdn_hosts=pool("cdn", (3, 2, 1)), regions=regions
+    )
+
+
 async def feed(mode: str, count: int) -> tuple[Tally | None, ClientLimiter]:
     """Feed `count` requests of the mix; the tally and limiter they went through."""
-    forwarded, limited, counted = MODES[mode]
-    snapshot = ConfigSnapshot()
-    config = BalancerConfig(cdn_host="cdn.example.com", split=Split(9, 1))
+    forwarded, limited, counted, regional = MODES[mode]
+    snapshot = ConfigSnapshot(BundledCountries() if regional else None)
+    config = regions_config() if regional else BalancerConfig("cdn.example.com", Split(9, 1))
     snapshot.offer(ConfigVersion(1, config, datetime.now(UTC)))
     limiter = ClientLimiter(time.monotonic)
     if limited:

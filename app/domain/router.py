@@ -11,6 +11,12 @@ from app.domain.steering import SteeringPool
 from app.domain.video import common_parts, new_tuple, parse_video_url
 
 _MAX_SCHEDULE = 4096  # the longest split period whose targets a router lists
+# Videos a router remembers parsed (see `_Video`): emptied when full, and long URLs not kept,
+# so the memo stays small whatever is sent (4,096 x 512 characters at most).
+VIDEO_MEMO_SIZE = 4096
+VIDEO_MEMO_KEY_LENGTH = 512
+# CDN locations the remembered videos keep in all (a video has one per base URL it went to).
+LOCATION_MEMO_SIZE = 8192
 
 
 class Redirect(NamedTuple):
@@ -52,6 +58,22 @@ class RouteExplanation(NamedTuple):
     server: str
 
 
+class _Video:
+    """A valid video URL as this router routes it: its server label, the rest after the
+    host, its origin URL and the server's rule; and its CDN locations by base URL, made
+    once (the same string object each time, so what is built from it downstream can be
+    remembered by it too)."""
+
+    __slots__ = ("locations", "origin_url", "rest", "rule", "server")
+
+    def __init__(self, server: str, rest: str, origin_url: str, rule: "_Rule | None") -> None:
+        self.server = server
+        self.rest = rest
+        self.origin_url = origin_url
+        self.rule = rule
+        self.locations: dict[str, str] = {}
+
+
 class _Rule:
     __slots__ = ("down", "rotation", "split")
 
@@ -82,6 +104,7 @@ class Router:
         "_domains",
         "_fallback",
         "_fallbacks",
+        "_locations_left",
         "_match",
         "_period",
         "_regions",
@@ -93,6 +116,7 @@ class Router:
         "_steered",
         "_targets",
         "_version",
+        "_videos",
         "down_hosts",
         "matcher",
         "percents",
@@ -161,6 +185,11 @@ class Router:
         self.steering_pools = _steering_pools(config, down_hosts, percents)
         # Whether any pool has pathways: a load change lays out its steering pools again.
         self._steered = any(pool.pathways for pool in self.steering_pools.values())
+        # Raw video URL -> what `redirect` derives from it alone: a URL asked for again skips
+        # parsing and validation. Per router, so a new version or health change starts empty;
+        # only valid URLs are kept, each under its own exact text.
+        self._videos: dict[str, _Video] = {}
+        self._locations_left = LOCATION_MEMO_SIZE  # what their `locations` may still take
 
     def reweigh(self, percents: Mapping[str, int]) -> None:
         """Apply new load percents (base URL -> percent) in place, the down hosts as they
@@ -208,16 +237,12 @@ class Router:
         """Route one request. `next_number(name)` hands out the sequence named `name`:
         "" for the global split, the server label for a server with its own rule,
         `region:<name>` for a region. `client` is the viewer's address (for regions)."""
-        common = common_parts(raw_video, self._domains)
-        if common is None:
-            video = parse_video_url(raw_video, self._domains)
-            server, rest, origin_url = video.server, video.rest, video.origin_url
-        else:
-            (server, rest), origin_url = common, raw_video
-        rule = self._rules.get(server) if self._rules else None
+        video = self._videos.get(raw_video) or self._video(raw_video)
+        server = video.server
+        rule = video.rule
         if self._match is not None:
             return self._redirect_in_region(
-                server, rest, origin_url, rule, next_number=next_number, index=self._match(client)
+                video, next_number=next_number, index=self._match(client)
             )
         target: Target
         if rule is None:
@@ -237,24 +262,47 @@ class Router:
             target = rule.split.target(next_number(server))
             base = rule.rotation.next() if target is CDN else None
         if base:
-            location = f"{base}/{server}{rest}"
+            location = video.locations.get(base) or self._location(video, base)
         elif target is CDN:
-            target, location = self._without_cdn(origin_url, DEFAULT_REGION)
+            target, location = self._without_cdn(video.origin_url, DEFAULT_REGION)
             base = ""
         else:
-            location = origin_url
+            location = video.origin_url
             base = ""
         return new_tuple(
             Redirect,
             (target, location, self._status, server, self._version, DEFAULT_REGION, base),
         )
 
+    def _video(self, raw_video: str) -> _Video:
+        """Parse and check `raw_video` (InvalidVideoUrl if it is not valid), remembered."""
+        common = common_parts(raw_video, self._domains)
+        if common is None:
+            parsed = parse_video_url(raw_video, self._domains)
+            server, rest, origin_url = parsed.server, parsed.rest, parsed.origin_url
+        else:
+            (server, rest), origin_url = common, raw_video
+        video = _Video(server, rest, origin_url, self._rules.get(server) if self._rules else None)
+        if len(raw_video) <= VIDEO_MEMO_KEY_LENGTH:
+            videos = self._videos
+            if len(videos) >= VIDEO_MEMO_SIZE:
+                videos.clear()
+                self._locations_left = LOCATION_MEMO_SIZE
+            videos[raw_video] = video
+        return video
+
+    def _location(self, video: _Video, base: str) -> str:
+        """The redirect of `video` to `base`, a CDN host's base URL, remembered while the
+        memo has room."""
+        location = f"{base}/{video.server}{video.rest}"
+        if self._locations_left:
+            self._locations_left -= 1
+            video.locations[base] = location
+        return location
+
     def _redirect_in_region(
         self,
-        server: str,
-        rest: str,
-        origin_url: str,
-        rule: "_Rule | None",
+        video: _Video,
         *,
         next_number: Callable[[str], int],
         index: int | None,
@@ -263,6 +311,7 @@ class Router:
         a server rule's split still beats the region's, and a down server still goes to the
         CDN. A region without a healthy host lends its viewers the pool they would have
         without regions."""
+        server, rule = video.server, video.rule
         region = None if index is None else self._regions[index]
         rotation = self._rotation if rule is None else rule.rotation
         if region is not None:
@@ -271,20 +320,23 @@ class Router:
             else:
                 regions = self._fallbacks.regions
                 regions[region.name] = regions.get(region.name, 0) + 1
-        target = self._target(server, rule, region, next_number)
+        if rule is None and region is not None and region.schedule:  # `_target`, inlined
+            target = region.schedule[next_number(region.key) % region.period]
+        else:
+            target = self._target(server, rule, region, next_number)
         name = DEFAULT_REGION if region is None else region.name
         base: str | None = ""
         if target is CDN:
             base = rotation.next()
             if base:
-                location = f"{base}/{server}{rest}"
+                location = video.locations.get(base) or self._location(video, base)
             elif rule is not None and rule.down:
                 raise self._server_down(server)
             else:
-                target, location = self._without_cdn(origin_url, name)
+                target, location = self._without_cdn(video.origin_url, name)
                 base = ""
         else:
-            location = origin_url
+            location = video.origin_url
         return new_tuple(
             Redirect, (target, location, self._status, server, self._version, name, base)
         )

@@ -86,6 +86,11 @@ _LINE_ENDS = re.compile(rb"[\r\n]*")
 # long values not kept, so the memo stays small whatever is sent.
 _FORWARDED_MEMO_SIZE = 8192
 _FORWARDED_MEMO_KEY_BYTES = 256
+# Redirect locations -> their header lines (`location` to the end of the redirect's own
+# headers), checked printable once: the router hands out the same string for the same
+# video and host, so a repeated redirect is looked up, not checked and encoded again.
+LOCATION_MEMO_SIZE = 8192
+_LOCATION_MEMO_KEY_LENGTH = 512
 
 
 class _Worker:
@@ -105,6 +110,7 @@ class _Worker:
         self.proxy_headers = config.proxy_headers
         self.access_log = logging.getLogger("uvicorn.access").hasHandlers()
         self.forwarded: dict[bytes, str] = {}
+        self.locations: dict[str, bytes] = {}
         self.defaults: object = None
         self.default_lines = b""
         self.default_close = False
@@ -128,6 +134,20 @@ class _Worker:
             self.default_lines = _header_lines(defaults)
             self.default_close = _CLOSE in defaults
         return self.default_lines, self.default_close
+
+    def location_lines(self, location: str) -> bytes | None:
+        """A redirect's header lines from `location` on (None if `location` is not
+        printable: uvicorn refuses control characters in a header value), remembered in
+        `locations`, which the protocol reads first."""
+        if not location.isprintable():
+            return None
+        lines = b"location: " + location.encode() + _REDIRECT_TAIL
+        if len(location) <= _LOCATION_MEMO_KEY_LENGTH:
+            locations = self.locations
+            if len(locations) >= LOCATION_MEMO_SIZE:
+                locations.clear()
+            locations[location] = lines
+        return lines
 
     def forwarded_client(self, forwarded: bytes) -> str:
         """The client a trusted peer's `X-Forwarded-For` (its values joined by ", ") names
@@ -353,23 +373,14 @@ class EdgeProtocol(asyncio.Protocol):
         end = _END if keep_alive or closing else _CLOSE_END
         if isinstance(result, Redirect):
             location = result.location
-            if not location.isprintable():
-                # uvicorn refuses control characters in a header value; so do we, with a 500
+            lines = worker.locations.get(location) or worker.location_lines(location)
+            if lines is None:
                 log.error("unprintable_location", location=location)
                 self.answers.append(_INTERNAL_ERROR)
                 self.closing = True
                 return
             self.answers.append(
-                b"".join(
-                    (
-                        STATUS_LINES[result.status],
-                        worker.default_lines,
-                        b"location: ",
-                        location.encode(),
-                        _REDIRECT_TAIL,
-                        end,
-                    )
-                )
+                b"".join((STATUS_LINES[result.status], worker.default_lines, lines, end))
             )
         else:
             body = b"" if method == b"HEAD" else result.body
@@ -377,6 +388,11 @@ class EdgeProtocol(asyncio.Protocol):
             self.answers.append(
                 b"".join((STATUS_LINES[result.status], worker.default_lines, lines, end, body))
             )
+        # Its message is complete: a request answered here has no body (no framing
+        # header), so llhttp ends it with its head. No `on_message_complete` callback: it
+        # would cost a Python call per request for these two lines.
+        self.in_request = False
+        self.answered += 1
         self.server_state.total_requests += 1
         if not keep_alive or closing:
             self.closing = True
@@ -389,10 +405,6 @@ class EdgeProtocol(asyncio.Protocol):
             return None
         self.front = front
         return front
-
-    def on_message_complete(self) -> None:
-        self.in_request = False
-        self.answered += 1
 
     # the connection
 

@@ -28,6 +28,10 @@ _NO_STORE = (b"cache-control", b"no-store")
 REDIRECT_HEADERS = (_NO_STORE, (b"content-length", b"0"))
 _EMPTY_BODY = {"type": "http.response.body", "body": b""}
 _MAX_QUERY = 3 * MAX_VIDEO_URL_LENGTH + 64  # a fully percent-encoded URL of the maximum length
+# Query strings -> their `video` value, for queries asked for again: emptied when full, and
+# long queries not kept, so the memo stays small whatever is sent.
+QUERY_MEMO_SIZE = 4096
+QUERY_MEMO_KEY_BYTES = 512
 # Before start-up completes only these answer; everything else needs the configuration.
 _OPEN_WHILE_STARTING = ("/health", "/ready", "/docs", "/redoc", "/openapi.json")
 # Where FastAPIOffline (fastapi-offline) mounts its copies of Swagger UI and ReDoc.
@@ -145,6 +149,9 @@ class RedirectFront:
         self.wants_client = False
         # This worker's counts, None while counting is off (BALANCER_METRICS=false).
         self._tally: Tally | None = None
+        # Query string -> `video_param(query)`, which depends on nothing else: no version
+        # or setting changes it. Valid values only, each under its query's exact bytes.
+        self._videos: dict[bytes, str] = {}
 
     @property
     def serving(self) -> bool:
@@ -192,7 +199,15 @@ class RedirectFront:
             if wait:
                 return self._refused(_RATE_LIMITED.retry_in(retry_after_seconds(wait)))
         try:
-            redirect = self._redirect(video_param(query), address)  # type: ignore[misc]
+            video = self._videos.get(query)
+            if video is None:
+                video = video_param(query)
+                if len(query) <= QUERY_MEMO_KEY_BYTES:
+                    videos = self._videos
+                    if len(videos) >= QUERY_MEMO_SIZE:
+                        videos.clear()
+                    videos[query] = video
+            redirect = self._redirect(video, address)  # type: ignore[misc]
         except BalancerError as error:
             refused = refusal(error_problem(error))
             seconds = retry_after(error)
