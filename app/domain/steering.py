@@ -74,7 +74,16 @@ class SteeringPool:
     are down come last: a player still needs a last resort.
     """
 
-    __slots__ = ("_by_url", "_down", "_healthy", "_rotation", "name", "pathways", "settings")
+    __slots__ = (
+        "_by_url",
+        "_down",
+        "_healthy",
+        "_heads",
+        "_rotation",
+        "name",
+        "pathways",
+        "settings",
+    )
 
     def __init__(
         self,
@@ -95,6 +104,10 @@ class SteeringPool:
         # By effective weight; stable: equal weights keep their configured order.
         healthy.sort(key=lambda host: -host.weight * shares.get(host.base_url, 100))
         self._healthy = tuple(host.pathway for host in healthy)
+        # Drained (0%: up, but no new viewers): no viewer keeps one as its head.
+        self._heads = frozenset(
+            host.pathway for host in healthy if shares.get(host.base_url, 100) > 0
+        )
         self._down = tuple(host.pathway for host in steered if host.base_url in down)
         self._by_url = {host.base_url: host.pathway for host in steered}
         self._rotation = Rotation(CdnPool(steered), down, percents) if healthy else None
@@ -105,7 +118,7 @@ class SteeringPool:
 
     def plan(self, sticky: str = "") -> SteeringPlan:
         """The order for a viewer whose head was `sticky` ("" for a new viewer)."""
-        head = sticky if sticky and sticky in self._healthy else ""
+        head = sticky if sticky and sticky in self._heads else ""
         if not head and self._rotation is not None:
             head = self._by_url[self._rotation.next() or ""]
         if head:

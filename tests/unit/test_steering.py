@@ -88,6 +88,15 @@ def test_a_sticky_head_stays_while_healthy_and_moves_when_down_or_gone() -> None
     assert healthy.plan("gone").head in ("a", "b", "c")
 
 
+def test_a_sticky_head_moves_when_its_host_drains_and_the_drained_come_last() -> None:
+    """Drained (0%: `drain` in agent mode) is up but takes no new viewers; a viewer on it is
+    moved as if it were down, and keeps it only as a last resort before the down ones."""
+    drained = SteeringPool("cdn_hosts", POOL, frozenset({B}), ON, {C: 0})
+    plans = [drained.plan("c") for _ in range(10)]
+    assert {plan.head for plan in plans} == {"a"}
+    assert plans[0].pathways == ("a", "c", "b")
+
+
 def test_with_every_pathway_down_the_manifest_still_lists_them() -> None:
     pool = SteeringPool("cdn_hosts", POOL, frozenset({A, B, C}), ON)
     assert pool.plan().pathways == ("a", "b", "c")
