@@ -14,8 +14,8 @@ def test_gaps_stay_short_when_nothing_else_runs(server: ServerProcess) -> None:
         time.sleep(1)
     assert len(gaps.per_worker) == 2
     assert all(figures["answers"] > 100 for figures in gaps.per_worker.values()), gaps.report
-    assert gaps.longest() < 0.05, gaps.report
-    assert gaps.busiest() <= 0.05, gaps.report
+    # Idle gaps are a few ms; one of 102 ms was seen in CI with loops computing under 50 ms.
+    gaps.assert_no_stall()
 
 
 def test_a_stopped_worker_shows_as_a_gap_of_that_worker_only(server: ServerProcess) -> None:
