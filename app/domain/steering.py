@@ -77,8 +77,8 @@ class SteeringPool:
     __slots__ = (
         "_by_url",
         "_down",
-        "_healthy",
         "_heads",
+        "_healthy",
         "_rotation",
         "name",
         "pathways",
