@@ -146,8 +146,11 @@ def test_one_prober_per_cluster_and_a_survivor_takes_over_when_it_dies(
         if all(body["cdn_hosts"][b.base_url] == "down" for body in survivors.values()):  # type: ignore[index]
             break
         assert time.monotonic() - died < LEASE + FALL * INTERVAL + TIMEOUT + INTERVAL + SLACK
-    new = [pid for pid, body in workers_view(cluster).items() if body["cdn_prober"]]
-    assert len(new) == 1
+    # One /ready snapshot can miss the prober (the kernel picks the worker of each
+    # connection) or catch it between lease renewals: CI once saw none. Within a lease:
+    deadline = time.monotonic() + LEASE + SLACK
+    while len(new := [p for p, body in workers_view(cluster).items() if body["cdn_prober"]]) != 1:
+        assert time.monotonic() < deadline, new
     assert new != probers
 
 
