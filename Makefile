@@ -10,6 +10,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 export UV_PYTHON_DOWNLOADS := never
+# Byte-compiled at install, as pip and the Dockerfile do: uv does not by default, and where
+# PYTHONDONTWRITEBYTECODE is set (this machine, CI) every process would compile FastAPI,
+# pydantic and redis again: 0.6 s more to start each server and 7 MB more in each worker.
+export UV_COMPILE_BYTECODE := 1
 
 .DEFAULT_GOAL := help
 .PHONY: help install runtime run demo serve migrate test lint format bench loadtest \
