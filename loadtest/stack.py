@@ -169,9 +169,15 @@ class _Child:
         )
 
     def stop(self, timeout: float = 15) -> None:
-        if self.exited():
-            return
-        self.process.terminate()
+        self.terminate()
+        self.wait(timeout)
+
+    def terminate(self) -> None:
+        if not self.exited():
+            self.process.terminate()
+
+    def wait(self, timeout: float = 15) -> None:
+        """Wait for the process to end, killed after `timeout` seconds."""
         try:
             self.process.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -325,8 +331,16 @@ class Stack:
                 raise child.failure()
 
     def stop(self) -> None:
+        """nginx and Prometheus first, then every instance at once: each drains for
+        BALANCER_DRAIN_SECONDS, side by side rather than one after the other."""
+        instances = [child for child in self._children if child.name.startswith("instance")]
         for child in reversed(self._children):
-            child.stop()
+            if child not in instances:
+                child.stop()
+        for child in instances:
+            child.terminate()
+        for child in instances:
+            child.wait()
         self._children.clear()
 
 

@@ -220,6 +220,7 @@ async def run(
         "BALANCER_SEQUENCE_BLOCK": "20",
         # /metrics behind a token, as compose runs it when one is set: Prometheus sends it.
         "BALANCER_METRICS_TOKEN": METRICS_TOKEN,
+        "BALANCER_DRAIN_SECONDS": "0",  # no load balancer to wait for when it stops
     }
     server: ServerProcess | Stack
     prometheus: PrometheusApi

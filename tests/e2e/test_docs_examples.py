@@ -279,6 +279,7 @@ def demo(servers: Servers, tmp_path: Path) -> Iterator[Demo]:
             "BALANCER_DATABASE_URL": database_url,
             "BALANCER_REDIS_URL": servers.redis_url,
             "BALANCER_PORT": ports["8000"],
+            "BALANCER_DRAIN_SECONDS": "0",  # no load balancer to wait for when it stops
             **redis_keys(prefix),
         }
         try:

@@ -50,6 +50,8 @@ def start_stack(database_url: str, redis_url: str, sequence_key: str, workdir: P
             # The access log is where the client address the app settled on shows.
             "BALANCER_ACCESS_LOG": "true",
             "BALANCER_LOG_FORMAT": "console",
+            # nginx stops first: no load balancer to wait for when the module's stack stops
+            "BALANCER_DRAIN_SECONDS": "0",
         },
     )
 
