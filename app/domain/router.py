@@ -170,8 +170,10 @@ class Router:
             rules[server] = _Rule(None, rotation, down=True)
         self._rules = rules
         self.matcher = matcher
-        # The matcher while regions are configured, else None: one attribute test per request.
-        self._match = matcher if config.regions else None
+        # The matcher's bound `__call__` while regions are configured, else None: one
+        # attribute test per request (bound, because an instance with `__call__` takes
+        # CPython's slow call path).
+        self._match = matcher.__call__ if config.regions and matcher is not None else None
         regions = []
         for region in paced(config.regions):
             rotation = Rotation(region.pool, down_hosts, percents)
@@ -241,9 +243,7 @@ class Router:
         server = video.server
         rule = video.rule
         if self._match is not None:
-            return self._redirect_in_region(
-                video, next_number=next_number, index=self._match(client)
-            )
+            return self._redirect_in_region(video, next_number, self._match(client))
         target: Target
         if rule is None:
             number = next_number("")
@@ -301,11 +301,7 @@ class Router:
         return location
 
     def _redirect_in_region(
-        self,
-        video: _Video,
-        *,
-        next_number: Callable[[str], int],
-        index: int | None,
+        self, video: _Video, next_number: Callable[[str], int], index: int | None
     ) -> Redirect:
         """Regions decide the pool (`index`: the client's region, None for the default);
         a server rule's split still beats the region's, and a down server still goes to the
