@@ -173,6 +173,24 @@ def get(query: str, method: str = "GET", version: str = "1.1", headers: str = ""
     return f"{method} /?{query} HTTP/{version}\r\nHost: a\r\n{headers}\r\n".encode()
 
 
+@pytest.mark.parametrize(
+    ("headers", "answered_here"),
+    [
+        ("Connection: Upgrade\r\nUpgrade: websocket\r\n", False),
+        ("Connection: keep-alive, upgrade\r\nUpgrade: h2c\r\n", False),
+        ("Upgrade: websocket\r\n", True),  # no `Connection: upgrade`: not an upgrade
+        ("Connection: keep-alive\r\n", True),
+    ],
+)
+async def test_an_upgrade_is_handed_over_and_an_upgrade_header_alone_is_not_one(
+    headers: str, answered_here: bool
+) -> None:
+    protocol, transport = serve(bound_front())
+    protocol.data_received(get(f"video={VIDEO}", headers=headers))
+    assert (transport.protocol is protocol) is answered_here
+    stop_timers(transport)
+
+
 async def test_a_redirect_takes_no_task_and_is_written_before_the_read_returns() -> None:
     protocol, transport = serve(bound_front())
     protocol.data_received(get(f"video={VIDEO}") * 3)  # three pipelined in one read

@@ -347,8 +347,8 @@ class EdgeProtocol(asyncio.Protocol):
             or not self.plain
             or url[:2] != b"/?"
             or method not in (b"GET", b"HEAD")
-            # (not `b"#" in url`: bytes first try an int operand, raising and clearing a
-            # TypeError each time, a quarter of a microsecond a request)
+            # (not `b"#" in url`: bytes first try the operand as an int, raising and
+            # clearing a TypeError each time: 2.5% of a worker's CPU under wrk)
             or url.find(b"#") != -1
             # an upgrade needs `Connection: upgrade` (CONNECT is not GET or HEAD)
             or (self.connection_header and parser.should_upgrade())
